@@ -1,0 +1,139 @@
+"""The ``mcp-cascade`` command line.
+
+Under ``serve`` stdout belongs to the MCP protocol: every message here goes to
+stderr, and a failure is one clear line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mcp_cascade.config import ENV_PREFIX, KEYS, Config, Loaded, load_config, resolve_home, resolve_session
+from mcp_cascade.errors import CascadeError
+from mcp_cascade.response import SCHEMA
+
+Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
+
+
+def _flag_type(key: str) -> Callable[[str], Any]:
+    if key in ("tier_order", "allow"):
+        return lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip())
+    return str
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--key-name`` flag per configuration key (values are validated by the config model)."""
+    group = parser.add_argument_group("configuration (flag > environment > config.toml > default)")
+    for key in KEYS:
+        info = Config.model_fields[key]
+        group.add_argument(
+            "--" + key.replace("_", "-"),
+            dest="cfg_" + key,
+            type=_flag_type(key),
+            default=None,
+            metavar=key.split("_")[-1].upper(),
+            help=f"{info.description} (default {info.default})",
+        )
+
+
+def config_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration values given as flags."""
+    return {key: getattr(args, "cfg_" + key, None) for key in KEYS}
+
+
+def load(args: argparse.Namespace, env: Mapping[str, str]) -> Loaded:
+    """The effective configuration for a command's arguments."""
+    return load_config(resolve_home(getattr(args, "home", None), env), env, config_flags(args))
+
+
+def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the MCP server for one Claude Code session (stdio)."""
+    from mcp_cascade.server import serve
+
+    loaded = load(args, env)
+    session = resolve_session(args.session, env, Path.cwd())
+    return serve(loaded, session, Path.cwd())
+
+
+def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print the effective configuration and where each value came from."""
+    loaded = load(args, env)
+    values = loaded.config.model_dump(mode="json")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "home": str(loaded.home),
+                    "file": str(loaded.file),
+                    "values": values,
+                    "sources": dict(loaded.sources),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"home   {loaded.home}\nfile   {loaded.file}{'' if loaded.file.exists() else ' (absent)'}\n")
+    width = max(len(k) for k in KEYS)
+    for key in KEYS:
+        print(
+            f"{key:<{width}}  {json.dumps(values[key]):<28}  {loaded.sources[key]}"
+            f"  [{ENV_PREFIX}{key.upper()}]"
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print the response JSON Schema (the webhook body and the inbox file)."""
+    print(json.dumps(SCHEMA, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="mcp-cascade", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--home", help="state directory (default $MCP_CASCADE_HOME or ~/.mcp-cascade)")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("serve", cmd_serve, "MCP server for one Claude Code session (spawned by Claude Code, stdio)")
+    p.add_argument(
+        "--session", help="session id [a-z0-9-]{1,64} (default: derived from the project directory)"
+    )
+    add_config_flags(p)
+
+    p = command("config", cmd_config, "print the effective configuration and where each value came from")
+    p.add_argument("--json", action="store_true")
+    add_config_flags(p)
+
+    command("schema", cmd_schema, "print the response JSON Schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point of the console script."""
+    env = dict(os.environ) if env is None else env
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args, env)
+    except CascadeError as exc:
+        print(f"mcp-cascade {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""One configuration model, loaded in one place.
+
+Precedence, lowest first: built-in defaults, ``$MCP_CASCADE_HOME/config.toml``,
+``MCP_CASCADE_*`` environment variables, command-line flags. Nothing else in the
+package reads ``os.environ``: callers pass the mapping in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mcp_cascade.errors import ConfigError
+
+ENV_PREFIX = "MCP_CASCADE_"
+Tier = Literal["webhook", "bridge", "file"]
+SESSION_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
+
+
+class Config(BaseModel):
+    """Every tunable of serve, send and bridge; frozen once loaded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    webhook_timeout_ms: int = Field(100, ge=1, le=60_000, description="tier-1 POST timeout")
+    bridge_timeout_ms: int = Field(500, ge=1, le=60_000, description="tier-2 redelivery budget")
+    file_debounce_ms: int = Field(500, ge=0, le=60_000, description="quiet time for legacy in-place files")
+    file_rescan_ms: int = Field(1000, ge=10, le=3_600_000, description="periodic inbox rescan")
+    overall_timeout_ms: int = Field(10_000, ge=1, le=3_600_000, description="report undelivered after")
+    tier_order: tuple[Tier, ...] = Field(
+        ("webhook", "bridge", "file"), min_length=1, description="sender's tier priorities"
+    )
+    breaker_threshold: int = Field(5, ge=1, le=1000, description="consecutive failures that open it")
+    breaker_reset_ms: int = Field(1000, ge=1, le=3_600_000, description="wait before the first probe")
+    breaker_max_reset_ms: int = Field(16_000, ge=1, le=3_600_000, description="cap of the probe wait")
+    slow_after: int = Field(3, ge=1, le=1000, description="slow tier-1 answers in a row that degrade it")
+    sidecar_host: str = Field("127.0.0.1", description="sidecar bind address")
+    sidecar_port: int = Field(0, ge=0, le=65_535, description="sidecar port, 0 for any free one")
+    bridge_port: int = Field(0, ge=0, le=65_535, description="bridge API port, 0 for any free one")
+    retention_days: int = Field(7, ge=7, le=3650, description="how long delivered ids are kept")
+    legacy_dir: Path | None = Field(None, description="a legacy responses folder to watch")
+    log_file: Path | None = Field(None, description="JSON log lines go here instead of stderr")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log threshold")
+    metrics: bool = Field(True, description="record OpenTelemetry metrics")
+    audit_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="audit file size before rotation")
+    telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
+    allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
+
+    @field_validator("tier_order")
+    @classmethod
+    def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("tiers may appear only once")
+        return value
+
+
+KEYS: tuple[str, ...] = tuple(Config.model_fields)
+_LIST_KEYS = frozenset({"tier_order", "allow"})
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A loaded configuration, where each value came from, and the paths it was read from."""
+
+    config: Config
+    sources: Mapping[str, str]
+    home: Path
+    file: Path
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """``MCP_CASCADE_HOME`` or ``~/.mcp-cascade``."""
+    raw = env.get(ENV_PREFIX + "HOME")
+    return Path(raw).expanduser() if raw else Path(env.get("HOME", "~")).expanduser() / ".mcp-cascade"
+
+
+def resolve_home(flag: str | Path | None, env: Mapping[str, str]) -> Path:
+    """The home directory: flag > environment > default."""
+    return Path(flag).expanduser().resolve() if flag else default_home(env).resolve()
+
+
+def session_id_for(cwd: Path) -> str:
+    """A session id that stays the same for the same project directory."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cwd.name.lower()).strip("-")[:40] or "session"
+    digest = hashlib.sha256(str(cwd.resolve()).encode()).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+def resolve_session(flag: str | None, env: Mapping[str, str], cwd: Path) -> str:
+    """The session id: flag > ``MCP_CASCADE_SESSION`` > derived from the project directory."""
+    value = flag or env.get(ENV_PREFIX + "SESSION") or session_id_for(cwd)
+    if not SESSION_ID_RE.match(value):
+        raise ConfigError("session", f"{value!r} is not a valid session id ([a-z0-9-]{{1,64}})")
+    return value
+
+
+def _env_value(key: str, raw: str) -> Any:
+    if key in _LIST_KEYS:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def load_config(
+    home: Path,
+    env: Mapping[str, str],
+    flags: Mapping[str, Any] | None = None,
+) -> Loaded:
+    """Read config.toml under ``home``, then the environment, then ``flags``.
+
+    Raises ConfigError naming the first bad key and where its value came from.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = dict.fromkeys(KEYS, "default")
+    path = home / "config.toml"
+    try:
+        file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        file_values = {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc}") from exc
+    for key, value in file_values.items():
+        if key not in KEYS:
+            raise ConfigError(key, f"unknown key in {path}")
+        values[key] = tuple(value) if isinstance(value, list) else value
+        sources[key] = f"file {path}"
+    for key in KEYS:
+        name = ENV_PREFIX + key.upper()
+        if name in env:
+            values[key] = _env_value(key, env[name])
+            sources[key] = f"env {name}"
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key not in KEYS:
+            raise ConfigError(key, "unknown flag")
+        values[key] = value
+        sources[key] = "flag --" + key.replace("_", "-")
+    try:
+        config = Config.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "config"
+        where = sources.get(key, "")
+        raise ConfigError(key, f"{first['msg']} (from {where})") from exc
+    return Loaded(config, sources, home, path)
+
+
+def ensure_home(home: Path) -> None:
+    """Create the home directory 0700 (and check it can be written)."""
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = home / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError("home", f"{home} is not writable: {exc.strerror or exc}") from exc

@@ -1,0 +1,207 @@
+"""The receiving engine: every tier meets here.
+
+receive: dedup and persist (one durable commit) → answer. A single push loop
+then takes pending responses in the order they became durable, marks them
+``pushing`` (durable), writes them to the client and marks them delivered.
+Ordering, effectively-once and crash recovery all follow from that one loop
+and the store's states.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from mcp_cascade.errors import StoreUnavailable
+from mcp_cascade.events import Event, Observer
+from mcp_cascade.response import Response
+from mcp_cascade.store import Store, Stored
+
+T = TypeVar("T")
+TIER_NAMES = {1: "webhook", 2: "bridge", 3: "file"}
+_BATCH = 64
+
+
+class Pusher(Protocol):
+    """Writes one response into the client session (the MCP connection)."""
+
+    async def push(self, response: Response, tier: int, *, redelivered: bool) -> None:
+        """Send the notification; raise if the connection is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to a received response, as the webhook answers it."""
+
+    status: Literal["delivered", "queued", "duplicate"]
+    response_id: str
+    correlation_id: str
+    tier: int
+    latency_ms: float
+
+
+class Engine:
+    """Dedup → persist → push → record, for one session.
+
+    Use as an async context manager: it owns the push loop. ``attach`` a
+    pusher once the client has initialized; until then responses are kept
+    (``queued``) and pushed, in order, on attach.
+    """
+
+    def __init__(self, store: Store, session: str, observer: Observer, *, push_wait_s: float = 1.0) -> None:
+        self.store = store
+        self.session = session
+        self._observer = observer
+        self._push_wait_s = push_wait_s
+        self._pusher: Pusher | None = None
+        self._wake = anyio.Event()
+        self._arrival = anyio.Event()
+        self._waiters: dict[int, anyio.Event] = {}
+        self._received_mono: dict[int, float] = {}
+        self._limiter = anyio.CapacityLimiter(1)
+        self.last_push_error: tuple[float, str] | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Engine]:
+        """Recover interrupted pushes, then run the push loop until exit."""
+        recovered = await self._io(self.store.recover)
+        if recovered:
+            self._emit("recovered", reason=f"{recovered} responses caught mid-push will be redelivered")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._push_loop)
+            yield self
+            tg.cancel_scope.cancel()
+
+    @property
+    def attached(self) -> bool:
+        """Whether a client is attached and receiving pushes."""
+        return self._pusher is not None
+
+    def attach(self, pusher: Pusher) -> None:
+        """Start pushing into ``pusher``; everything pending goes first, in order."""
+        self._pusher = pusher
+        self._wake.set()
+
+    def detach(self) -> None:
+        """Stop pushing (the client went away); responses keep being accepted."""
+        self._pusher = None
+
+    async def _io(self, fn: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _emit(self, name: str, response: Response | None = None, **kw: object) -> None:
+        self._observer.emit(
+            Event(
+                name,
+                response_id=response.id if response else None,
+                correlation_id=response.correlation_id if response else None,
+                session=self.session,
+                **kw,  # type: ignore[arg-type]
+            )
+        )
+
+    async def receive(self, response: Response, tier: int) -> Outcome:
+        """Make ``response`` durable (or recognise it), then wait briefly for its push.
+
+        Raises StoreUnavailable when it cannot be made durable: nothing was
+        acknowledged, so the sender must fall back.
+        """
+        start = time.perf_counter()
+        self._emit("received", response, tier=tier)
+        try:
+            accepted = await self._io(self.store.accept, response, tier)
+        except StoreUnavailable as exc:
+            self._emit("failed", response, tier=tier, reason=f"store: {exc}", level="error")
+            raise
+        if not accepted.new:
+            latency = (time.perf_counter() - start) * 1000
+            self._emit(
+                "duplicate",
+                response,
+                tier=tier,
+                latency_ms=latency,
+                reason=f"first received by tier {accepted.tier}, now {accepted.state}",
+            )
+            return Outcome("duplicate", response.id, response.correlation_id, tier, latency)
+        self._received_mono[accepted.seq] = start
+        self._emit("durable", response, tier=tier, latency_ms=(time.perf_counter() - start) * 1000)
+        arrival, self._arrival = self._arrival, anyio.Event()
+        arrival.set()
+        if self._pusher is None:
+            latency = (time.perf_counter() - start) * 1000
+            self._emit("queued", response, tier=tier, latency_ms=latency, reason="no MCP client attached yet")
+            return Outcome("queued", response.id, response.correlation_id, tier, latency)
+        waiter = self._waiters[accepted.seq] = anyio.Event()
+        self._wake.set()
+        with anyio.move_on_after(self._push_wait_s):
+            await waiter.wait()
+        self._waiters.pop(accepted.seq, None)
+        latency = (time.perf_counter() - start) * 1000
+        status: Literal["delivered", "queued"] = "delivered" if waiter.is_set() else "queued"
+        return Outcome(status, response.id, response.correlation_id, tier, latency)
+
+    async def wait_arrival(self) -> None:
+        """Return when the next new response has been made durable."""
+        await self._arrival.wait()
+
+    async def _push_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._pusher is not None:
+                try:
+                    batch: list[Stored] = await self._io(self.store.claim, _BATCH)
+                except StoreUnavailable as exc:
+                    self.last_push_error = (time.time(), str(exc))
+                    self._emit("push_stalled", reason=f"store: {exc}", level="error")
+                    await anyio.sleep(0.2)
+                    continue
+                if not batch:
+                    break
+                await self._push_batch(batch)
+
+    async def _push_batch(self, batch: list[Stored]) -> None:
+        pusher = self._pusher
+        done: list[int] = []
+        probes: list[int] = []
+        try:
+            for item in batch:
+                if item.response.synthetic:
+                    probes.append(item.seq)
+                    continue
+                assert pusher is not None
+                await pusher.push(item.response, item.tier, redelivered=item.redelivered)
+                done.append(item.seq)
+        except Exception as exc:  # the client connection broke mid-batch: task boundary
+            self.last_push_error = (time.time(), repr(exc))
+            self._emit("push_failed", reason=repr(exc), level="error")
+            self.detach()
+        finally:
+            # Whatever was written is recorded; the rest stays 'pushing' and is redelivered
+            # (flagged) after a restart: its outcome is unknown, never silently repeated.
+            if done:
+                await self._io(self.store.mark_delivered, done)
+            if probes:
+                await self._io(self.store.mark_delivered, probes, None, True)
+        now = time.perf_counter()
+        for item in batch:
+            if item.seq not in done and item.seq not in probes:
+                continue
+            started = self._received_mono.pop(item.seq, None)
+            latency = (now - started) * 1000 if started else (time.time() - item.received_at) * 1000
+            self._emit(
+                "pushed",
+                item.response,
+                tier=item.tier,
+                latency_ms=latency,
+                fields={"redelivered": item.redelivered, "synthetic": item.response.synthetic},
+            )
+            waiter = self._waiters.get(item.seq)
+            if waiter is not None:
+                waiter.set()

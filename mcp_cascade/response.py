@@ -1,0 +1,319 @@
+"""The response: the wire contract shared by the webhook, the inbox and the sender.
+
+The JSON Schema ships beside this module (``response.schema.json``); the
+validator is built once at import, since building it per call costs ten times
+the validation itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+
+from mcp_cascade.errors import FieldError, InvalidResponse
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_CALLBACK_BYTES = 64
+ResponseType = Literal["message", "callback", "permission"]
+
+SCHEMA: Mapping[str, Any] = json.loads(
+    resources.files("mcp_cascade").joinpath("response.schema.json").read_text(encoding="utf-8")
+)
+_VALIDATOR = Draft202012Validator(SCHEMA)
+_META_KEY_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """The Telegram sender."""
+
+    id: int
+    username: str | None = None
+    first_name: str | None = None
+
+    def label(self) -> str:
+        """The name a person would recognise: @username, first name, or the numeric id."""
+        if self.username:
+            return "@" + self.username
+        return self.first_name or str(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One answer from a person, validated against the schema."""
+
+    id: str
+    type: ResponseType
+    user: User
+    timestamp: str
+    correlation_id: str
+    text: str | None = None
+    callback_data: str | None = None
+    request_id: str | None = None
+    behavior: Literal["allow", "deny"] | None = None
+    chat_id: int | None = None
+    message_id: int | None = None
+    session: str | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        """A monitoring probe (``meta.synthetic == "true"``): recorded, never shown to the model."""
+        return self.meta.get("synthetic") == "true"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form, without empty optional fields."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "user": {
+                k: v
+                for k, v in (
+                    ("id", self.user.id),
+                    ("username", self.user.username),
+                    ("first_name", self.user.first_name),
+                )
+                if v is not None
+            },
+            "timestamp": self.timestamp,
+            "correlation_id": self.correlation_id,
+        }
+        for key in ("text", "callback_data", "request_id", "behavior", "chat_id", "message_id", "session"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        if self.meta:
+            body["meta"] = dict(self.meta)
+        return body
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def content(self) -> str:
+        """What the model reads inside the channel tag."""
+        if self.type == "message":
+            return self.text or ""
+        if self.type == "callback":
+            return self.callback_data or ""
+        return f"{self.behavior} {self.request_id}"
+
+    def channel_meta(self, tier: int, *, redelivered: bool = False) -> dict[str, str]:
+        """The channel tag's attributes: only keys Claude Code keeps (``[A-Za-z0-9_]``)."""
+        meta = {k: v for k, v in self.meta.items() if _META_KEY_RE.match(k)}
+        meta.update(
+            response_id=self.id,
+            correlation_id=self.correlation_id,
+            type=self.type,
+            user=self.user.label(),
+            tier=str(tier),
+        )
+        if self.chat_id is not None:
+            meta["chat_id"] = str(self.chat_id)
+        if self.request_id is not None:
+            meta["request_id"] = self.request_id
+        if self.callback_data is not None and self.type == "callback":
+            meta["callback_data"] = self.callback_data
+        if redelivered:
+            meta["redelivered"] = "true"
+        return meta
+
+
+def now_rfc3339() -> str:
+    """The current UTC time in RFC 3339 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_correlation_id() -> str:
+    """A fresh correlation id (UUID 4)."""
+    return str(uuid.uuid4())
+
+
+def _path(parts: Any) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def validate(data: Any) -> list[FieldError]:
+    """Every schema violation in ``data``, each with its JSON path; empty when valid."""
+    errors = [
+        FieldError(_path(err.absolute_path), _describe(err.message, err.validator))
+        for err in _VALIDATOR.iter_errors(data)
+    ]
+    if isinstance(data, dict) and not errors:
+        cb = data.get("callback_data")
+        if isinstance(cb, str) and len(cb.encode()) > MAX_CALLBACK_BYTES:
+            errors.append(FieldError("$.callback_data", "is longer than 64 bytes"))
+        try:
+            datetime.fromisoformat(data["timestamp"])
+        except ValueError:
+            errors.append(FieldError("$.timestamp", "is not a valid RFC 3339 date-time"))
+    return errors
+
+
+def _describe(message: str, validator: object) -> str:
+    # jsonschema quotes the whole offending value; a 60 KB string would end up in the answer.
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+def parse_body(body: bytes) -> Any:
+    """Decode a JSON body strictly; InvalidResponse('malformed') on anything that is not JSON."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidResponse("malformed", [FieldError("$", f"body is not UTF-8 ({exc.reason})")]) from exc
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise InvalidResponse("malformed", [FieldError("$", "JSON nested too deeply")]) from exc
+    except ValueError as exc:  # JSONDecodeError, and int() past the digit limit
+        raise InvalidResponse("malformed", [FieldError("$", f"not valid JSON: {exc}")]) from exc
+
+
+def from_dict(data: Any, *, correlation_id: str | None = None) -> Response:
+    """Validate ``data`` and build a Response; a missing correlation id is filled in."""
+    if not isinstance(data, dict):
+        raise InvalidResponse("malformed", [FieldError("$", "body must be a JSON object")])
+    errors = validate(data)
+    if errors:
+        raise InvalidResponse("schema", errors)
+    user = data["user"]
+    return Response(
+        id=data["id"],
+        type=data["type"],
+        user=User(user["id"], user.get("username"), user.get("first_name")),
+        timestamp=data["timestamp"],
+        correlation_id=data.get("correlation_id") or correlation_id or new_correlation_id(),
+        text=data.get("text"),
+        callback_data=data.get("callback_data"),
+        request_id=data.get("request_id"),
+        behavior=data.get("behavior"),
+        chat_id=data.get("chat_id"),
+        message_id=data.get("message_id"),
+        session=data.get("session"),
+        meta=dict(data.get("meta") or {}),
+    )
+
+
+def from_json(body: bytes, *, correlation_id: str | None = None) -> Response:
+    """Parse and validate a wire body."""
+    return from_dict(parse_body(body), correlation_id=correlation_id)
+
+
+def make_response(
+    *,
+    type: ResponseType,
+    user_id: int,
+    text: str | None = None,
+    callback_data: str | None = None,
+    request_id: str | None = None,
+    behavior: Literal["allow", "deny"] | None = None,
+    id: str | None = None,
+    session: str | None = None,
+    chat_id: int | None = None,
+    meta: Mapping[str, str] | None = None,
+) -> Response:
+    """Build a valid response in code (the sender's and the tests' entry point)."""
+    data: dict[str, Any] = {
+        "id": id or f"local:{uuid.uuid4().hex}",
+        "type": type,
+        "user": {"id": user_id},
+        "timestamp": now_rfc3339(),
+        "correlation_id": new_correlation_id(),
+    }
+    for key, value in (
+        ("text", text),
+        ("callback_data", callback_data),
+        ("request_id", request_id),
+        ("behavior", behavior),
+        ("session", session),
+        ("chat_id", chat_id),
+    ):
+        if value is not None:
+            data[key] = value
+    if meta:
+        data["meta"] = dict(meta)
+    return from_dict(data)
+
+
+def with_session(response: Response, session: str) -> Response:
+    """The same response addressed to ``session``."""
+    return replace(response, session=session)
+
+
+# --- legacy shapes (cctelegram), DESIGN section 7 -------------------------------------------------
+
+
+def _legacy_id(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+        digest.update(b"\0")
+    return "legacy:" + digest.hexdigest()[:40]
+
+
+def _legacy_user(data: Mapping[str, Any]) -> dict[str, Any]:
+    user: dict[str, Any] = {"id": data.get("user_id")}
+    for key in ("username", "first_name"):
+        if isinstance(data.get(key), str):
+            user[key] = data[key]
+    return user
+
+
+def _legacy_timestamp(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return now_rfc3339()
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.isoformat()
+    return now_rfc3339()
+
+
+def from_legacy(data: Any, *, id_source: bytes) -> Response:
+    """Convert a cctelegram file or webhook body into a Response.
+
+    The id is derived from ``id_source`` (file name and content, or the raw
+    body), so the same answer maps to the same id across restarts.
+    """
+    if not isinstance(data, dict):
+        raise InvalidResponse("malformed", [FieldError("$", "legacy body must be a JSON object")])
+    body: dict[str, Any] = {
+        "id": _legacy_id(id_source),
+        "user": _legacy_user(data),
+        "timestamp": _legacy_timestamp(data.get("timestamp")),
+        "meta": {"source": "legacy"},
+    }
+    if data.get("callback_data") is not None:
+        body["type"] = "callback"
+        body["callback_data"] = data.get("callback_data")
+    elif data.get("message_text") is not None:
+        body["type"] = "message"
+        body["text"] = data.get("message_text")
+    else:
+        raise InvalidResponse(
+            "schema", [FieldError("$", "legacy body has neither callback_data nor message_text")]
+        )
+    if isinstance(data.get("original_message_id"), int):
+        body["message_id"] = data["original_message_id"]
+    if isinstance(data.get("correlation_id"), str):
+        body["correlation_id"] = data["correlation_id"]
+    return from_dict(body)
+
+
+def is_legacy_webhook(data: Any) -> bool:
+    """True for the cctelegram webhook draft's body shape."""
+    return isinstance(data, dict) and data.get("type") == "telegram_response"

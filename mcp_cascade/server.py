@@ -1,0 +1,294 @@
+"""``mcp-cascade serve``: one Claude Code session's MCP server, sidecar and inbox, in one event loop.
+
+Start-up order matters: the sidecar listens and session.json is published
+before the MCP client initializes, so a bridge can deliver (202, queued) while
+Claude Code is still starting; pending responses are pushed on
+``notifications/initialized``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+import uvicorn
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+
+from mcp_cascade._fs import atomic_write_json
+from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
+from mcp_cascade.config import Loaded, ensure_home
+from mcp_cascade.delivery import Engine
+from mcp_cascade.errors import CascadeError, ConfigError
+from mcp_cascade.events import Event
+from mcp_cascade.outbound import BridgeClient, allowed_users
+from mcp_cascade.response import now_rfc3339
+from mcp_cascade.sessions import PROTOCOL, SessionPaths
+from mcp_cascade.sidecar import WEBHOOK_PATH, SidecarDeps, build_app
+from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.store import Store
+from mcp_cascade.telemetry import AuditTrail, JsonLog, Metrics, Telemetry, open_log_stream
+
+
+class _StdinLines:
+    """stdin lines from a daemon thread, so SIGTERM never waits on a blocked read.
+
+    The SDK's default stdin reader runs in a worker thread that cancellation
+    cannot interrupt; a daemon thread dies with the process instead.
+    """
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[str](64)
+        self._token = anyio.lowlevel.current_token()
+        threading.Thread(target=self._pump, name="stdin", daemon=True).start()
+
+    def _pump(self) -> None:
+        # Raw os.read on fd 0: a buffered sys.stdin would hold its lock at interpreter shutdown.
+        pending = b""
+        try:
+            while chunk := os.read(0, 65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    anyio.from_thread.run(self._send.send, raw.decode("utf-8", "replace"), token=self._token)
+            if pending.strip():
+                anyio.from_thread.run(self._send.send, pending.decode("utf-8", "replace"), token=self._token)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, RuntimeError, OSError):
+            return  # the server stopped listening, or the loop is gone
+        with contextlib.suppress(RuntimeError):
+            anyio.from_thread.run_sync(self._send.close, token=self._token)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._receive.__aiter__()
+
+
+class _Uvicorn(uvicorn.Server):
+    # serve owns the signals (SIGTERM stops the MCP server too); uvicorn must not install its own.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class ServeState:
+    """Live facts for health and status, refreshed by the monitor task."""
+
+    started: float = field(default_factory=time.time)
+    counts: Mapping[str, int] = field(default_factory=dict)
+    oldest_pending: float | None = None
+    webhook_url: str = ""
+    health_url: str = ""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the sidecar's socket here, so a taken port is our clear error, not uvicorn's sys.exit."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("sidecar_port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def make_telemetry(loaded: Loaded, component: str, session: str | None = None) -> Telemetry:
+    """The process's observer: JSON logs (stderr or file), the home's audit trail, metrics."""
+    cfg = loaded.config
+    static: dict[str, Any] = {"component": component}
+    if session:
+        static["session"] = session
+    return Telemetry(
+        log=JsonLog(open_log_stream(cfg.log_file), cfg.log_level, **static),
+        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component),
+        metrics=Metrics() if cfg.metrics else None,
+    )
+
+
+class Serve:
+    """Everything one session runs; :meth:`run` until stdin closes or SIGTERM."""
+
+    def __init__(self, loaded: Loaded, session: str, *, cwd: Path) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.home = loaded.home
+        self.session = session
+        self.cwd = cwd
+        self.paths = SessionPaths(self.home, session)
+        self.state = ServeState()
+        ensure_home(self.home)
+        self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.signer = Signer(load_or_create_secret(self.home))
+        self.telemetry = make_telemetry(loaded, "serve", session)
+        self.store = Store(self.paths.state_db)
+        self.engine = Engine(self.store, session, self.telemetry)
+
+    def health(self, tier: str | None = None) -> Mapping[str, Any]:
+        """DESIGN 5 health: overall, or one tier's."""
+        webhook = {
+            "status": "ok",
+            "url": self.state.webhook_url,
+            "client_attached": self.engine.attached,
+            "last_push_error": _err(self.engine.last_push_error),
+        }
+        file = {"status": "ok", "inbox": str(self.paths.inbox)}
+        if tier == "webhook":
+            return webhook
+        if tier == "file":
+            return file
+        depth = sum(n for s, n in self.state.counts.items() if s != "delivered")
+        age = time.time() - self.state.oldest_pending if self.state.oldest_pending else 0.0
+        statuses = {webhook["status"], file["status"]}
+        overall = "down" if statuses == {"down"} else ("ok" if statuses == {"ok"} else "degraded")
+        return {
+            "status": overall,
+            "session_id": self.session,
+            "tiers": {"webhook": webhook, "file": file},
+            "queue_depth": depth,
+            "oldest_pending_age_s": round(age, 3),
+            "uptime_s": round(time.time() - self.state.started, 3),
+        }
+
+    async def selftest(self) -> Mapping[str, Any]:
+        """Synthetic responses through each tier (filled in by the observability work)."""
+        return {"error": "selftest is not available in this build"}
+
+    async def _monitor(self) -> None:
+        while True:
+            self.state.counts = await anyio.to_thread.run_sync(self.store.counts)
+            self.state.oldest_pending = await anyio.to_thread.run_sync(self.store.oldest_pending)
+            depth = sum(n for s, n in self.state.counts.items() if s != "delivered")
+            age = time.time() - self.state.oldest_pending if self.state.oldest_pending else 0.0
+            self.telemetry.emit(
+                Event(
+                    "queue_state",
+                    session=self.session,
+                    level="debug",
+                    fields={"depth": depth, "oldest_age_s": age},
+                )
+            )
+            await anyio.sleep(1.0)
+
+    def _publish(self, host: str, port: int) -> None:
+        base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.state.webhook_url = base + WEBHOOK_PATH
+        self.state.health_url = base + "/health"
+        atomic_write_json(
+            self.paths.session_json,
+            {
+                "protocol": PROTOCOL,
+                "session_id": self.session,
+                "pid": os.getpid(),
+                "webhook_url": self.state.webhook_url,
+                "health_url": self.state.health_url,
+                "started_at": now_rfc3339(),
+                "cwd": str(self.cwd),
+                "label": self.cwd.name,
+            },
+        )
+
+    @contextlib.asynccontextmanager
+    async def _sidecar(self) -> AsyncIterator[None]:
+        sock = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
+        host, port = sock.getsockname()[:2]
+        metrics = self.telemetry.metrics
+        app = build_app(
+            SidecarDeps(
+                self.engine,
+                self.signer,
+                self.session,
+                self.telemetry,
+                self.health,
+                metrics.render if metrics else None,
+            )
+        )
+        server = _Uvicorn(
+            uvicorn.Config(
+                app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+            )
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(10):
+                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+                    await anyio.sleep(0.005)
+            self._publish(host, port)
+            self.telemetry.emit(
+                Event(
+                    "sidecar_listening", session=self.session, fields={"webhook_url": self.state.webhook_url}
+                )
+            )
+            try:
+                yield
+            finally:
+                server.should_exit = True
+
+    async def _mcp(self) -> None:
+        deps = ChannelDeps(
+            engine=self.engine,
+            session=self.session,
+            outbound=BridgeClient(self.home, self.signer),
+            status=self.health,
+            selftest=self.selftest,
+            permission_relay=bool(allowed_users(self.home, self.config)),
+        )
+        server = build_server(deps)
+        options = server.create_initialization_options(
+            experimental_capabilities=capabilities(deps.permission_relay)
+        )
+        async with stdio_server(stdin=_StdinLines()) as (read, write):  # type: ignore[arg-type]
+            send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(handshake_only, read, send, write)
+                await server.run(receive, write, options)
+                tg.cancel_scope.cancel()
+
+    async def run(self) -> None:
+        """Serve until stdin closes or SIGTERM/SIGINT; always remove session.json."""
+        try:
+            async with self.engine.running(), self._sidecar(), anyio.create_task_group() as tg:
+                tg.start_soon(self._monitor)
+                tg.start_soon(self._stop_on_signal, tg.cancel_scope)
+                await self._mcp()
+                self.telemetry.emit(Event("client_closed", session=self.session, reason="stdin closed"))
+                tg.cancel_scope.cancel()
+        finally:
+            self.paths.session_json.unlink(missing_ok=True)
+            self.store.close()
+            self.telemetry.emit(Event("stopped", session=self.session))
+            self.telemetry.close()
+
+    async def _stop_on_signal(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self.telemetry.emit(Event("signal", session=self.session, reason=signal.Signals(signum).name))
+                scope.cancel()
+                return
+
+
+def _err(value: tuple[float, str] | None) -> dict[str, Any] | None:
+    return None if value is None else {"at": value[0], "error": value[1]}
+
+
+def serve(loaded: Loaded, session: str, cwd: Path) -> int:
+    """Run serve to completion; returns the exit code."""
+    try:
+        app = Serve(loaded, session, cwd=cwd)
+    except CascadeError:
+        raise
+    anyio.run(app.run)
+    return 0

@@ -1,0 +1,87 @@
+"""Where things are under the home, and the discovery files of DESIGN 4."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcp_cascade._fs import pid_alive, read_json
+
+PROTOCOL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPaths:
+    """The files of one session under the home."""
+
+    home: Path
+    session: str
+
+    @property
+    def dir(self) -> Path:
+        """``sessions/<id>/``."""
+        return self.home / "sessions" / self.session
+
+    @property
+    def session_json(self) -> Path:
+        """The discovery file the sidecar publishes."""
+        return self.dir / "session.json"
+
+    @property
+    def state_db(self) -> Path:
+        """The session's durable store."""
+        return self.dir / "state.db"
+
+    @property
+    def inbox(self) -> Path:
+        """The tier-3 maildir root."""
+        return self.dir / "inbox"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A parsed session.json."""
+
+    session_id: str
+    pid: int
+    webhook_url: str
+    health_url: str
+    started_at: str
+    cwd: str
+    label: str
+
+    @property
+    def alive(self) -> bool:
+        """Whether the serving process still exists."""
+        return pid_alive(self.pid)
+
+
+def read_session(home: Path, session: str) -> SessionInfo | None:
+    """The session's discovery file, or None when it is missing, torn or from another protocol."""
+    return _parse(read_json(SessionPaths(home, session).session_json))
+
+
+def _parse(data: Any) -> SessionInfo | None:
+    if not isinstance(data, dict) or data.get("protocol") != PROTOCOL:
+        return None
+    try:
+        return SessionInfo(
+            str(data["session_id"]),
+            int(data["pid"]),
+            str(data["webhook_url"]),
+            str(data["health_url"]),
+            str(data.get("started_at", "")),
+            str(data.get("cwd", "")),
+            str(data.get("label", "")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def list_sessions(home: Path) -> list[tuple[str, SessionInfo | None]]:
+    """Every session directory under the home with its discovery file (None when not running)."""
+    root = home / "sessions"
+    if not root.is_dir():
+        return []
+    return [(d.name, read_session(home, d.name)) for d in sorted(root.iterdir()) if d.is_dir()]

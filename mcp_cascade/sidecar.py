@@ -1,0 +1,180 @@
+"""The session's HTTP sidecar: the tier-1 webhook, health and metrics (thin).
+
+Every request that is not a good, signed response gets a 4xx with a message
+naming what is wrong; only a failure to persist is a 503, which tells the
+sender to fall back to another tier.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mcp_cascade.delivery import Engine
+from mcp_cascade.errors import FieldError, InvalidResponse, SignatureError, StoreUnavailable
+from mcp_cascade.events import Event, Observer
+from mcp_cascade.response import MAX_BODY_BYTES, from_dict, from_legacy, is_legacy_webhook, parse_body
+from mcp_cascade.signing import Signer
+
+WEBHOOK_PATH = "/webhook/bridge-response"
+TIER_HEADER = "x-cascade-tier"
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarDeps:
+    """What the sidecar needs from the server around it."""
+
+    engine: Engine
+    signer: Signer
+    session: str
+    observer: Observer
+    health: Callable[[str | None], Mapping[str, Any]]
+    metrics: Callable[[], bytes] | None
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str, errors: tuple[FieldError, ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors
+
+
+async def _read_capped(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise _Rejected(400, "content-length is not a number")
+        if int(length) > MAX_BODY_BYTES:
+            raise _Rejected(413, f"body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Rejected(413, f"body is over the {MAX_BODY_BYTES} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(deps: SidecarDeps) -> Starlette:
+    """The Starlette app of one session's sidecar."""
+
+    def observe(
+        route: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def timed(request: Request) -> Response:
+            start = time.perf_counter()
+            response = await handler(request)
+            deps.observer.emit(
+                Event(
+                    "http_request",
+                    latency_ms=(time.perf_counter() - start) * 1000,
+                    level="debug",
+                    fields={"method": request.method, "route": route, "status": response.status_code},
+                )
+            )
+            return response
+
+        return timed
+
+    async def webhook(request: Request) -> Response:
+        header_cid = request.headers.get("x-correlation-id")
+        tier_header = request.headers.get(TIER_HEADER, "1")
+        tier = 2 if tier_header == "2" else 1
+        try:
+            response = await _parse(request, deps, header_cid)
+            outcome = await deps.engine.receive(response, tier)
+        except _Rejected as exc:
+            deps.observer.emit(
+                Event(
+                    "rejected",
+                    tier=tier,
+                    session=deps.session,
+                    correlation_id=header_cid,
+                    level="warning",
+                    reason=exc.message,
+                    response_id=request.headers.get("webhook-id"),
+                    fields={"status": exc.status},
+                )
+            )
+            body: dict[str, Any] = {"status": "rejected", "error": exc.message}
+            if exc.errors:
+                body["errors"] = [{"path": e.path, "message": e.message} for e in exc.errors]
+            return JSONResponse(body, status_code=exc.status)
+        except StoreUnavailable as exc:
+            return JSONResponse({"status": "unavailable", "error": f"cannot persist: {exc}"}, status_code=503)
+        code = 202 if outcome.status == "queued" else 200
+        return JSONResponse(
+            {
+                "status": outcome.status,
+                "id": outcome.response_id,
+                "correlation_id": outcome.correlation_id,
+                "tier": outcome.tier,
+                "latency_ms": round(outcome.latency_ms, 3),
+            },
+            status_code=code,
+            headers={"x-correlation-id": outcome.correlation_id},
+        )
+
+    async def health(request: Request) -> Response:
+        tier = request.path_params.get("tier")
+        if tier not in (None, "webhook", "file"):
+            return JSONResponse({"error": f"no tier {tier!r}; try webhook or file"}, status_code=404)
+        body = dict(deps.health(tier))
+        return JSONResponse(body, status_code=503 if body.get("status") == "down" else 200)
+
+    async def metrics(request: Request) -> Response:
+        if deps.metrics is None:
+            return Response("metrics are disabled (metrics = false)\n", status_code=404)
+        return Response(deps.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, observe(WEBHOOK_PATH, webhook), methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/health/{tier}", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )
+
+
+async def _parse(request: Request, deps: SidecarDeps, header_cid: str | None) -> Any:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise _Rejected(415, f"content-type must be application/json, not {ctype or 'missing'!r}")
+    try:
+        body = await _read_capped(request)
+    except ClientDisconnect as exc:
+        raise _Rejected(400, "client disconnected before the body was complete") from exc
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Rejected(400, f"body is not UTF-8 ({exc.reason})") from exc
+    try:
+        msg_id = deps.signer.verify(request.headers, body)
+    except SignatureError as exc:
+        raise _Rejected(401, str(exc)) from exc
+    try:
+        data = parse_body(body)
+        if is_legacy_webhook(data):
+            return from_legacy(data, id_source=body)
+        response = from_dict(data, correlation_id=header_cid)
+    except InvalidResponse as exc:
+        raise _Rejected(400 if exc.kind == "malformed" else 422, str(exc), exc.errors) from exc
+    if response.id != msg_id:
+        raise _Rejected(400, f"webhook-id {msg_id!r} does not equal the body's id {response.id!r}")
+    if response.session is not None and response.session != deps.session:
+        raise _Rejected(
+            422,
+            f"addressed to session {response.session!r}, this is {deps.session!r}",
+            (FieldError("$.session", "does not match this server's session"),),
+        )
+    return response

@@ -1,0 +1,239 @@
+"""Durable state of one session: every response received, and what became of it.
+
+SQLite in WAL mode with ``synchronous=FULL``: a commit is on disk (WAL fsynced)
+before it returns, which is what lets the webhook answer 2xx and the inbox
+delete a claimed file. One row per response id makes deduplication a primary
+key lookup that holds across tiers, processes and restarts.
+
+States: ``pending`` (durable, not yet written to the client) → ``pushing``
+(durably marked just before the write to stdout) → ``delivered``. A row found
+in ``pushing`` at start-up is the one window no process can close (written or
+not, nobody knows), so it is pushed again with ``redelivered``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcp_cascade.errors import StoreUnavailable
+from mcp_cascade.response import Response, from_dict
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    correlation_id TEXT NOT NULL,
+    tier INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    request_id TEXT,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    redelivered INTEGER NOT NULL DEFAULT 0,
+    pushed_at REAL,
+    acked_at REAL
+);
+CREATE INDEX IF NOT EXISTS responses_state ON responses (state, seq);
+CREATE INDEX IF NOT EXISTS responses_corr ON responses (correlation_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A response as the store holds it."""
+
+    seq: int
+    response: Response
+    tier: int
+    received_at: float
+    state: str
+    redelivered: bool
+    pushed_at: float | None
+    acked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The outcome of :meth:`Store.accept`: new, or seen before (and in which state)."""
+
+    new: bool
+    seq: int
+    state: str
+    tier: int
+
+
+class Store:
+    """Synchronous, thread-safe; call it from a worker thread, never the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.OperationalError as exc:  # disk full, read-only, locked past the timeout
+            raise StoreUnavailable(str(exc)) from exc
+
+    def accept(self, response: Response, tier: int, now: float | None = None) -> Accepted:
+        """Record ``response`` durably unless its id is known; say which it was."""
+        now = time.time() if now is None else now
+        with self._lock:
+            cur = self._write(
+                "INSERT OR IGNORE INTO responses"
+                " (id, correlation_id, tier, body, request_id, received_at, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                (
+                    response.id,
+                    response.correlation_id,
+                    tier,
+                    response.to_json().decode(),
+                    response.request_id,
+                    now,
+                ),
+            )
+            if cur.rowcount == 1:
+                return Accepted(True, int(cur.lastrowid or 0), "pending", tier)
+            seq, state, first_tier = self._db.execute(
+                "SELECT seq, state, tier FROM responses WHERE id = ?", (response.id,)
+            ).fetchone()
+            return Accepted(False, int(seq), str(state), int(first_tier))
+
+    def known(self, response_id: str) -> bool:
+        """Whether this id was ever accepted (and is still retained)."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM responses WHERE id = ?", (response_id,)).fetchone()
+        return row is not None
+
+    def claim(self, limit: int) -> list[Stored]:
+        """Mark the oldest pending responses ``pushing`` (one durable commit) and return them in order."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM responses WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,)
+                ).fetchall()
+                if rows:
+                    self._db.executemany(
+                        "UPDATE responses SET state = 'pushing' WHERE seq = ?", [(r[0],) for r in rows]
+                    )
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreUnavailable(str(exc)) from exc
+        return [_row(r) for r in rows]
+
+    def mark_delivered(self, seqs: Sequence[int], now: float | None = None, *, acked: bool = False) -> None:
+        """Record that these were written to the client (and, for probes, acknowledged)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.executemany(
+                "UPDATE responses SET state = 'delivered', pushed_at = ?, acked_at = ? WHERE seq = ?",
+                [(now, now if acked else None, s) for s in seqs],
+            )
+
+    def recover(self) -> int:
+        """At start-up: responses caught mid-push go back to pending, flagged redelivered."""
+        with self._lock:
+            cur = self._write(
+                "UPDATE responses SET state = 'pending', redelivered = 1 WHERE state = 'pushing'"
+            )
+            return cur.rowcount
+
+    def counts(self) -> dict[str, int]:
+        """How many responses are in each state."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM responses GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    def oldest_pending(self) -> float | None:
+        """Receipt time of the oldest response not yet delivered."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(received_at) FROM responses WHERE state != 'delivered'"
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def unacked(self, request_id: str | None = None, limit: int = 50) -> list[Stored]:
+        """Delivered or pending responses no tool call has acknowledged yet, oldest first."""
+        sql = f"SELECT {_COLUMNS} FROM responses WHERE acked_at IS NULL"
+        args: list[Any] = []
+        if request_id is not None:
+            sql += " AND request_id = ?"
+            args.append(request_id)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
+        return [_row(r) for r in rows]
+
+    def recent(self, limit: int = 20) -> list[Stored]:
+        """The newest responses, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM responses ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def find(self, key: str) -> list[Stored]:
+        """Responses whose id or correlation id is ``key``."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM responses WHERE id = ? OR correlation_id = ? ORDER BY seq",
+                (key, key),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def ack(self, ids: Sequence[str], now: float | None = None) -> int:
+        """Acknowledge responses by id (tools for clients without channels); returns how many."""
+        now = time.time() if now is None else now
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            cur = self._write(
+                f"UPDATE responses SET acked_at = ? WHERE acked_at IS NULL AND id IN ({marks})", (now, *ids)
+            )
+        return cur.rowcount
+
+    def purge(self, retention_s: float, now: float | None = None) -> int:
+        """Forget delivered responses older than the retention (at least 7 days by config)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            cur = self._write(
+                "DELETE FROM responses WHERE state = 'delivered' AND received_at < ?", (now - retention_s,)
+            )
+            return cur.rowcount
+
+
+_COLUMNS = "seq, body, tier, received_at, state, redelivered, pushed_at, acked_at"
+
+
+def _row(row: tuple[Any, ...]) -> Stored:
+    seq, body, tier, received_at, state, redelivered, pushed_at, acked_at = row
+    return Stored(
+        seq=int(seq),
+        response=from_dict(json.loads(body)),
+        tier=int(tier),
+        received_at=float(received_at),
+        state=str(state),
+        redelivered=bool(redelivered),
+        pushed_at=pushed_at,
+        acked_at=acked_at,
+    )

@@ -1,0 +1,251 @@
+"""A stand-in for Claude Code: spawns ``mcp-cascade serve`` and speaks raw JSON-RPC over its stdio.
+
+Used by the tests, the demo, the benchmarks and the soak harness; users can
+use it to test their own bridges. It records every stdout line, so a test can
+assert that nothing but JSON-RPC frames ever appeared there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
+
+from mcp_cascade.sessions import SessionInfo, read_session
+
+HANDSHAKE_VERSION = "2025-11-25"
+# Where this package lives, so a child serve imports the same code as its parent.
+_REPO = str(Path(__file__).resolve().parent.parent)
+
+
+class ServeProcess:
+    """One ``mcp-cascade serve`` subprocess and its MCP client side.
+
+    ``notifications`` collects every server→client notification in arrival
+    order; ``bad_lines`` every stdout line that was not a JSON-RPC frame.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        session: str,
+        *,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        stderr_path: Path | None = None,
+    ) -> None:
+        self.home = home
+        self.session = session
+        self.args = list(args)
+        self.extra_env = dict(env or {})
+        self.cwd = cwd
+        self.stderr_path = stderr_path or home / f"serve-{session}.stderr"
+        self.process: Process | None = None
+        self.frames: list[dict[str, Any]] = []
+        self.notifications: list[dict[str, Any]] = []
+        self.bad_lines: list[str] = []
+        self._responses: dict[int, dict[str, Any]] = {}
+        self._changed = anyio.Event()
+        self._next_id = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.exit_code: int | None = None
+
+    def command(self) -> list[str]:
+        """The command line that starts serve."""
+        return [
+            sys.executable,
+            "-m",
+            "mcp_cascade",
+            "serve",
+            "--home",
+            str(self.home),
+            "--session",
+            self.session,
+            *self.args,
+        ]
+
+    async def __aenter__(self) -> ServeProcess:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+
+    async def start(self) -> None:
+        """Spawn serve (again, after a kill) and start reading its stdout."""
+        assert self._tg is not None, "use as an async context manager"
+        env = {**os.environ, **self.extra_env}
+        env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
+        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        stderr = self.stderr_path.open("ab")
+        self.process = await anyio.open_process(
+            self.command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            cwd=str(self.cwd) if self.cwd else None,
+        )
+        stderr.close()
+        self.exit_code = None
+        self._tg.start_soon(self._read, self.process)
+
+    async def _read(self, process: Process) -> None:
+        assert process.stdout is not None
+        buffer = ""
+        async for chunk in TextReceiveStream(process.stdout):
+            buffer += chunk
+            while "\n" in buffer:
+                line, buffer = buffer.split("\n", 1)
+                self._line(line)
+        if buffer.strip():
+            self._line(buffer)
+        self.exit_code = await process.wait()
+        self._poke()
+
+    def _line(self, line: str) -> None:
+        try:
+            frame = json.loads(line)
+        except ValueError:
+            self.bad_lines.append(line)
+            self._poke()
+            return
+        if not isinstance(frame, dict) or frame.get("jsonrpc") != "2.0":
+            self.bad_lines.append(line)
+            self._poke()
+            return
+        frame["_received"] = time.perf_counter()
+        self.frames.append(frame)
+        if "id" in frame and ("result" in frame or "error" in frame):
+            self._responses[int(frame["id"])] = frame
+        elif "method" in frame and "id" not in frame:
+            self.notifications.append(frame)
+        self._poke()
+
+    def _poke(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def send(self, frame: Mapping[str, Any]) -> None:
+        """Write one JSON-RPC frame to serve's stdin."""
+        assert self.process is not None and self.process.stdin is not None
+        await self.process.stdin.send((json.dumps(frame) + "\n").encode())
+
+    async def request(
+        self, method: str, params: Mapping[str, Any] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Send a request and return its whole response frame."""
+        self._next_id += 1
+        rid = self._next_id
+        frame: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            frame["params"] = params
+        await self.send(frame)
+        with anyio.fail_after(timeout):
+            while rid not in self._responses:
+                await self._changed.wait()
+        return self._responses.pop(rid)
+
+    async def initialize(self, *, capabilities: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The handshake Claude Code does: initialize, then notifications/initialized."""
+        answer = await self.request(
+            "initialize",
+            {
+                "protocolVersion": HANDSHAKE_VERSION,
+                "capabilities": dict(capabilities or {}),
+                "clientInfo": {"name": "mcp-cascade-testing", "version": "1"},
+            },
+        )
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return answer
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """tools/call; returns the result (or raises on a JSON-RPC error)."""
+        frame = await self.request("tools/call", {"name": name, "arguments": dict(arguments or {})}, timeout)
+        if "error" in frame:
+            raise RuntimeError(f"tools/call {name}: {frame['error']}")
+        result: dict[str, Any] = frame["result"]
+        return result
+
+    async def wait_session(self, timeout: float = 15.0) -> SessionInfo:
+        """Wait for serve to publish session.json (its sidecar is listening)."""
+        with anyio.fail_after(timeout):
+            while True:
+                info = read_session(self.home, self.session)
+                if info is not None and self.process is not None and info.pid == self.process.pid:
+                    return info
+                if self.exit_code is not None:
+                    raise RuntimeError(f"serve exited {self.exit_code}: {self.stderr_tail()}")
+                await anyio.sleep(0.01)
+
+    def channel(self, method: str = "notifications/claude/channel") -> list[dict[str, Any]]:
+        """Every notification of ``method`` received so far."""
+        return [n for n in self.notifications if n.get("method") == method]
+
+    async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
+        """Wait until ``predicate()`` is true, re-checking on every frame."""
+        with anyio.fail_after(timeout):
+            while not predicate():
+                await self._changed.wait()
+
+    async def wait_channel(
+        self, count: int, timeout: float = 15.0, method: str = "notifications/claude/channel"
+    ) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` notifications of ``method`` have arrived."""
+        await self.wait_for(lambda: len(self.channel(method)) >= count, timeout)
+        return self.channel(method)
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to serve."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(sig)
+
+    async def wait_exit(self, timeout: float = 15.0) -> int:
+        """Wait for serve to exit; returns its exit code."""
+        assert self.process is not None
+        with anyio.fail_after(timeout):
+            code = await self.process.wait()
+        return code
+
+    async def close_stdin(self) -> None:
+        """EOF on serve's stdin: Claude Code closing the session."""
+        if self.process is not None and self.process.stdin is not None:
+            await self.process.stdin.aclose()
+
+    async def stop(self) -> None:
+        """EOF, then SIGKILL if serve does not exit in time."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        try:
+            await self.close_stdin()
+            with anyio.move_on_after(5):
+                await self.process.wait()
+        finally:
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        """The last lines serve wrote to stderr."""
+        try:
+            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
