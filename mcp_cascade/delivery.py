@@ -9,6 +9,7 @@ and the store's states.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -143,8 +144,16 @@ class Engine:
             await waiter.wait()
         self._waiters.pop(accepted.seq, None)
         latency = (time.perf_counter() - start) * 1000
-        status: Literal["delivered", "queued"] = "delivered" if waiter.is_set() else "queued"
-        return Outcome(status, response.id, response.correlation_id, tier, latency)
+        if not waiter.is_set():
+            self._emit(
+                "queued",
+                response,
+                tier=tier,
+                latency_ms=latency,
+                reason=f"not pushed within {self._push_wait_s:g}s; it stays pending",
+            )
+            return Outcome("queued", response.id, response.correlation_id, tier, latency)
+        return Outcome("delivered", response.id, response.correlation_id, tier, latency)
 
     async def wait_arrival(self) -> None:
         """Return when the next new response has been made durable."""
@@ -188,7 +197,7 @@ class Engine:
             if done:
                 await self._io(self.store.mark_delivered, done)
             if probes:
-                await self._io(self.store.mark_delivered, probes, None, True)
+                await self._io(functools.partial(self.store.mark_delivered, probes, acked=True))
         now = time.perf_counter()
         for item in batch:
             if item.seq not in done and item.seq not in probes:
