@@ -66,3 +66,14 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def dir_writable(path: Path) -> bool:
+    """Whether a file can be created in ``path`` now (it exists, is writable, on a filesystem with room)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    if st.f_flag & os.ST_RDONLY or st.f_bavail == 0:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)

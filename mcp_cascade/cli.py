@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
 
     command("schema", cmd_schema, "print the response JSON Schema")
+
+    from mcp_cascade import inspect as inspect_command
+
+    p = command("inspect", inspect_command.run, "the operator's view: status, queue, trace, watch, selftest")
+    inspect_command.add_arguments(p)
     return parser
 
 

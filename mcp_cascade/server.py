@@ -27,14 +27,25 @@ import uvicorn
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
-from mcp_cascade._fs import atomic_write_json
+from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
 from mcp_cascade.config import Loaded, ensure_home
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import CascadeError, ConfigError
 from mcp_cascade.events import Event
+from mcp_cascade.health import (
+    FileFacts,
+    LastError,
+    WebhookFacts,
+    file_problems,
+    overall_status,
+    tier_status,
+    webhook_problems,
+)
+from mcp_cascade.inbox import ensure_inbox
 from mcp_cascade.outbound import BridgeClient, allowed_users
 from mcp_cascade.response import now_rfc3339
+from mcp_cascade.selftest import run_selftest
 from mcp_cascade.sessions import PROTOCOL, SessionPaths
 from mcp_cascade.sidecar import WEBHOOK_PATH, SidecarDeps, build_app
 from mcp_cascade.signing import Signer, load_or_create_secret
@@ -91,6 +102,15 @@ class ServeState:
     webhook_url: str = ""
     health_url: str = ""
 
+    @property
+    def queue_depth(self) -> int:
+        """Responses durable but not yet delivered (pending, or caught mid-push)."""
+        return sum(n for state, n in self.counts.items() if state != "delivered")
+
+    def oldest_pending_age_s(self, now: float) -> float:
+        """Age of the oldest undelivered response, 0 when there is none."""
+        return max(0.0, now - self.oldest_pending) if self.oldest_pending else 0.0
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind the sidecar's socket here, so a taken port is our clear error, not uvicorn's sys.exit."""
@@ -132,55 +152,120 @@ class Serve:
         self.state = ServeState()
         ensure_home(self.home)
         self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_inbox(self.paths.inbox)
         self.signer = Signer(load_or_create_secret(self.home))
         self.telemetry = make_telemetry(loaded, "serve", session)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
 
     def health(self, tier: str | None = None) -> Mapping[str, Any]:
-        """DESIGN 5 health: overall, or one tier's."""
-        webhook = {
-            "status": "ok",
-            "url": self.state.webhook_url,
-            "client_attached": self.engine.attached,
-            "last_push_error": _err(self.engine.last_push_error),
+        """DESIGN 5 health: overall, or one tier's (the rule is :mod:`mcp_cascade.health`)."""
+        now = time.time()
+        depth = self.state.queue_depth
+        recent = self.telemetry.recent.summary()
+        errors = self.telemetry.last_errors
+        push_error = self.engine.last_push_error
+        webhook_errors = [errors.get(k) for k in ("1", "2", "")]
+        if push_error is not None:
+            webhook_errors.append(LastError(*push_error))
+        webhook_facts = WebhookFacts(
+            listening=bool(self.state.webhook_url),
+            store_writable=dir_writable(self.paths.dir),
+            client_attached=self.engine.attached,
+            queue_depth=depth,
+            last_error=_latest(webhook_errors),
+        )
+        file_facts = FileFacts(
+            inbox_writable=dir_writable(self.paths.inbox / "new"),
+            watcher_alive=None,
+            rescan_lag_s=None,
+            rescan_interval_s=self.config.file_rescan_ms / 1000,
+            last_error=errors.get("3"),
+        )
+        webhook_found = webhook_problems(webhook_facts, now)
+        file_found = file_problems(file_facts, now)
+        tiers: dict[str, dict[str, Any]] = {
+            "webhook": {
+                "status": tier_status(webhook_found),
+                "problems": [p.text for p in webhook_found],
+                "url": self.state.webhook_url,
+                "client_attached": webhook_facts.client_attached,
+                "store_writable": webhook_facts.store_writable,
+                "last_error": _err(webhook_facts.last_error),
+                "latency_ms": {t: recent[t] for t in ("1", "2") if t in recent},
+            },
+            "file": {
+                "status": tier_status(file_found),
+                "problems": [p.text for p in file_found],
+                "inbox": str(self.paths.inbox),
+                "inbox_writable": file_facts.inbox_writable,
+                "watcher_alive": file_facts.watcher_alive,
+                "rescan_lag_s": file_facts.rescan_lag_s,
+                "files_waiting": _count_files(self.paths.inbox / "new"),
+                "files_failed": _count_files(self.paths.inbox / "failed", suffix=".json"),
+                "last_error": _err(file_facts.last_error),
+                "latency_ms": {t: recent[t] for t in ("3",) if t in recent},
+            },
         }
-        file = {"status": "ok", "inbox": str(self.paths.inbox)}
-        if tier == "webhook":
-            return webhook
-        if tier == "file":
-            return file
-        depth = sum(n for s, n in self.state.counts.items() if s != "delivered")
-        age = time.time() - self.state.oldest_pending if self.state.oldest_pending else 0.0
-        statuses = {webhook["status"], file["status"]}
-        overall = "down" if statuses == {"down"} else ("ok" if statuses == {"ok"} else "degraded")
+        if tier is not None:
+            return tiers[tier]
+        age = self.state.oldest_pending_age_s(now)
         return {
-            "status": overall,
+            "status": overall_status(
+                {name: body["status"] for name, body in tiers.items()},
+                oldest_pending_age_s=age,
+                overall_timeout_s=self.config.overall_timeout_ms / 1000,
+            ),
             "session_id": self.session,
-            "tiers": {"webhook": webhook, "file": file},
+            "pid": os.getpid(),
+            "tiers": tiers,
             "queue_depth": depth,
             "oldest_pending_age_s": round(age, 3),
-            "uptime_s": round(time.time() - self.state.started, 3),
+            "uptime_s": round(now - self.state.started, 3),
         }
 
+    def refresh(self) -> None:
+        """Re-read the queue from the store and publish the gauges (blocking: call it off the event loop)."""
+        self.state.counts = self.store.counts()
+        self.state.oldest_pending = self.store.oldest_pending()
+        self.telemetry.emit(
+            Event(
+                "queue_state",
+                session=self.session,
+                level="debug",
+                fields={
+                    "depth": self.state.queue_depth,
+                    "oldest_age_s": self.state.oldest_pending_age_s(time.time()),
+                },
+            )
+        )
+        health = self.health()
+        for tier, name in ((1, "webhook"), (2, "webhook"), (3, "file")):
+            up = health["tiers"][name]["status"] != "down"
+            self.telemetry.emit(
+                Event("tier_state", tier=tier, session=self.session, level="debug", fields={"up": up})
+            )
+
+    def scrape(self) -> bytes:
+        """Fresh gauges, then the Prometheus text (blocking: the sidecar runs it in a worker thread)."""
+        assert self.telemetry.metrics is not None
+        self.refresh()
+        return self.telemetry.metrics.render()
+
     async def selftest(self) -> Mapping[str, Any]:
-        """Synthetic responses through each tier (filled in by the observability work)."""
-        return {"error": "selftest is not available in this build"}
+        """A synthetic response through each tier of this session, with per-tier latency."""
+        report = await run_selftest(
+            self.home,
+            self.session,
+            self.state.webhook_url,
+            self.signer,
+            rescan_ms=self.config.file_rescan_ms,
+        )
+        return report.to_dict()
 
     async def _monitor(self) -> None:
         while True:
-            self.state.counts = await anyio.to_thread.run_sync(self.store.counts)
-            self.state.oldest_pending = await anyio.to_thread.run_sync(self.store.oldest_pending)
-            depth = sum(n for s, n in self.state.counts.items() if s != "delivered")
-            age = time.time() - self.state.oldest_pending if self.state.oldest_pending else 0.0
-            self.telemetry.emit(
-                Event(
-                    "queue_state",
-                    session=self.session,
-                    level="debug",
-                    fields={"depth": depth, "oldest_age_s": age},
-                )
-            )
+            await anyio.to_thread.run_sync(self.refresh)
             await anyio.sleep(1.0)
 
     def _publish(self, host: str, port: int) -> None:
@@ -213,7 +298,7 @@ class Serve:
                 self.session,
                 self.telemetry,
                 self.health,
-                metrics.render if metrics else None,
+                self.scrape if metrics else None,
             )
         )
         server = _Uvicorn(
@@ -280,8 +365,20 @@ class Serve:
                 return
 
 
-def _err(value: tuple[float, str] | None) -> dict[str, Any] | None:
-    return None if value is None else {"at": value[0], "error": value[1]}
+def _err(value: LastError | None) -> dict[str, Any] | None:
+    return None if value is None else value.to_dict()
+
+
+def _latest(candidates: list[LastError | None]) -> LastError | None:
+    found = [c for c in candidates if c is not None]
+    return max(found, key=lambda e: e.at) if found else None
+
+
+def _count_files(directory: Path, suffix: str = "") -> int:
+    try:
+        return sum(1 for entry in os.scandir(directory) if entry.name.endswith(suffix))
+    except OSError:
+        return 0
 
 
 def serve(loaded: Loaded, session: str, cwd: Path) -> int:

@@ -71,10 +71,20 @@ class Accepted:
 class Store:
     """Synchronous, thread-safe; call it from a worker thread, never the event loop."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
+        if readonly:
+            # Another process's store, read beside it (inspect): never created, never written.
+            try:
+                self._db = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=5.0
+                )
+                self._db.execute("SELECT 1 FROM responses LIMIT 1")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read {path}: {exc}") from exc
+            return
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -157,6 +167,14 @@ class Store:
                 "UPDATE responses SET state = 'pending', redelivered = 1 WHERE state = 'pushing'"
             )
             return cur.rowcount
+
+    def pending(self, limit: int = 200) -> list[Stored]:
+        """Responses not yet delivered, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM responses WHERE state != 'delivered' ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+        return [_row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """How many responses are in each state."""

@@ -1,17 +1,21 @@
 """Events → OpenTelemetry metrics (Prometheus text), JSON log lines and the audit trail.
 
-Every metric name of the contract is created and set to zero at start-up, so a
-dashboard never sees a series appear late.
+Every metric name of the contract (DESIGN 9) is in the exposition from
+start-up: counters and gauges are created at zero, and a contract family with
+no series yet (the latency histogram before the first delivery, breaker states
+on a process without breakers) is rendered empty rather than left out, so a
+dashboard never sees a name appear late.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,14 +23,41 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
+from mcp_cascade.audit import AuditTrail, read_audit
 from mcp_cascade.events import Event
+from mcp_cascade.health import LastError
+
+__all__ = [
+    "BREAKER_STATES",
+    "BUCKETS_S",
+    "FAILOVER_KINDS",
+    "OUTCOMES",
+    "TIERS",
+    "AuditTrail",
+    "JsonLog",
+    "Metrics",
+    "RecentLatencies",
+    "Telemetry",
+    "open_log_stream",
+    "read_audit",
+]
 
 BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TIERS = ("1", "2", "3")
 OUTCOMES = ("delivered", "queued", "duplicate", "rejected", "failed")
 BREAKER_STATES = ("closed", "open", "half_open")
+# The sender's failover kinds (SENDER_API), created at zero for every forward pair of tiers.
+FAILOVER_KINDS = ("timeout", "refused", "http_5xx", "breaker_open", "slow", "session_down")
+_FORWARD_PAIRS = (("1", "2"), ("1", "3"), ("2", "3"))
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+# Keys every log line carries (null where unknown), in this order.
+_LOG_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms")
 # Events that change the state of one response: these go to the audit trail.
 AUDIT_EVENTS = frozenset(
     {
@@ -45,6 +76,7 @@ AUDIT_EVENTS = frozenset(
         "not_delivered",
         "outbox",
         "sent",
+        "retried",
     }
 )
 # Events that count towards responses_total, with the outcome they count as.
@@ -57,8 +89,17 @@ _OUTCOME_OF = {
 }
 
 
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class JsonLog:
-    """One JSON object per line, to stderr or a file; never stdout."""
+    """One JSON object per line, to stderr or a file; never stdout.
+
+    Every line has ``timestamp``, ``level``, ``event``, ``session``, ``tier``,
+    ``response_id``, ``correlation_id`` and ``latency_ms`` (null where not
+    known), plus ``reason`` on every warning or error.
+    """
 
     def __init__(self, stream: IO[str] | None = None, level: str = "info", **static: Any) -> None:
         self._stream = stream if stream is not None else sys.stderr
@@ -68,20 +109,19 @@ class JsonLog:
 
     def write(self, event: Event) -> None:
         """Log ``event`` if its level passes the threshold."""
-        if _LEVELS.get(event.level, 20) < self._threshold:
+        level = _LEVELS.get(event.level, 20)
+        if level < self._threshold:
             return
-        record: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            + f".{int(time.time() * 1000) % 1000:03d}Z",
-            "level": event.level,
-            "event": event.event,
-            **self._static,
-        }
-        for key in ("session", "tier", "response_id", "correlation_id", "latency_ms", "reason"):
+        record: dict[str, Any] = {"timestamp": _now_iso(), "level": event.level, "event": event.event}
+        record.update(self._static)
+        for key in _LOG_KEYS:
             value = getattr(event, key)
-            if value is not None:
-                record[key] = round(value, 3) if key == "latency_ms" else value
-        record.update(event.fields)
+            if value is not None or key not in record:
+                record[key] = round(value, 3) if key == "latency_ms" and value is not None else value
+        if event.reason is not None or level >= _LEVELS["warning"]:
+            record["reason"] = event.reason or event.event.replace("_", " ")
+        for key, value in event.fields.items():
+            record.setdefault(key, value)
         line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
         with self._lock:
             try:
@@ -91,90 +131,57 @@ class JsonLog:
                 pass  # a closed stderr must not take delivery down with it
 
 
-class AuditTrail:
-    """Append-only JSON lines in the home, rotated by size (``audit.jsonl`` → ``audit.jsonl.1``).
+class _Complete:
+    """Renders the OpenTelemetry collector's families, adding the contract families it has no series for."""
 
-    Several processes append to one file: each record is one ``write`` on an
-    ``O_APPEND`` descriptor, so lines never interleave.
-    """
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
 
-    def __init__(self, path: Path, max_bytes: int, component: str) -> None:
-        self.path = path
-        self._max_bytes = max_bytes
-        self._component = component
-        self._lock = threading.Lock()
-        self._fd = -1
-        self._ino = -1
+    def describe(self) -> list[Metric]:
+        return []
 
-    def _open(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._ino = os.fstat(self._fd).st_ino
-
-    def write(self, event: Event) -> None:
-        """Append ``event`` as a record."""
-        record: dict[str, Any] = {
-            "ts": round(time.time(), 6),
-            "component": self._component,
-            "event": event.event,
-        }
-        for key in ("session", "tier", "response_id", "correlation_id", "latency_ms", "reason"):
-            value = getattr(event, key)
-            if value is not None:
-                record[key] = value
-        if event.fields:
-            record.update(event.fields)
-        data = (json.dumps(record, default=str, separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            try:
-                self._rotate_if_needed()
-                os.write(self._fd, data)
-            except OSError:
-                pass  # the audit trail is a record, never a reason to fail a delivery
-
-    def _rotate_if_needed(self) -> None:
-        if self._fd < 0:
-            self._open()
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self._open()
-            return
-        if st.st_ino != self._ino:  # another process rotated it
-            self._open()
-        elif st.st_size >= self._max_bytes:
-            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            self._open()
-
-    def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+    def collect(self) -> Iterator[Metric]:
+        families = {family.name: family for family in self._source.collect()}
+        latency = families.get("mcp_cascade_delivery_latency_seconds")
+        if not isinstance(latency, HistogramMetricFamily):
+            latency = families["mcp_cascade_delivery_latency_seconds"] = HistogramMetricFamily(
+                "mcp_cascade_delivery_latency", _LATENCY_HELP, labels=["tier"], unit="seconds"
+            )
+        seen = {s.labels.get("tier") for s in latency.samples}
+        zero = [(f"{b}", 0.0) for b in BUCKETS_S] + [("+Inf", 0.0)]
+        for tier in TIERS:
+            if tier not in seen:
+                latency.add_metric([tier], zero, 0.0)
+        if "mcp_cascade_breaker_state" not in families:
+            families["mcp_cascade_breaker_state"] = GaugeMetricFamily(
+                "mcp_cascade_breaker_state", _BREAKER_HELP, labels=["session", "state"]
+            )
+        if "http_server_request_duration_seconds" not in families:
+            families["http_server_request_duration_seconds"] = HistogramMetricFamily(
+                "http_server_request_duration",
+                _HTTP_HELP,
+                labels=["http_request_method", "http_response_status_code", "http_route"],
+                unit="seconds",
+            )
+        yield from families.values()
 
 
-def read_audit(home: Path) -> Iterable[dict[str, Any]]:
-    """Every audit record under ``home``, oldest first (the rotated file, then the current one)."""
-    for name in ("audit.jsonl.1", "audit.jsonl"):
-        try:
-            with (home / name).open(encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        yield json.loads(line)
-                    except ValueError:
-                        continue  # a torn last line after a crash
-        except FileNotFoundError:
-            continue
+_LATENCY_HELP = "time from receipt to delivery into the session, by tier"
+_BREAKER_HELP = "1 for the state each session's circuit breaker is in, 0 for the others"
+_HTTP_HELP = "Duration of HTTP server requests."
 
 
 class Metrics:
-    """The contract's instruments, on a private Prometheus registry."""
+    """The contract's instruments (OpenTelemetry SDK), exposed through a private Prometheus registry.
+
+    ``registry`` is what to serve (``render()`` or ``prometheus_client.make_asgi_app(registry)``).
+    """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        reader = PrometheusMetricReader(disable_target_info=True, registry=self.registry)
+        source = CollectorRegistry()
+        reader = PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False, registry=source)
+        self.registry = CollectorRegistry()
+        self.registry.register(_Complete(source))
         views = [
             View(
                 instrument_name="mcp_cascade_delivery_latency",
@@ -191,36 +198,39 @@ class Metrics:
             "mcp_cascade_responses", description="responses by tier and outcome"
         )
         self.latency = meter.create_histogram(
-            "mcp_cascade_delivery_latency", unit="s", description="received → pushed into the session"
+            "mcp_cascade_delivery_latency", unit="s", description=_LATENCY_HELP
         )
-        self.failovers = meter.create_counter("mcp_cascade_failover", description="failovers between tiers")
-        self.breaker = meter.create_gauge(
-            "mcp_cascade_breaker_state", description="1 for the breaker's state"
+        self.failovers = meter.create_counter(
+            "mcp_cascade_failover", description="failovers from one tier to the next, by reason"
         )
-        self.tier_up = meter.create_gauge("mcp_cascade_tier_up", description="1 when the tier is usable")
+        self.breaker = meter.create_gauge("mcp_cascade_breaker_state", description=_BREAKER_HELP)
+        self.tier_up = meter.create_gauge(
+            "mcp_cascade_tier_up", description="1 while the tier can carry responses, 0 when it is down"
+        )
         self.queue_depth = meter.create_gauge(
-            "mcp_cascade_queue_depth", description="responses not yet delivered"
+            "mcp_cascade_queue_depth", description="responses durable but not yet delivered"
         )
         self.oldest_age = meter.create_gauge(
-            "mcp_cascade_oldest_pending_age", unit="s", description="age of the oldest undelivered response"
+            "mcp_cascade_oldest_pending_age",
+            unit="s",
+            description="age of the oldest response not yet delivered (0 when none)",
         )
         self.overflows = meter.create_counter(
-            "mcp_cascade_inotify_overflows", description="IN_Q_OVERFLOW seen"
+            "mcp_cascade_inotify_overflows", description="inotify queue overflows (each triggers a rescan)"
         )
         self.rescans = meter.create_counter("mcp_cascade_rescans", description="full inbox rescans")
-        self.http = meter.create_histogram(
-            "http.server.request.duration", unit="s", description="HTTP server request duration"
-        )
+        self.http = meter.create_histogram("http.server.request.duration", unit="s", description=_HTTP_HELP)
         for tier in TIERS:
             for outcome in OUTCOMES:
                 self.responses.add(0, {"tier": tier, "outcome": outcome})
             self.tier_up.set(1, {"tier": tier})
-        self.failovers.add(0, {"from_tier": "1", "to_tier": "3", "reason": "none"})
+        for source_tier, to_tier in _FORWARD_PAIRS:
+            for kind in FAILOVER_KINDS:
+                self.failovers.add(0, {"from_tier": source_tier, "to_tier": to_tier, "reason": kind})
         self.queue_depth.set(0)
         self.oldest_age.set(0)
         self.overflows.add(0)
         self.rescans.add(0)
-        self.set_breaker("none", "closed")
 
     def set_breaker(self, session: str, state: str) -> None:
         """One 0/1 series per state for ``session``."""
@@ -228,7 +238,7 @@ class Metrics:
             self.breaker.set(1 if candidate == state else 0, {"session": session, "state": candidate})
 
     def render(self) -> bytes:
-        """Prometheus text exposition."""
+        """Prometheus text exposition (format 0.0.4)."""
         return generate_latest(self.registry)
 
     def shutdown(self) -> None:
@@ -236,8 +246,38 @@ class Metrics:
         self._provider.shutdown()
 
 
+class RecentLatencies:
+    """The last deliveries' latencies per tier, for health and ``cascade_status`` (p50/p99 of a window)."""
+
+    def __init__(self, window: int = 256) -> None:
+        self._window = window
+        self._by_tier: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, tier: str, latency_ms: float) -> None:
+        """Record one delivery."""
+        with self._lock:
+            self._by_tier.setdefault(tier, deque(maxlen=self._window)).append(latency_ms)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{tier: {"n", "p50_ms", "p99_ms"}}`` over the window."""
+        with self._lock:
+            samples = {tier: sorted(values) for tier, values in self._by_tier.items()}
+        return {
+            tier: {"n": len(v), "p50_ms": round(_quantile(v, 0.5), 3), "p99_ms": round(_quantile(v, 0.99), 3)}
+            for tier, v in sorted(samples.items())
+            if v
+        }
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Nearest-rank quantile of a sorted, non-empty list."""
+    rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
 class Telemetry:
-    """The Observer of a process: metrics, logs and audit from one event stream."""
+    """The Observer of a process: metrics, logs, audit and recent latencies from one event stream."""
 
     def __init__(
         self,
@@ -249,21 +289,33 @@ class Telemetry:
         self.log = log
         self.audit = audit
         self.metrics = metrics
+        self.recent = RecentLatencies()
+        # The latest error-level event per tier ("" for events without one), for health.
+        self.last_errors: dict[str, LastError] = {}
 
     def emit(self, event: Event) -> None:
         """Record ``event`` everywhere it belongs."""
         self.log.write(event)
+        if event.level == "error":
+            key = str(event.tier) if event.tier is not None else ""
+            self.last_errors[key] = LastError(
+                time.time(), f"{event.event}: {event.reason or ''}".rstrip(": ")
+            )
         if self.audit is not None and event.event in AUDIT_EVENTS and event.response_id:
             self.audit.write(event)
+        if event.latency_ms is not None and event.tier is not None and _is_delivery(event):
+            self.recent.add(str(event.tier), event.latency_ms)
         if self.metrics is not None:
             self._record(self.metrics, event)
 
     def _record(self, m: Metrics, event: Event) -> None:
         tier = str(event.tier) if event.tier is not None else "0"
         outcome = _OUTCOME_OF.get(event.event)
+        if event.event == "sent":  # the sender's final receipt: delivered, queued or failed
+            outcome = str(event.fields.get("status", "failed"))
         if outcome is not None:
             m.responses.add(1, {"tier": tier, "outcome": outcome})
-        if event.event == "pushed" and event.latency_ms is not None:
+        if _is_delivery(event) and event.latency_ms is not None:
             m.latency.record(event.latency_ms / 1000, {"tier": tier})
         elif event.event == "failover":
             m.failovers.add(
@@ -274,8 +326,8 @@ class Telemetry:
                     "reason": str(event.fields.get("kind", "error")),
                 },
             )
-        elif event.event == "breaker":
-            m.set_breaker(str(event.session), str(event.fields.get("state")))
+        elif event.event == "breaker" and event.session:
+            m.set_breaker(event.session, str(event.fields.get("state")))
         elif event.event == "tier_state":
             m.tier_up.set(1 if event.fields.get("up") else 0, {"tier": tier})
         elif event.event == "queue_state":
@@ -301,6 +353,13 @@ class Telemetry:
             self.audit.close()
         if self.metrics is not None:
             self.metrics.shutdown()
+
+
+def _is_delivery(event: Event) -> bool:
+    """A response reached its session: pushed by serve, or confirmed delivered to the sender."""
+    if event.event == "pushed":
+        return True
+    return event.event == "sent" and event.fields.get("status") == "delivered"
 
 
 def open_log_stream(path: Path | None) -> IO[str]:
