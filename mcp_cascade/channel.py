@@ -216,7 +216,7 @@ def build_server(deps: ChannelDeps) -> Server[Any]:
                 dict(await deps.outbound.reply(deps.session, int(args["chat_id"]), str(args["text"])))
             )
         if name == "cascade_status":
-            return _text(dict(deps.status()))
+            return _text(dict(await anyio.to_thread.run_sync(deps.status)))
         if name == "cascade_selftest":
             return _text(dict(await deps.selftest()))
         return _text({"error": f"unknown tool {name!r}"}, error=True)

@@ -246,6 +246,11 @@ class Serve:
                 Event("tier_state", tier=tier, session=self.session, level="debug", fields={"up": up})
             )
 
+    def fresh_health(self, tier: str | None = None) -> Mapping[str, Any]:
+        """:meth:`health` after re-reading the queue (blocking: the sidecar and tools run it off the loop)."""
+        self.refresh()
+        return self.health(tier)
+
     def scrape(self) -> bytes:
         """Fresh gauges, then the Prometheus text (blocking: the sidecar runs it in a worker thread)."""
         assert self.telemetry.metrics is not None
@@ -297,7 +302,7 @@ class Serve:
                 self.signer,
                 self.session,
                 self.telemetry,
-                self.health,
+                self.fresh_health,
                 self.scrape if metrics else None,
             )
         )
@@ -327,7 +332,7 @@ class Serve:
             engine=self.engine,
             session=self.session,
             outbound=BridgeClient(self.home, self.signer),
-            status=self.health,
+            status=self.fresh_health,
             selftest=self.selftest,
             permission_relay=bool(allowed_users(self.home, self.config)),
         )

@@ -129,7 +129,7 @@ def build_app(deps: SidecarDeps) -> Starlette:
         tier = request.path_params.get("tier")
         if tier not in (None, "webhook", "file"):
             return JSONResponse({"error": f"no tier {tier!r}; try webhook or file"}, status_code=404)
-        body = dict(deps.health(tier))
+        body = dict(await anyio.to_thread.run_sync(deps.health, tier))
         return JSONResponse(body, status_code=503 if body.get("status") == "down" else 200)
 
     async def metrics(request: Request) -> Response:

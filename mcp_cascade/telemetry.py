@@ -10,6 +10,7 @@ dashboard never sees a name appear late.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
@@ -272,7 +273,7 @@ class RecentLatencies:
 
 def _quantile(ordered: list[float], q: float) -> float:
     """Nearest-rank quantile of a sorted, non-empty list."""
-    rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered))))
     return ordered[rank - 1]
 
 

@@ -1,0 +1,122 @@
+"""The ok / degraded / down rule (pure), and the health serve reports over HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from mcp_cascade.health import (
+    FileFacts,
+    LastError,
+    Problem,
+    WebhookFacts,
+    file_problems,
+    overall_status,
+    tier_status,
+    webhook_problems,
+)
+from mcp_cascade.testing import ServeProcess
+from tests.helpers import body, encode, sign
+
+NOW = 1_000_000.0
+
+
+def webhook(**kw: Any) -> WebhookFacts:
+    healthy = WebhookFacts(
+        listening=True, store_writable=True, client_attached=True, queue_depth=0, last_error=None
+    )
+    return replace(healthy, **kw)
+
+
+def files(**kw: Any) -> FileFacts:
+    healthy = FileFacts(
+        inbox_writable=True, watcher_alive=True, rescan_lag_s=0.5, rescan_interval_s=1.0, last_error=None
+    )
+    return replace(healthy, **kw)
+
+
+def test_a_tier_is_down_with_any_fatal_problem_degraded_with_any_other_and_ok_with_none() -> None:
+    assert tier_status([]) == "ok"
+    assert tier_status([Problem("slow")]) == "degraded"
+    assert tier_status([Problem("slow"), Problem("gone", fatal=True)]) == "down"
+
+
+@pytest.mark.parametrize(
+    ("tiers", "age", "expected"),
+    [
+        ({"webhook": "ok", "file": "ok"}, 0.0, "ok"),
+        ({"webhook": "ok", "file": "ok"}, 10.5, "degraded"),  # a response is overdue
+        ({"webhook": "ok", "file": "degraded"}, 0.0, "degraded"),
+        ({"webhook": "down", "file": "ok"}, 0.0, "degraded"),  # one path still carries responses
+        ({"webhook": "down", "file": "down"}, 0.0, "down"),
+        ({}, 0.0, "down"),
+    ],
+)
+def test_the_process_is_down_only_when_every_tier_is(
+    tiers: dict[str, str], age: float, expected: str
+) -> None:
+    assert overall_status(tiers, oldest_pending_age_s=age, overall_timeout_s=10.0) == expected  # type: ignore[arg-type]
+
+
+def test_webhook_facts_become_problems_an_operator_can_act_on() -> None:
+    assert webhook_problems(webhook(), NOW) == []
+    (unwritable,) = webhook_problems(webhook(store_writable=False), NOW)
+    assert unwritable.fatal and "503" in unwritable.text
+    (waiting,) = webhook_problems(webhook(client_attached=False, queue_depth=3), NOW)
+    assert not waiting.fatal and waiting.text.startswith("3 responses wait")
+    assert webhook_problems(webhook(client_attached=False, queue_depth=0), NOW) == []
+    (recent,) = webhook_problems(webhook(last_error=LastError(NOW - 5, "push_failed: EPIPE")), NOW)
+    assert "5s ago: push_failed: EPIPE" in recent.text
+    assert webhook_problems(webhook(last_error=LastError(NOW - 61, "old")), NOW) == []
+    assert tier_status(webhook_problems(webhook(listening=False), NOW)) == "down"
+
+
+def test_file_facts_become_problems_an_operator_can_act_on() -> None:
+    assert file_problems(files(), NOW) == []
+    assert tier_status(file_problems(files(inbox_writable=False), NOW)) == "down"
+    assert tier_status(file_problems(files(watcher_alive=False), NOW)) == "down"
+    assert tier_status(file_problems(files(watcher_alive=None), NOW)) == "down"
+    (lag,) = file_problems(files(rescan_lag_s=3.5), NOW)
+    assert not lag.fatal and "3.5s ago" in lag.text
+    assert file_problems(files(rescan_lag_s=2.9), NOW) == []
+    assert tier_status(file_problems(files(last_error=LastError(NOW, "EIO")), NOW)) == "degraded"
+
+
+@pytest.mark.anyio
+async def test_serve_reports_each_tier_with_the_detail_behind_its_status(home: Path) -> None:
+    async with ServeProcess(home, "health-a") as serve, httpx.AsyncClient() as client:
+        info = await serve.wait_session()
+        secret = (home / "secret").read_text().strip()
+        raw = encode(body(id="h:1"))
+        with anyio.fail_after(20):
+            assert (
+                await client.post(info.webhook_url, content=raw, headers=sign(secret, "h:1", raw))
+            ).status_code == 202
+            health = (await client.get(info.health_url)).json()
+            webhook_only = (await client.get(info.health_url + "/webhook")).json()
+            missing = await client.get(info.health_url + "/bridge")
+        assert health["session_id"] == "health-a"
+        assert set(health) >= {"status", "tiers", "queue_depth", "oldest_pending_age_s", "uptime_s"}
+        hook = health["tiers"]["webhook"]
+        assert hook["status"] == "degraded"
+        assert hook["problems"] == ["1 response waits: no MCP client has initialized this session"]
+        assert hook["client_attached"] is False and hook["store_writable"] is True
+        assert hook["last_error"] is None
+        assert health["tiers"]["file"]["inbox_writable"] is True
+        assert health["status"] in ("degraded", "down")
+        assert health["oldest_pending_age_s"] > 0
+        assert webhook_only["client_attached"] is False
+        assert missing.status_code == 404
+
+        await serve.initialize()
+        await serve.wait_channel(1)
+        with anyio.fail_after(20):
+            hook = (await client.get(info.health_url + "/webhook")).json()
+        assert hook["status"] == "ok", hook
+        assert hook["client_attached"] is True
+        assert hook["latency_ms"]["1"]["n"] == 1
