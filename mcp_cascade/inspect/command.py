@@ -17,11 +17,13 @@ from typing import Any
 import anyio
 from rich.console import Console
 
+from mcp_cascade._fs import atomic_write_json
 from mcp_cascade.config import Loaded, load_config, resolve_home
 from mcp_cascade.errors import CascadeError, SessionNotFound
 from mcp_cascade.inspect import views
 from mcp_cascade.inspect.queue import list_queue, retry
 from mcp_cascade.inspect.snapshot import take
+from mcp_cascade.inspect.targets import file_sd
 from mcp_cascade.inspect.trace import find
 from mcp_cascade.inspect.watch import watch
 from mcp_cascade.selftest import run_selftest
@@ -34,6 +36,7 @@ _HELP = {
     "trace": "the whole path of one response through the tiers, from the audit trail",
     "watch": "status and the newest response events, redrawn every interval",
     "selftest": "a synthetic response through each tier of live sessions: delivered, hidden, counted",
+    "targets": "Prometheus file_sd targets for every live sidecar and the bridge (always JSON)",
 }
 
 
@@ -60,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=0, help="stop after this many refreshes (default: never)")
     p = what("selftest")
     p.add_argument("session", nargs="?", help="one session (default: every live one)")
+    p = what("targets")
+    p.add_argument("--write", metavar="FILE", type=Path, help="replace FILE atomically instead of printing")
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -81,6 +86,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if command == "watch":
         anyio.run(lambda: watch(home, console, interval=args.interval, count=args.count, as_json=args.json))
         return 0
+    if command == "targets":
+        return _targets(home, args.write)
     return anyio.run(_selftest, loaded, console, args.session, args.json)
 
 
@@ -125,6 +132,18 @@ def _trace(home: Path, console: Console, key: str, as_json: bool) -> int:
         _print_json(found.to_dict())
     else:
         console.print(views.trace(found))
+    return 0
+
+
+def _targets(home: Path, write: Path | None) -> int:
+    groups = file_sd(home)
+    if write is None:
+        _print_json(groups)
+        return 0
+    try:
+        atomic_write_json(write, groups, mode=0o644)  # Prometheus usually runs as another user
+    except OSError as exc:
+        raise CascadeError(f"cannot write {write}: {exc.strerror or exc}") from exc
     return 0
 
 
