@@ -104,6 +104,8 @@ class Serve:
         self.telemetry = make_telemetry(loaded, "serve", session)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
+        # Bound now, before any task group exists, so a taken port is a plain ConfigError.
+        self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
 
     def health(self, tier: str | None = None) -> Mapping[str, Any]:
         """DESIGN 5 health: overall, or one tier's."""
@@ -171,7 +173,7 @@ class Serve:
 
     @contextlib.asynccontextmanager
     async def _sidecar(self) -> AsyncIterator[None]:
-        sock = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
+        sock = self._socket
         host, port = sock.getsockname()[:2]
         metrics = self.telemetry.metrics
         app = build_app(
