@@ -112,7 +112,8 @@ def file_problems(facts: FileFacts, now: float) -> list[Problem]:
     if not facts.inbox_writable:
         problems.append(Problem("the inbox cannot be written (tier-3 senders fail)", fatal=True))
     if facts.watcher_alive is None:
-        problems.append(Problem("no inbox watcher runs here: files stay in inbox/new", fatal=True))
+        # Durable, and read by the first serve of this session that runs a watcher.
+        problems.append(Problem("no inbox watcher runs in this process: files wait in inbox/new"))
     elif not facts.watcher_alive:
         problems.append(Problem("the inbox watcher has stopped: files stay in inbox/new", fatal=True))
     elif facts.rescan_lag_s is not None and facts.rescan_lag_s > 2 * facts.rescan_interval_s + 1.0:

@@ -80,7 +80,7 @@ def test_file_facts_become_problems_an_operator_can_act_on() -> None:
     assert file_problems(files(), NOW) == []
     assert tier_status(file_problems(files(inbox_writable=False), NOW)) == "down"
     assert tier_status(file_problems(files(watcher_alive=False), NOW)) == "down"
-    assert tier_status(file_problems(files(watcher_alive=None), NOW)) == "down"
+    assert tier_status(file_problems(files(watcher_alive=None), NOW)) == "degraded"
     (lag,) = file_problems(files(rescan_lag_s=3.5), NOW)
     assert not lag.fatal and "3.5s ago" in lag.text
     assert file_problems(files(rescan_lag_s=2.9), NOW) == []
