@@ -1,28 +1,29 @@
 """What recording metrics costs on the hot path: signed POST → channel notification, metrics off vs on.
 
-Two serve subprocesses, one started with ``--metrics false`` and one with
-``--metrics true``, each with an MCP client attached. Requests alternate
-between them so both see the same machine noise. Each sample is the time from
-just before the POST to the arrival of its ``notifications/claude/channel``
-frame on serve's stdout. The floor, measured in the same run, is an HTTP round
-trip to the same sidecar that does no work (a 404). A second table gives the
-in-process cost of one delivery's telemetry (the events of one response).
+    python -m benchmarks.metrics_overhead [--n 1000] [--warmup 100]
 
-    python -m benchmarks.metrics_overhead [--n 400] [--warmup 50]
+Two serve subprocesses in one home, one started with ``--metrics false`` and
+one with ``--metrics true``, each with an MCP client attached. Requests go one
+at a time and alternate between the two, so both see the same machine noise.
+Each sample is the time from just before the POST to the arrival of its
+``notifications/claude/channel`` frame on serve's stdout. Floors measured in
+the same run: a bare loopback HTTP round trip with the same client, and
+write+fsync+rename+fsync on the same disk. A second table gives the in-process
+cost of the telemetry of one response (its events through the observer).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import anyio
-import httpx
-
+from benchmarks._common import HEADER, HttpConnection, Stats, bare_http_floor, durable_write_floor, save
 from mcp_cascade.events import Event
 from mcp_cascade.response import make_response
 from mcp_cascade.signing import Signer, load_or_create_secret
@@ -30,103 +31,124 @@ from mcp_cascade.telemetry import JsonLog, Metrics, Telemetry
 from mcp_cascade.testing import ServeProcess
 
 
-def summary(samples_ms: list[float]) -> str:
-    """p50 / p90 / p99 / mean in milliseconds."""
-    ordered = sorted(samples_ms)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return (
-        f"{pick(0.5):8.3f} {pick(0.9):8.3f} {pick(0.99):8.3f} {statistics.fmean(ordered):8.3f}"
-        f"   n={len(ordered)}"
-    )
-
-
-async def one_round_trip(client: httpx.AsyncClient, serve: ServeProcess, url: str, signer: Signer) -> float:
+async def round_trip(serve: ServeProcess, conn: HttpConnection, path: str, signer: Signer, rid: str) -> float:
     """Milliseconds from the POST to its channel notification."""
-    response = make_response(type="message", user_id=1, text="benchmark")
-    raw = response.to_json()
-    headers = {**signer.headers(response.id, raw), "content-type": "application/json"}
+    body = make_response(type="message", user_id=7, text="benchmark answer", id=rid).to_json()
+    headers = {**signer.headers(rid, body), "content-type": "application/json"}
     before = len(serve.channel())
     start = time.perf_counter()
-    answer = await client.post(url, content=raw, headers=headers)
-    if answer.status_code != 200:
-        raise RuntimeError(f"POST answered {answer.status_code}: {answer.text}")
+    status, payload = await conn.post(path, body, headers)
+    if status != 200:
+        raise RuntimeError(f"POST answered {status}: {payload[:200]!r}")
     notes = await serve.wait_channel(before + 1)
     received: float = notes[before]["_received"]
     return (received - start) * 1000
 
 
-async def measure(n: int, warmup: int) -> None:
-    """Run both serves and print the figures side by side."""
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+async def hot_path(home: Path, n: int, warmup: int) -> dict[str, Stats]:
+    """Alternate single POSTs between a serve without metrics and one with them."""
+    serves = {
+        "off": ServeProcess(home, "metrics-off", args=["--metrics", "false"]),
+        "on": ServeProcess(home, "metrics-on", args=["--metrics", "true"]),
+    }
+    samples: dict[str, list[float]] = {"off": [], "on": []}
+    async with serves["off"], serves["on"]:
+        conns: dict[str, tuple[HttpConnection, str]] = {}
+        for key, serve in serves.items():
+            info = await serve.wait_session()
+            await serve.initialize()
+            conns[key] = (
+                await HttpConnection.open(info.webhook_url),
+                "/" + info.webhook_url.split("/", 3)[3],
+            )
         signer = Signer(load_or_create_secret(home))
-        off = ServeProcess(home, "metrics-off", args=["--metrics", "false", "--log-level", "warning"])
-        on = ServeProcess(home, "metrics-on", args=["--metrics", "true", "--log-level", "warning"])
-        async with off, on, httpx.AsyncClient() as client:
-            urls = {}
-            for serve in (off, on):
-                urls[serve.session] = (await serve.wait_session()).webhook_url
-                await serve.initialize()
-            floor_url = urls["metrics-on"].replace("/webhook/bridge-response", "/no-such-route")
-            samples: dict[str, list[float]] = {"metrics-off": [], "metrics-on": [], "floor": []}
-            for i in range(warmup + n):
-                for serve in (off, on) if i % 2 else (on, off):
-                    took = await one_round_trip(client, serve, urls[serve.session], signer)
-                    if i >= warmup:
-                        samples[serve.session].append(took)
-                start = time.perf_counter()
-                await client.get(floor_url)
+        for i in range(warmup + n):
+            for key in ("off", "on") if i % 2 else ("on", "off"):
+                conn, path = conns[key]
+                took = await round_trip(serves[key], conn, path, signer, f"{key}:{i}")
                 if i >= warmup:
-                    samples["floor"].append((time.perf_counter() - start) * 1000)
-            scrape = await client.get(urls["metrics-on"].replace("/webhook/bridge-response", "/metrics"))
-            assert "mcp_cascade_responses_total" in scrape.text
-    print("signed POST → channel notification (ms)")
-    print(f"{'':24} {'p50':>8} {'p90':>8} {'p99':>8} {'mean':>8}")
-    print(f"{'floor: HTTP 404 round trip':24} {summary(samples['floor'])}")
-    print(f"{'--metrics false':24} {summary(samples['metrics-off'])}")
-    print(f"{'--metrics true':24} {summary(samples['metrics-on'])}")
-    delta = statistics.median(samples["metrics-on"]) - statistics.median(samples["metrics-off"])
-    print(f"difference of medians: {delta * 1000:+.1f} µs")
+                    samples[key].append(took)
+        for conn, _ in conns.values():
+            conn.close()
+        for serve in serves.values():
+            assert serve.bad_lines == [], serve.bad_lines[:3]
+    return {key: Stats.of(values) for key, values in samples.items()}
 
 
-def telemetry_cost(n: int) -> None:
-    """The events one response produces in serve, through Telemetry with metrics off and on (µs)."""
+def telemetry_cost(n: int) -> dict[str, Stats]:
+    """The events of one tier-1 response through Telemetry (logs to memory at info, no audit), in µs."""
     events = [
-        Event("received", tier=1, response_id="r", correlation_id="c", session="s"),
+        Event("received", tier=1, response_id="r", correlation_id="c", session="s", level="debug"),
         Event("durable", tier=1, response_id="r", correlation_id="c", session="s", latency_ms=0.2),
         Event("pushed", tier=1, response_id="r", correlation_id="c", session="s", latency_ms=0.5),
         Event(
             "http_request",
             latency_ms=0.6,
             level="debug",
-            fields={"method": "POST", "route": "/w", "status": 200},
+            fields={"method": "POST", "route": "/webhook/bridge-response", "status": 200},
         ),
     ]
-    print("\ntelemetry of one response in process (µs; logs to memory, no audit)")
-    for label, metrics in (("--metrics false", None), ("--metrics true", Metrics())):
-        telemetry = Telemetry(log=JsonLog(io.StringIO(), "warning"), audit=None, metrics=metrics)
-        timings: list[float] = []
+    out: dict[str, Stats] = {}
+    for key, metrics in (("off", None), ("on", Metrics())):
+        telemetry = Telemetry(log=JsonLog(io.StringIO(), "info"), audit=None, metrics=metrics)
+        timings = []
         for _ in range(n):
             start = time.perf_counter()
             for event in events:
                 telemetry.emit(event)
             timings.append((time.perf_counter() - start) * 1e6)
-        print(f"{label:24} p50 {statistics.median(timings):7.2f}   p99 {sorted(timings)[int(0.99 * n)]:7.2f}")
         telemetry.close()
+        out[key] = Stats.of(timings)
+    return out
 
 
-def main() -> None:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure, print, save."""
+    with tempfile.TemporaryDirectory(prefix="mcp-cascade-bench-", dir=args.dir) as tmp:
+        home = Path(tmp, "home")
+        http_floor = Stats.of(await bare_http_floor())
+        disk_floor = Stats.of(durable_write_floor(home / "floor"))
+        served = await hot_path(home, args.n, args.warmup)
+    in_process = telemetry_cost(20_000)
+    print("Signed POST → channel notification, one at a time, metrics off and on alternating")
+    print(HEADER)
+    print(f"{'floor: bare loopback HTTP round trip':<44}{http_floor.row()}")
+    print(f"{'floor: write+fsync+rename+fsync':<44}{disk_floor.row()}")
+    print(f"{'serve --metrics false':<44}{served['off'].row()}")
+    print(f"{'serve --metrics true':<44}{served['on'].row()}")
+    delta_us = (served["on"].p50 - served["off"].p50) * 1000
+    print(f"\ndifference of medians (on - off): {delta_us:+.0f} µs")
+    print("\nTelemetry of one response in process (µs)")
+    print(f"{'':<44}{'n':>7} {'p50 µs':>9} {'p99 µs':>9} {'p99.9 µs':>9} {'max µs':>9}")
+    print(f"{'metrics off (log lines only)':<44}{in_process['off'].row()}")
+    print(f"{'metrics on':<44}{in_process['on'].row()}")
+    result = {
+        "floors": {"http": _d(http_floor), "durable_write": _d(disk_floor)},
+        "post_to_notification_ms": {"metrics_off": _d(served["off"]), "metrics_on": _d(served["on"])},
+        "difference_of_medians_us": delta_us,
+        "telemetry_per_response_us": {
+            "metrics_off": _d(in_process["off"]),
+            "metrics_on": _d(in_process["on"]),
+        },
+    }
+    print(f"\nresults: {save('metrics_overhead', result)}")
+    return result
+
+
+def _d(stats: Stats) -> dict[str, float]:
+    return {"n": stats.n, "p50": stats.p50, "p99": stats.p99, "p999": stats.p999, "max": stats.max}
+
+
+def main() -> int:
     """Parse arguments and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=400, help="measured round trips per configuration")
-    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--n", type=int, default=1000, help="measured round trips per configuration")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--dir", help="where the temporary home goes (the disk under test)")
     args = parser.parse_args()
-    anyio.run(measure, args.n, args.warmup)
-    telemetry_cost(20_000)
+    asyncio.run(run(args))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
