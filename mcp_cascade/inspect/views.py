@@ -60,28 +60,38 @@ def ms(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
-def _latency(figures: Mapping[str, Latency], tier: str) -> str:
-    found = figures.get(tier)
-    if found is None:
-        return "-"
-    return f"{ms(found.p50_ms)}/{ms(found.p99_ms)} ({found.n})"
+def _latency(figures: Mapping[str, Latency], tiers: Sequence[str] = ("1", "2", "3")) -> str:
+    """One line per tier with deliveries: ``t1 0.78/7.50 (20)``."""
+    lines = [
+        f"t{tier} {ms(found.p50_ms)}/{ms(found.p99_ms)} ({found.n})"
+        for tier in tiers
+        if (found := figures.get(tier)) is not None
+    ]
+    return "\n".join(lines) or "-"
 
 
 def snapshot(snap: Snapshot, now: float | None = None) -> RenderableType:
-    """``inspect status``: the sessions table, then the bridge."""
+    """``inspect status``: the sessions table, what is wrong with them, then the bridge."""
     now = time.time() if now is None else now
-    sessions = Table(title=f"Sessions in {snap.home}", title_justify="left", expand=False)
+    sessions = Table(title=f"Sessions in {snap.home}", title_justify="left")
     for column in ("session", "process", "health", "webhook", "file", "queue", "oldest"):
-        sessions.add_column(column)
-    for tier in ("1", "2", "3"):
-        sessions.add_column(f"tier {tier} p50/p99 ms", justify="right")
-    sessions.add_column("breaker")
-    sessions.add_column("problems / detail", overflow="fold")
+        sessions.add_column(column, no_wrap=column != "session")
+    sessions.add_column("p50/p99 ms (n)", no_wrap=True)
+    sessions.add_column("breaker", no_wrap=True)
+    notes = Table.grid(padding=(0, 2))
+    notes.add_column(style="bold", no_wrap=True)
+    notes.add_column(overflow="fold")
     for view in snap.sessions:
         sessions.add_row(*_session_row(view, now))
+        for line in view.problems or ((view.detail,) if view.liveness != "live" else ()):
+            notes.add_row(view.session, line)
     if not snap.sessions:
-        sessions.add_row("(no sessions)", *[""] * 11)
-    return Group(sessions, bridge(snap.bridge, now))
+        sessions.add_row("(no sessions)", *[""] * 8)
+    parts: list[RenderableType] = [sessions]
+    if notes.row_count:
+        parts.append(notes)
+    parts.append(bridge(snap.bridge, now))
+    return Group(*parts)
 
 
 def _session_row(view: SessionView, now: float) -> list[RenderableType]:
@@ -90,7 +100,6 @@ def _session_row(view: SessionView, now: float) -> list[RenderableType]:
         breaker = styled(view.breaker.state)
         if view.breaker.next_probe_at is not None and view.breaker.state != "closed":
             breaker = Text.assemble(breaker, f" probe in {age(max(0.0, view.breaker.next_probe_at - now))}")
-    notes = "; ".join(view.problems) if view.problems else view.detail
     return [
         Text(view.session, style="bold"),
         styled(view.liveness),
@@ -99,21 +108,16 @@ def _session_row(view: SessionView, now: float) -> list[RenderableType]:
         styled(view.tiers.get("file")),
         "-" if view.queue_depth is None else str(view.queue_depth),
         age(view.oldest_pending_age_s) if view.queue_depth else "-",
-        _latency(view.latency, "1"),
-        _latency(view.latency, "2"),
-        _latency(view.latency, "3"),
+        _latency(view.latency),
         breaker,
-        notes,
     ]
 
 
 def bridge(view: BridgeView, now: float) -> RenderableType:
-    """The bridge: liveness, per-tier latency and outcomes, breakers and failovers."""
+    """The bridge: liveness, outcomes and latency per tier, breakers and failovers."""
     head = Table(title="Bridge", title_justify="left")
-    for column in ("process", "health", "delivered", "queued", "failed"):
-        head.add_column(column)
-    for tier in ("1", "2", "3"):
-        head.add_column(f"tier {tier} p50/p99 ms", justify="right")
+    for column in ("process", "health", "delivered", "queued", "failed", "p50/p99 ms (n)"):
+        head.add_column(column, no_wrap=True)
     head.add_column("detail", overflow="fold")
     head.add_row(
         styled(view.liveness),
@@ -122,7 +126,7 @@ def bridge(view: BridgeView, now: float) -> RenderableType:
             f"{view.outcomes.get(k, 0):.0f}" if view.outcomes else "-"
             for k in ("delivered", "queued", "failed")
         ),
-        *(_latency(view.latency, t) for t in ("1", "2", "3")),
+        _latency(view.latency),
         view.detail,
     )
     parts: list[RenderableType] = [head]
