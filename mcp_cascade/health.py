@@ -125,3 +125,39 @@ def file_problems(facts: FileFacts, now: float) -> list[Problem]:
     if facts.last_error is not None and facts.last_error.recent(now):
         problems.append(Problem(f"error {now - facts.last_error.at:.0f}s ago: {facts.last_error.error}"))
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeFacts:
+    """What the bridge knows about its tier (2: direct acknowledgment and redelivery).
+
+    ``last_poll_age_s`` is the time since the last successful Telegram call (None
+    before the first); ``breakers`` maps each session whose breaker is not
+    closed to its state and the unix time of its next probe.
+    """
+
+    polling: bool
+    last_poll_age_s: float | None
+    stale_after_s: float
+    breakers: Mapping[str, tuple[str, float | None]]
+    outbox_overdue: int
+    last_error: LastError | None
+
+
+def bridge_problems(facts: BridgeFacts, now: float) -> list[Problem]:
+    """The bridge tier's problems."""
+    problems: list[Problem] = []
+    if not facts.polling:
+        problems.append(Problem("the Telegram poller has stopped: no answer can arrive", fatal=True))
+    elif facts.last_poll_age_s is not None and facts.last_poll_age_s > facts.stale_after_s:
+        problems.append(Problem(f"no successful Telegram call for {facts.last_poll_age_s:.0f}s", fatal=True))
+    for session, (state, next_probe_at) in sorted(facts.breakers.items()):
+        probe = f", next probe in {max(0.0, next_probe_at - now):.1f}s" if next_probe_at is not None else ""
+        problems.append(Problem(f"breaker towards {session} is {state.replace('_', '-')}{probe}"))
+    if facts.outbox_overdue:
+        problems.append(
+            Problem(f"{facts.outbox_overdue} responses in the outbox are past the overall timeout")
+        )
+    if facts.last_error is not None and facts.last_error.recent(now):
+        problems.append(Problem(f"error {now - facts.last_error.at:.0f}s ago: {facts.last_error.error}"))
+    return problems

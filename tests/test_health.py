@@ -11,10 +11,12 @@ import httpx
 import pytest
 
 from mcp_cascade.health import (
+    BridgeFacts,
     FileFacts,
     LastError,
     Problem,
     WebhookFacts,
+    bridge_problems,
     file_problems,
     overall_status,
     tier_status,
@@ -120,3 +122,25 @@ async def test_serve_reports_each_tier_with_the_detail_behind_its_status(home: P
         assert hook["status"] == "ok", hook
         assert hook["client_attached"] is True
         assert hook["latency_ms"]["1"]["n"] == 1
+
+
+def bridge(**kw: Any) -> BridgeFacts:
+    healthy = BridgeFacts(
+        polling=True, last_poll_age_s=1.0, stale_after_s=90.0, breakers={}, outbox_overdue=0, last_error=None
+    )
+    return replace(healthy, **kw)
+
+
+def test_bridge_facts_become_problems_an_operator_can_act_on() -> None:
+    assert bridge_problems(bridge(), NOW) == []
+    assert bridge_problems(bridge(last_poll_age_s=None), NOW) == []  # not polled yet: nothing known
+    assert tier_status(bridge_problems(bridge(polling=False), NOW)) == "down"
+    (stale,) = bridge_problems(bridge(last_poll_age_s=120.0), NOW)
+    assert stale.fatal and "120s" in stale.text
+    (open_breaker,) = bridge_problems(bridge(breakers={"app": ("open", NOW + 2.5)}), NOW)
+    assert not open_breaker.fatal
+    assert open_breaker.text == "breaker towards app is open, next probe in 2.5s"
+    (probing,) = bridge_problems(bridge(breakers={"app": ("half_open", None)}), NOW)
+    assert probing.text == "breaker towards app is half-open"
+    (overdue,) = bridge_problems(bridge(outbox_overdue=2), NOW)
+    assert "2 responses in the outbox" in overdue.text
