@@ -118,14 +118,13 @@ def session_json(cascade_home: Path) -> dict[str, Any]:
     return data
 
 
-async def post_webhook(cascade_home: Path, data: dict[str, Any]) -> httpx.Response:
+async def post_webhook(http: httpx.AsyncClient, cascade_home: Path, data: dict[str, Any]) -> httpx.Response:
     """A signed tier-1 POST to the session's sidecar, as a bridge sends it."""
     secret = (cascade_home / "secret").read_text().strip()
     raw = encode(data)
-    async with httpx.AsyncClient(timeout=10) as http:
-        return await http.post(
-            session_json(cascade_home)["webhook_url"], content=raw, headers=sign(secret, data["id"], raw)
-        )
+    return await http.post(
+        session_json(cascade_home)["webhook_url"], content=raw, headers=sign(secret, data["id"], raw)
+    )
 
 
 def in_session(request: Logged) -> bool:
@@ -149,8 +148,11 @@ def prompted(text: str) -> Callable[[Logged], bool]:
 def test_a_webhook_answer_reaches_the_model_once_with_the_clients_default_negotiation(
     claude_binary: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def scenario() -> float:
-        async with claude_with_serve(claude_binary, tmp_path) as (api, claude, cascade_home):
+    async def scenario() -> tuple[float, float]:
+        async with (
+            claude_with_serve(claude_binary, tmp_path) as (api, claude, cascade_home),
+            httpx.AsyncClient(timeout=10) as http,
+        ):
             assert claude.debug_lines(REGISTERED), claude.debug_lines(SKIPPED)
             # serve's stderr, relayed into the client's log: the client probed the newer revision first.
             (fallback,) = claude.debug_lines("handshake_fallback")
@@ -158,7 +160,8 @@ def test_a_webhook_answer_reaches_the_model_once_with_the_clients_default_negoti
 
             data = body(id="tg:4242:901", text="ship it from the phone", message_id=901)
             posted = time.perf_counter()
-            answer = await post_webhook(cascade_home, data)
+            answer = await post_webhook(http, cascade_home, data)
+            answered_ms = (time.perf_counter() - posted) * 1000
             assert answer.status_code == 200, answer.text
             assert answer.json()["status"] == "delivered"
 
@@ -185,13 +188,13 @@ def test_a_webhook_answer_reaches_the_model_once_with_the_clients_default_negoti
             )
             assert [r for r in api.messages() if carries("tg:4242:901")(r)] == [carrying]
             assert len(claude.debug_lines(f'"{SERVER}": notifications/claude/channel ')) == 1
-            return latency_ms
+            return answered_ms, latency_ms
 
-    latency_ms = isolated(scenario)
+    answered_ms, latency_ms = isolated(scenario)
     with capsys.disabled():
         print(
-            f"\nClaude Code {version_of(claude_binary)}: webhook POST → the request carrying the channel "
-            f"block {latency_ms:.1f} ms"
+            f"\nClaude Code {version_of(claude_binary)}: webhook POST → 200 delivered {answered_ms:.1f} ms, "
+            f"→ the request carrying the channel block {latency_ms:.1f} ms"
         )
 
 
@@ -209,7 +212,10 @@ def test_the_model_calls_the_tools_through_the_real_client_and_reads_their_resul
     tools = ("cascade_status", "get_responses", "wait_for_response")
 
     async def scenario() -> None:
-        async with claude_with_serve(claude_binary, tmp_path, tools=tools) as (api, claude, cascade_home):
+        async with (
+            claude_with_serve(claude_binary, tmp_path, tools=tools) as (api, claude, cascade_home),
+            httpx.AsyncClient(timeout=10) as http,
+        ):
             session = session_json(cascade_home)["session_id"]
             api.script("CALL-STATUS", ToolUse(TOOL + "cascade_status", {}, "toolu_status"))
             api.script("CALL-GET", ToolUse(TOOL + "get_responses", {"limit": 10}, "toolu_get"))
@@ -227,7 +233,7 @@ def test_the_model_calls_the_tools_through_the_real_client_and_reads_their_resul
             assert status["tiers"]["webhook"]["url"] == session_json(cascade_home)["webhook_url"]
 
             first = body(id="tg:4242:1001", text="answer for get_responses")
-            assert (await post_webhook(cascade_home, first)).json()["status"] == "delivered"
+            assert (await post_webhook(http, cascade_home, first)).json()["status"] == "delivered"
             await api.wait_for(carries("tg:4242:1001"), timeout=30)
             await claude.type("CALL-GET")
             listed = tool_result(
@@ -240,7 +246,7 @@ def test_the_model_calls_the_tools_through_the_real_client_and_reads_their_resul
             await claude.type("CALL-WAIT")
             await claude.wait_debug('"mcp-cascade": Calling MCP tool: wait_for_response')
             button = body("callback", id="tg:cb:77", request_id="rq-77", callback_data="opt:yes")
-            assert (await post_webhook(cascade_home, button)).status_code == 200
+            assert (await post_webhook(http, cascade_home, button)).status_code == 200
             waited = tool_result(
                 await api.wait_for(lambda r: "toolu_wait" in r.tool_results(), 30), "toolu_wait"
             )
