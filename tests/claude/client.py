@@ -174,26 +174,26 @@ class ClaudeCode:
             cmd += ["--allowedTools", ",".join(self.allowed_tools)]
         return cmd
 
-    def _tmux(self, *args: str) -> str:
-        done = subprocess.run(
-            ["tmux", "-f", "/dev/null", "-S", str(self.tmux_socket), *args],
-            capture_output=True,
-            text=True,
-            env=self.environment(),
-            timeout=30,
-            check=False,
-        )
+    async def _tmux(self, *args: str) -> str:
+        with anyio.fail_after(30):
+            done = await anyio.run_process(
+                ["tmux", "-f", "/dev/null", "-S", str(self.tmux_socket), *args],
+                env=self.environment(),
+                check=False,
+            )
         if done.returncode != 0:
-            raise RuntimeError(f"tmux {' '.join(args)}: {done.stderr.strip()}")
-        return done.stdout
+            raise RuntimeError(f"tmux {' '.join(args)}: {done.stderr.decode(errors='replace').strip()}")
+        return done.stdout.decode(errors="replace")
 
     async def __aenter__(self) -> ClaudeCode:
         if shutil.which("tmux") is None:
             raise Unavailable("tmux is not installed (apt-get install tmux)")
         seed_home(self.home, self.project, [SERVER])
         write_mcp_json(self.project, self.serve_command[0], self.serve_command[1:])
-        self._tmux("new-session", "-d", "-x", "200", "-y", "50", "-c", str(self.project), *self.command())
-        self.pid = int(self._tmux("display-message", "-p", "#{pane_pid}").strip())
+        await self._tmux(
+            "new-session", "-d", "-x", "200", "-y", "50", "-c", str(self.project), *self.command()
+        )
+        self.pid = int((await self._tmux("display-message", "-p", "#{pane_pid}")).strip())
         if process_netns(self.pid) != current_netns():
             raise RuntimeError("the client is not inside the test's private network namespace")
         return self
@@ -203,7 +203,7 @@ class ClaudeCode:
     ) -> None:
         started = [self.pid, *self.descendants] if self.pid is not None else []
         with contextlib.suppress(RuntimeError):
-            self._tmux("kill-server")  # SIGHUP: the client stops its MCP servers and exits
+            await self._tmux("kill-server")  # SIGHUP: the client stops its MCP servers and exits
         with anyio.move_on_after(10):
             while any(_alive(pid) for pid in started):  # noqa: ASYNC110 - no event for another process's exit
                 await anyio.sleep(_POLL)
@@ -218,22 +218,22 @@ class ClaudeCode:
             return []
         return list(_children(self.pid))
 
-    def screen(self) -> str:
+    async def screen(self) -> str:
         """The visible pane text."""
-        return self._tmux("capture-pane", "-p")
+        return await self._tmux("capture-pane", "-p")
 
     async def wait_screen(self, text: str, timeout: float = 30.0) -> None:
         """Wait until ``text`` is on screen (the timeout's error shows the screen)."""
         with anyio.move_on_after(timeout):
-            while text not in self.screen():  # noqa: ASYNC110 - a terminal screen has no change event
+            while text not in await self.screen():  # noqa: ASYNC110 - a terminal screen has no change event
                 await anyio.sleep(_POLL)
             return
-        raise TimeoutError(f"{text!r} not on screen after {timeout} s:\n{self.screen()}")
+        raise TimeoutError(f"{text!r} not on screen after {timeout} s:\n{await self.screen()}")
 
     async def accept_channels_warning(self, timeout: float = 30.0) -> None:
         """Confirm the development-channels warning (its first option is preselected)."""
         await self.wait_screen(DIALOG, timeout)
-        self._tmux("send-keys", "Enter")
+        await self._tmux("send-keys", "Enter")
 
     def debug_log(self) -> str:
         """The client's debug log so far."""
@@ -257,9 +257,9 @@ class ClaudeCode:
 
     async def type(self, text: str, timeout: float = 30.0) -> None:
         """Type ``text`` at the prompt and press Enter once the prompt shows it."""
-        self._tmux("send-keys", "-l", text)
+        await self._tmux("send-keys", "-l", text)
         await self.wait_screen(f"❯\N{NO-BREAK SPACE}{text}", timeout)
-        self._tmux("send-keys", "Enter")
+        await self._tmux("send-keys", "Enter")
 
 
 def _alive(pid: int) -> bool:
