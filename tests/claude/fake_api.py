@@ -57,7 +57,7 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Logged:
-    """One request the client sent, with its arrival time (``time.perf_counter``)."""
+    """One request the client sent (its JSON body, if any), with its arrival time (``time.perf_counter``)."""
 
     at: float
     path: str
@@ -115,7 +115,6 @@ class FakeMessagesAPI:
 
     rules: list[Rule] = field(default_factory=list)
     log: list[Logged] = field(default_factory=list)
-    other: list[str] = field(default_factory=list)
     _changed: anyio.Event = field(default_factory=anyio.Event)
     _count: int = 0
 
@@ -149,12 +148,21 @@ class FakeMessagesAPI:
                 return rule.blocks
         return (Text("ok"),)
 
-    async def _messages(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+    async def _record(self, request: Request) -> Logged:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"unparsed_bytes": len(raw)}
         logged = Logged(time.perf_counter(), request.url.path, body)
         self.log.append(logged)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
+        return logged
+
+    async def _messages(self, request: Request) -> Response:
+        logged = await self._record(request)
+        body = logged.body
         self._count += 1
         message_id = f"msg_fake_{self._count}"
         blocks = self._reply(logged)
@@ -163,13 +171,15 @@ class FakeMessagesAPI:
         return StreamingResponse(_stream(message_id, blocks), media_type="text/event-stream")
 
     async def _hello(self, request: Request) -> Response:
+        await self._record(request)
         return Response(status_code=200)
 
     async def _count_tokens(self, request: Request) -> Response:
+        await self._record(request)
         return JSONResponse({"input_tokens": 1})
 
     async def _other(self, request: Request) -> Response:
-        self.other.append(f"{request.method} {request.url.path}")
+        await self._record(request)
         return JSONResponse({"type": "error", "error": {"type": "not_found_error"}}, status_code=404)
 
     def app(self) -> Starlette:
