@@ -184,3 +184,32 @@ async def test_watch_redraws_status_and_new_events(home: Path) -> None:
     assert [e["response_id"] for e in first["events"]] == ["wt:1"] * 3
     assert second["events"] == []  # nothing new since the first refresh
     assert "Latest response events" in as_table.stdout and "watched" in as_table.stdout
+
+
+async def test_a_session_whose_process_lives_but_does_not_answer_is_reported_unreachable(home: Path) -> None:
+    hung = await anyio.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        directory = home / "sessions" / "hung"
+        directory.mkdir(parents=True)
+        (directory / "session.json").write_text(
+            json.dumps(
+                {
+                    "protocol": 1,
+                    "session_id": "hung",
+                    "pid": hung.pid,
+                    "webhook_url": "http://127.0.0.1:9/webhook/bridge-response",
+                    "health_url": "http://127.0.0.1:9/health",
+                }
+            )
+        )
+        with anyio.fail_after(30):
+            done = await inspect(home, "status", "--json")
+            missing = await inspect(home, "queue", "nosuch")
+    finally:
+        hung.kill()
+        await hung.wait()
+    (view,) = json.loads(done.stdout)["sessions"]
+    assert view["liveness"] == "unreachable"
+    assert f"pid {hung.pid} does not answer" in view["detail"]
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"mcp-cascade inspect: no session 'nosuch' under {home}/sessions"
