@@ -94,13 +94,18 @@ class InboxWatcher:
         self.last_rescan_at: float | None = None
         self.rescan_lag_ms = 0.0
         self.last_error: str | None = None
+        self._failing: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[InboxWatcher]:
         """Arm the watch, recover the inbox, then deliver until exit."""
-        ino = INotify(nonblocking=True)
+        try:
+            ino: INotify | None = INotify(nonblocking=True)
+        except OSError as exc:  # out of inotify instances: rescans alone still deliver everything
+            ino = None
+            self._trouble("inotify", f"inotify is unavailable ({exc}); delivering on rescans only")
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self._run, ino)
@@ -109,9 +114,12 @@ class InboxWatcher:
                 finally:
                     tg.cancel_scope.cancel()
         finally:
-            ino.close()
+            if ino is not None:
+                ino.close()
 
-    async def _run(self, ino: INotify, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _run(
+        self, ino: INotify | None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         self._ino = ino
         await self._prepare(startup=True)
         self.alive = True
@@ -126,7 +134,6 @@ class InboxWatcher:
         try:
             if self._inbox_wd is None:
                 await self._io(self.maildir.ensure)
-                self._inbox_wd = self._arm(self.maildir.new, _INBOX_MASK)
                 self._dirty = True
             if startup:
                 recovery = await self._io(self.maildir.recover)
@@ -138,19 +145,35 @@ class InboxWatcher:
                         fields={"requeued": len(recovery.requeued), "removed_tmp": len(recovery.removed_tmp)},
                     )
             self.writable = await self._io(self.maildir.writable)
+            self._healed("inbox")
         except OSError as exc:
             self.writable = False
-            self._error(f"inbox {self.maildir.root} is unusable: {exc}")
+            self._trouble("inbox", f"inbox {self.maildir.root} is unusable: {exc}")
+        if self._ino is None:
+            return
+        if self._inbox_wd is None and self.writable:
+            try:
+                self._inbox_wd = self._ino.add_watch(self.maildir.new, _INBOX_MASK)
+                self._healed("inbox watch")
+            except OSError as exc:
+                self._trouble("inbox watch", f"cannot watch {self.maildir.new} ({exc}); rescans only")
         if self.legacy_dir is not None and self._legacy_wd is None:
             try:
-                self._legacy_wd = self._arm(self.legacy_dir, _LEGACY_MASK)
+                self._legacy_wd = self._ino.add_watch(self.legacy_dir, _LEGACY_MASK)
+                self._healed("legacy watch")
             except OSError as exc:
-                self._error(f"legacy folder {self.legacy_dir} cannot be watched: {exc}")
+                self._trouble("legacy watch", f"cannot watch legacy folder {self.legacy_dir} ({exc})")
 
-    def _arm(self, path: Path, mask: int) -> int:
-        assert self._ino is not None
-        wd: int = self._ino.add_watch(path, mask)
-        return wd
+    def _trouble(self, what: str, message: str) -> None:
+        """Report a problem once, when it starts."""
+        if what not in self._failing:
+            self._failing.add(what)
+            self._error(message)
+
+    def _healed(self, what: str) -> None:
+        if what in self._failing:
+            self._failing.discard(what)
+            self._emit("watch_restored", reason=f"{what} works again")
 
     async def _io(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -164,7 +187,7 @@ class InboxWatcher:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _loop(self, ino: INotify) -> None:
+    async def _loop(self, ino: INotify | None) -> None:
         next_rescan = self._clock() + self.rescan_s
         while True:
             await self._cycle()
@@ -173,9 +196,13 @@ class InboxWatcher:
                 deadlines.append(legacy_due)
             if self._unsettled:
                 deadlines.append(self._clock() + min(self._unsettled.values()) - time.time())
-            with anyio.move_on_after(max(0.0, min(deadlines) - self._clock())):
-                await anyio.wait_readable(ino)
-            self._on_events(ino.read(timeout=0))
+            timeout = max(0.0, min(deadlines) - self._clock())
+            if ino is None:
+                await anyio.sleep(timeout)
+            else:
+                with anyio.move_on_after(timeout):
+                    await anyio.wait_readable(ino)
+                self._on_events(ino.read(timeout=0))
             now = self._clock()
             if self._unsettled and min(self._unsettled.values()) <= time.time():
                 self._dirty = True
@@ -226,7 +253,7 @@ class InboxWatcher:
         full, self._full = self._full, None
         start = time.perf_counter()
         try:
-            if full and self.legacy_dir is not None and self._legacy_wd is not None:
+            if full and self.legacy_dir is not None:
                 await self._legacy_listing()
             if full or self._dirty:
                 self._dirty = False
@@ -248,21 +275,26 @@ class InboxWatcher:
     # --- the inbox ----------------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        if self._inbox_wd is None and not self.writable:
-            return
-        names = await self._io(self.maildir.scan)
-        self.pending = len(names)
-        self._stuck.intersection_update(names)
         self._unsettled.clear()
-        todo = [n for n in names if n not in self._stuck]
-        for start in range(0, len(todo), _BATCH):
-            taken = await self._io(self._take, todo[start : start + _BATCH])
-            if not await self._deliver(taken):
+        attempted: set[str] = set()
+        while True:
+            try:
+                names, taken = await self._io(self._next_batch, attempted)
+            except FileNotFoundError:
+                self.writable = False  # new/ is gone: recreated at the next rescan tick
                 return
+            self.pending = len(names)
+            self._stuck.intersection_update(names)
+            if not taken or not await self._deliver(taken):
+                return
+            attempted.update(item.name for item in taken)
 
-    def _take(self, names: list[str]) -> list[Taken]:
+    def _next_batch(self, attempted: set[str]) -> tuple[list[str], list[Taken]]:
+        """List new/ and take the next batch in durable order, in one trip to a worker thread."""
+        names = self.maildir.scan()
+        todo = [n for n in names if n not in self._stuck and n not in attempted][:_BATCH]
         now = time.time()
-        return [self.maildir.take(name, now) for name in names]
+        return names, [self.maildir.take(name, now) for name in todo]
 
     async def _deliver(self, taken: list[Taken]) -> bool:
         """Receive each claimed response in order; False when the store refused (the rest waits)."""
@@ -311,7 +343,12 @@ class InboxWatcher:
 
     async def _legacy_listing(self) -> None:
         assert self.legacy_dir is not None
-        found = await self._io(legacy.listing, self.legacy_dir)
+        try:
+            found = await self._io(legacy.listing, self.legacy_dir)
+        except OSError as exc:
+            self._trouble("legacy folder", f"cannot list legacy folder {self.legacy_dir} ({exc})")
+            return
+        self._healed("legacy folder")
         for name in set(self._seen) - set(found):
             del self._seen[name]
         now_wall, now = time.time(), self._clock()
@@ -383,7 +420,7 @@ class InboxWatcher:
         late = age is None or age > 3 * self.rescan_s + 1
         if not self.alive or not self.writable:
             status = "down"
-        elif self._inbox_wd is None or self._stalled or late or (self._legacy_wd is None and self.legacy_dir):
+        elif self._inbox_wd is None or self._stalled or late or self._failing:
             status = "degraded"
         else:
             status = "ok"
@@ -405,6 +442,7 @@ class InboxWatcher:
             body["legacy"] = {
                 "dir": str(self.legacy_dir),
                 "armed": self._legacy_wd is not None,
+                "readable": "legacy folder" not in self._failing,
                 "waiting": len(self._debounce),
                 "known_files": len(self._seen),
             }

@@ -399,6 +399,21 @@ async def test_legacy_files_written_slowly_in_place_are_delivered_once_complete_
     assert snapshot(folder) == before
 
 
+async def test_the_legacy_debounce_never_holds_a_file_delivered_atomically_into_the_inbox(
+    home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    # A one-minute quiet window for legacy files; the inbox file must not wait for it.
+    args = ["--legacy-dir", str(folder), "--file-debounce-ms", "60000"]
+    async with ServeProcess(home, "file-m", args=args) as serve:
+        await serve.wait_session()
+        await serve.initialize()
+        await hand_write(inbox_of(home, "file-m"), "m_1", body(id="m:1", text="straight through"))
+        (note,) = await serve.wait_channel(1, timeout=10)
+        assert note["params"]["content"] == "straight through"
+
+
 # --- crashes at random moments ---------------------------------------------------------------------
 
 KILLS = int(os.environ.get("TIER3_KILLS", "4"))
@@ -430,6 +445,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_flagged_
             await producer.wait()
             enqueue(inbox, from_dict(body(id="k:marker", text="marker")))
             await serve.wait_for(lambda: "k:marker" in ids(serve), timeout=120)
+            assert await drained(inbox)
     finally:
         if producer.returncode is None:
             producer.kill()
@@ -440,7 +456,6 @@ async def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_flagged_
         if rid in seen:  # a repeat only ever comes from the crash window, and says so
             assert note["params"]["meta"].get("redelivered") == "true", rid
         seen.add(rid)
-    assert await drained(inbox)
     store = Store(home / "sessions" / session / "state.db")
     try:
         stored = {f"burst:{n}": store.find(f"burst:{n}") for n in range(count)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -81,6 +82,14 @@ async def harness(tmp_path: Path, **options: Any) -> AsyncIterator[Harness]:
         store.close()
 
 
+def drop(maildir: Maildir, item: Response) -> str:
+    """The producer's steps without the fsyncs (durability is not what these tests are about)."""
+    name = file_name(item)
+    (maildir.tmp / name).write_bytes(item.to_json())
+    (maildir.tmp / name).rename(maildir.new / name)
+    return name
+
+
 def response(n: int) -> Response:
     return make_response(type="message", user_id=1, text=f"answer {n}", id=f"w:{n}")
 
@@ -90,9 +99,7 @@ async def test_a_flood_past_the_kernel_queue_reports_the_overflow_and_loses_noth
     async with harness(tmp_path, rescan_s=60) as h:
         await h.rec.wait_for(lambda: bool(h.rec.named("rescan")))
         # No await from here on: the watcher cannot read while the kernel queue fills past its limit.
-        names = []
-        for n in range(count):
-            names.append(enqueue(h.maildir.root, response(n)).path.name)
+        names = [drop(h.maildir, response(n)) for n in range(count)]
         for i in range(QUEUE_LIMIT + 100):
             fd = os.open(h.maildir.new / names[i % 2], os.O_WRONLY)  # one IN_CLOSE_WRITE each
             os.close(fd)
@@ -168,3 +175,39 @@ async def test_health_reports_the_live_state_of_the_file_tier(tmp_path: Path) ->
         assert health["last_rescan_age_s"] is not None and health["last_rescan_age_s"] < 5
     assert h.watcher.health()["status"] == "down"
     assert not h.watcher.health()["watcher_alive"]
+
+
+async def test_without_inotify_every_file_is_still_delivered_by_the_rescans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(**_: object) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr("mcp_cascade.watch.INotify", exhausted)
+    async with harness(tmp_path, rescan_s=0.05) as h:
+        assert any("inotify is unavailable" in (e.reason or "") for e in h.rec.named("watch_error"))
+        enqueue(h.maildir.root, response(1))
+        await h.rec.wait_for(lambda: h.rec.ids() == ["w:1"])
+        health = h.watcher.health()
+        assert not health["inotify_armed"]
+        assert health["status"] == "degraded"
+
+
+async def test_a_legacy_folder_created_after_start_is_picked_up_and_only_read(tmp_path: Path) -> None:
+    folder = tmp_path / "responses"
+    async with harness(tmp_path, rescan_s=0.05, legacy_dir=folder, debounce_s=0.05) as h:
+        await h.rec.wait_for(lambda: any("legacy" in (e.reason or "") for e in h.rec.named("watch_error")))
+        assert h.watcher.health()["status"] == "degraded"
+        folder.mkdir()
+        answer = folder / "telegram_callback_42_20261129_100000.json"
+        answer.write_text(
+            json.dumps({"timestamp": "2026-11-29T10:00:00", "user_id": 42, "callback_data": "ok"})
+        )
+        before = answer.stat()
+        await h.rec.wait_for(lambda: len(h.rec.pushed) == 1)
+        ((pushed, tier, _),) = h.rec.pushed
+        assert (pushed.type, pushed.callback_data, tier) == ("callback", "ok", 3)
+        assert pushed.id.startswith("legacy:")
+        await h.rec.wait_for(lambda: h.watcher.health()["status"] == "ok")
+        assert answer.stat().st_mtime_ns == before.st_mtime_ns
+        assert sorted(p.name for p in folder.iterdir()) == [answer.name]
