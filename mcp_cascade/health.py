@@ -93,37 +93,47 @@ def webhook_problems(facts: WebhookFacts, now: float) -> list[Problem]:
 
 @dataclass(frozen=True, slots=True)
 class FileFacts:
-    """What serve knows about its tier-3 inbox and the watcher that drains it.
+    """What the inbox watcher knows about tier 3.
 
-    ``watcher_alive`` is None when this process runs no watcher; ``rescan_lag_s``
-    is the time since the last full rescan (None before the first).
+    ``rescan_age_s`` is the time since the last full rescan (None before the
+    first); ``failing`` maps each part of the watcher that is broken right now
+    (``inotify``, ``inbox watch``, ``legacy folder``...) to what went wrong.
     """
 
     inbox_writable: bool
-    watcher_alive: bool | None
-    rescan_lag_s: float | None
+    watcher_alive: bool
+    inotify_armed: bool
+    rescan_age_s: float | None
     rescan_interval_s: float
-    last_error: LastError | None
+    stalled: int
+    failing: Mapping[str, str]
 
 
-def file_problems(facts: FileFacts, now: float) -> list[Problem]:
+def file_problems(facts: FileFacts) -> list[Problem]:
     """The file tier's problems."""
     problems: list[Problem] = []
     if not facts.inbox_writable:
         problems.append(Problem("the inbox cannot be written (tier-3 senders fail)", fatal=True))
-    if facts.watcher_alive is None:
-        # Durable, and read by the first serve of this session that runs a watcher.
-        problems.append(Problem("no inbox watcher runs in this process: files wait in inbox/new"))
-    elif not facts.watcher_alive:
+    if not facts.watcher_alive:
         problems.append(Problem("the inbox watcher has stopped: files stay in inbox/new", fatal=True))
-    elif facts.rescan_lag_s is not None and facts.rescan_lag_s > 2 * facts.rescan_interval_s + 1.0:
+    problems.extend(Problem(message) for _, message in sorted(facts.failing.items()))
+    if not facts.inotify_armed and not {"inotify", "inbox watch"} & set(facts.failing):
         problems.append(
             Problem(
-                f"last rescan {facts.rescan_lag_s:.1f}s ago (every {facts.rescan_interval_s:g}s expected)"
+                f"inbox/new is not watched: files wait for the rescan (every {facts.rescan_interval_s:g}s)"
             )
         )
-    if facts.last_error is not None and facts.last_error.recent(now):
-        problems.append(Problem(f"error {now - facts.last_error.at:.0f}s ago: {facts.last_error.error}"))
+    if facts.rescan_age_s is None:
+        problems.append(Problem("no rescan of inbox/new yet"))
+    elif facts.rescan_age_s > 3 * facts.rescan_interval_s + 1.0:
+        problems.append(
+            Problem(
+                f"last rescan {facts.rescan_age_s:.1f}s ago (every {facts.rescan_interval_s:g}s expected)"
+            )
+        )
+    if facts.stalled:
+        waiting = "1 claimed file waits" if facts.stalled == 1 else f"{facts.stalled} claimed files wait"
+        problems.append(Problem(f"{waiting} for the store to take them"))
     return problems
 
 

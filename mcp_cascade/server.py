@@ -30,16 +30,8 @@ from mcp_cascade.config import Loaded, ensure_home
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import CascadeError, ConfigError
 from mcp_cascade.events import Event
-from mcp_cascade.health import (
-    FileFacts,
-    LastError,
-    WebhookFacts,
-    file_problems,
-    overall_status,
-    tier_status,
-    webhook_problems,
-)
-from mcp_cascade.inbox import ensure_inbox
+from mcp_cascade.health import LastError, WebhookFacts, overall_status, tier_status, webhook_problems
+from mcp_cascade.inbox import Maildir
 from mcp_cascade.outbound import BridgeClient, allowed_users
 from mcp_cascade.response import now_rfc3339
 from mcp_cascade.selftest import run_selftest
@@ -49,6 +41,7 @@ from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.stdio import protocol_stdio
 from mcp_cascade.store import Store
 from mcp_cascade.telemetry import AuditTrail, JsonLog, Metrics, Telemetry, open_log_stream
+from mcp_cascade.watch import InboxWatcher
 
 
 class _Uvicorn(uvicorn.Server):
@@ -120,11 +113,20 @@ class Serve:
         self.state = ServeState()
         ensure_home(self.home)
         self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ensure_inbox(self.paths.inbox)
         self.signer = Signer(load_or_create_secret(self.home))
         self.telemetry = make_telemetry(loaded, "serve", session)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
+        cfg = self.config
+        self.watcher = InboxWatcher(
+            Maildir(self.paths.inbox, session, settle_s=cfg.file_debounce_ms / 1000),
+            self.engine,
+            self.telemetry,
+            rescan_s=cfg.file_rescan_ms / 1000,
+            legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
+            debounce_s=cfg.file_debounce_ms / 1000,
+            legacy_max_age_s=cfg.retention_days * 86400,
+        )
         # Bound now, before any task group exists, so a taken port is a plain ConfigError.
         self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
 
@@ -145,15 +147,7 @@ class Serve:
             queue_depth=depth,
             last_error=_latest(webhook_errors),
         )
-        file_facts = FileFacts(
-            inbox_writable=dir_writable(self.paths.inbox / "new"),
-            watcher_alive=None,
-            rescan_lag_s=None,
-            rescan_interval_s=self.config.file_rescan_ms / 1000,
-            last_error=errors.get("3"),
-        )
         webhook_found = webhook_problems(webhook_facts, now)
-        file_found = file_problems(file_facts, now)
         tiers: dict[str, dict[str, Any]] = {
             "webhook": {
                 "status": tier_status(webhook_found),
@@ -165,15 +159,9 @@ class Serve:
                 "latency_ms": {t: recent[t] for t in ("1", "2") if t in recent},
             },
             "file": {
-                "status": tier_status(file_found),
-                "problems": [p.text for p in file_found],
                 "inbox": str(self.paths.inbox),
-                "inbox_writable": file_facts.inbox_writable,
-                "watcher_alive": file_facts.watcher_alive,
-                "rescan_lag_s": file_facts.rescan_lag_s,
-                "files_waiting": _count_files(self.paths.inbox / "new"),
-                "files_failed": _count_files(self.paths.inbox / "failed", suffix=".json"),
-                "last_error": _err(file_facts.last_error),
+                **self.watcher.health(),
+                "last_error": _err(errors.get("3")),
                 "latency_ms": {t: recent[t] for t in ("3",) if t in recent},
             },
         }
@@ -333,7 +321,12 @@ class Serve:
     async def run(self) -> None:
         """Serve until stdin closes or SIGTERM/SIGINT; always remove session.json."""
         try:
-            async with self.engine.running(), self._sidecar(), anyio.create_task_group() as tg:
+            async with (
+                self.engine.running(),
+                self._sidecar(),
+                self.watcher.running(),
+                anyio.create_task_group() as tg,
+            ):
                 tg.start_soon(self._monitor)
                 tg.start_soon(self._stop_on_signal, tg.cancel_scope)
                 await self._mcp()
@@ -360,13 +353,6 @@ def _err(value: LastError | None) -> dict[str, Any] | None:
 def _latest(candidates: list[LastError | None]) -> LastError | None:
     found = [c for c in candidates if c is not None]
     return max(found, key=lambda e: e.at) if found else None
-
-
-def _count_files(directory: Path, suffix: str = "") -> int:
-    try:
-        return sum(1 for entry in os.scandir(directory) if entry.name.endswith(suffix))
-    except OSError:
-        return 0
 
 
 def serve(loaded: Loaded, session: str, cwd: Path) -> int:

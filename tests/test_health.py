@@ -37,7 +37,13 @@ def webhook(**kw: Any) -> WebhookFacts:
 
 def files(**kw: Any) -> FileFacts:
     healthy = FileFacts(
-        inbox_writable=True, watcher_alive=True, rescan_lag_s=0.5, rescan_interval_s=1.0, last_error=None
+        inbox_writable=True,
+        watcher_alive=True,
+        inotify_armed=True,
+        rescan_age_s=0.5,
+        rescan_interval_s=1.0,
+        stalled=0,
+        failing={},
     )
     return replace(healthy, **kw)
 
@@ -79,14 +85,21 @@ def test_webhook_facts_become_problems_an_operator_can_act_on() -> None:
 
 
 def test_file_facts_become_problems_an_operator_can_act_on() -> None:
-    assert file_problems(files(), NOW) == []
-    assert tier_status(file_problems(files(inbox_writable=False), NOW)) == "down"
-    assert tier_status(file_problems(files(watcher_alive=False), NOW)) == "down"
-    assert tier_status(file_problems(files(watcher_alive=None), NOW)) == "degraded"
-    (lag,) = file_problems(files(rescan_lag_s=3.5), NOW)
-    assert not lag.fatal and "3.5s ago" in lag.text
-    assert file_problems(files(rescan_lag_s=2.9), NOW) == []
-    assert tier_status(file_problems(files(last_error=LastError(NOW, "EIO")), NOW)) == "degraded"
+    assert file_problems(files()) == []
+    assert tier_status(file_problems(files(inbox_writable=False))) == "down"
+    assert tier_status(file_problems(files(watcher_alive=False))) == "down"
+    (unwatched,) = file_problems(files(inotify_armed=False))
+    assert not unwatched.fatal and "rescan (every 1s)" in unwatched.text
+    # The watcher's own account of why replaces the generic sentence.
+    (why,) = file_problems(files(inotify_armed=False, failing={"inotify": "inotify is unavailable (EMFILE)"}))
+    assert why.text == "inotify is unavailable (EMFILE)"
+    (late,) = file_problems(files(rescan_age_s=4.5))
+    assert not late.fatal and late.text == "last rescan 4.5s ago (every 1s expected)"
+    assert file_problems(files(rescan_age_s=3.9)) == []
+    (first,) = file_problems(files(rescan_age_s=None))
+    assert first.text == "no rescan of inbox/new yet"
+    (stalled,) = file_problems(files(stalled=2))
+    assert stalled.text == "2 claimed files wait for the store to take them"
 
 
 @pytest.mark.anyio
@@ -110,7 +123,8 @@ async def test_serve_reports_each_tier_with_the_detail_behind_its_status(home: P
         assert hook["client_attached"] is False and hook["store_writable"] is True
         assert hook["last_error"] is None
         assert health["tiers"]["file"]["inbox_writable"] is True
-        assert health["status"] in ("degraded", "down")
+        assert health["tiers"]["file"]["watcher_alive"] is True
+        assert health["status"] == "degraded"
         assert health["oldest_pending_age_s"] > 0
         assert webhook_only["client_attached"] is False
         assert missing.status_code == 404
@@ -119,7 +133,10 @@ async def test_serve_reports_each_tier_with_the_detail_behind_its_status(home: P
         await serve.wait_channel(1)
         with anyio.fail_after(20):
             hook = (await client.get(info.health_url + "/webhook")).json()
+            overall = (await client.get(info.health_url)).json()
         assert hook["status"] == "ok", hook
+        assert overall["status"] == "ok", overall
+        assert overall["tiers"]["file"]["problems"] == []
         assert hook["client_attached"] is True
         assert hook["latency_ms"]["1"]["n"] == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mcp_cascade.inbox import enqueue
+from mcp_cascade.response import from_dict
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import body, encode, sign
 
@@ -70,6 +73,17 @@ async def scrape(url: str) -> Scraped:
     return Scraped(answer.text)
 
 
+def files_settled(inbox: Path, *, failed: int) -> bool:
+    """The watcher has taken every file from new/ and moved ``failed`` bad ones aside."""
+    return not any((inbox / "new").iterdir()) and len(list((inbox / "failed").glob("*.json"))) == failed
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for another process to make ``condition`` true (files have no event to wait on here)."""
+    while not condition():  # noqa: ASYNC110 - another process's files, nothing to await
+        await anyio.sleep(0.01)
+
+
 def metrics_url(webhook_url: str) -> str:
     return webhook_url.split("/webhook/")[0] + "/metrics"
 
@@ -112,6 +126,7 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
         info = await serve.wait_session()
         secret = (home / "secret").read_text().strip()
         url = info.webhook_url
+        inbox = home / "sessions" / "metrics-b" / "inbox"
         received = 0
         with anyio.fail_after(30):
             # Before the client initializes: two are queued, one repeats, one is forged.
@@ -123,13 +138,18 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
                 url, content=encode(body(id="x:1")), headers=sign("whsec_AAAA", "x:1", b"")
             )
             assert forged.status_code == 401
-            received += 4
+            # Tier 3: one good file (queued like the webhooks), one that is not JSON.
+            enqueue(inbox, from_dict(body(id="early:file")))
+            (inbox / "new" / "00000000000000000001-bad.json").write_bytes(b'{"id": "bad:f1"')
+            await until(lambda: files_settled(inbox, failed=1))
+            received += 6
             first = await scrape(metrics_url(url))
-            assert first.outcome("queued") == 2
+            assert first.outcome("queued") == 3
             assert first.outcome("duplicate") == 1
-            assert first.outcome("rejected") == 1
+            assert first.outcome("rejected") == 2
             assert first.outcome("delivered") == 0
-            assert first.value("mcp_cascade_queue_depth") == 2
+            assert first.value("mcp_cascade_responses_total", tier="3", outcome="rejected") == 1
+            assert first.value("mcp_cascade_queue_depth") == 3
             assert first.value("mcp_cascade_oldest_pending_age_seconds") > 0
             pending = first.value("mcp_cascade_queue_depth")
             assert (
@@ -141,7 +161,7 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
             )
 
             await serve.initialize()
-            await serve.wait_channel(2)
+            await serve.wait_channel(3)
             good = [body(id=f"late:{n}") for n in range(3)]
             for data in good:
                 assert (await post(client, url, secret, data)).json()["status"] == "delivered"
@@ -159,8 +179,12 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
                 client, url, secret, body(id="bad:3"), headers={"content-type": "text/plain"}
             )
             assert wrong_type.status_code == 415
-            received += 4 + 2 + 3
-            await serve.wait_channel(6)
+            enqueue(inbox, from_dict(body(id="late:file")))
+            enqueue(inbox, from_dict(good[1]))  # already delivered by tier 1
+            (inbox / "new" / "00000000000000000002-bad.json").write_bytes(b"[]")
+            received += 4 + 2 + 3 + 3
+            await serve.wait_channel(8)
+            await until(lambda: files_settled(inbox, failed=2))
             last = await scrape(metrics_url(url))
         delivered, duplicate, rejected = (
             last.outcome("delivered"),
@@ -168,8 +192,11 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
             last.outcome("rejected"),
         )
         pending = last.value("mcp_cascade_queue_depth")
-        assert (delivered, duplicate, rejected, pending) == (6, 3, 4, 0)
+        assert (delivered, duplicate, rejected, pending) == (8, 4, 6, 0)
         assert received == delivered + duplicate + rejected + pending
+        assert last.value("mcp_cascade_responses_total", tier="3", outcome="delivered") == 2
+        assert last.value("mcp_cascade_responses_total", tier="3", outcome="duplicate") == 1
+        assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="3") == 2
         assert last.value("mcp_cascade_responses_total", tier="2", outcome="delivered") == 1
         assert last.value("mcp_cascade_responses_total", tier="1", outcome="delivered") == 5
         assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="1") == 5
@@ -178,6 +205,7 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
         webhook_requests = last.value(
             "http_server_request_duration_seconds_count", http_route="/webhook/bridge-response"
         )
-        assert webhook_requests == received
+        assert webhook_requests == received - 5  # the five files came through the inbox
+        assert last.value("mcp_cascade_rescans_total") >= 1
         assert last.value("http_server_request_duration_seconds_count", http_response_status_code="401") == 1
     assert serve.bad_lines == []

@@ -22,21 +22,21 @@ def tool_json(result: dict[str, Any]) -> Any:
     return json.loads(result["content"][0]["text"])
 
 
-async def test_the_selftest_tool_delivers_through_tiers_1_and_2_without_a_channel_message(home: Path) -> None:
+async def test_the_selftest_tool_delivers_through_every_tier_without_a_channel_message(home: Path) -> None:
     async with ServeProcess(home, "probe-a") as serve:
         await serve.wait_session()
         await serve.initialize()
         with anyio.fail_after(30):
             report = tool_json(await serve.call_tool("cascade_selftest"))
         by_tier = {t["tier"]: t for t in report["tiers"]}
-        for tier in (1, 2):
+        assert sorted(by_tier) == [1, 2, 3]
+        for tier in (1, 2, 3):
             assert by_tier[tier]["status"] == "delivered", by_tier[tier]
             assert by_tier[tier]["hidden"] is True
             assert by_tier[tier]["metric_moved"] is True
             assert 0 < by_tier[tier]["latency_ms"] < 5000
-        # Tier 3 was written durably into the inbox; without a watcher it can only be queued.
-        assert by_tier[3]["status"] in ("delivered", "queued")
-        assert list((home / "sessions" / "probe-a" / "inbox" / "new").iterdir()) or by_tier[3]["ok"]
+        assert report["ok"] is True
+        assert list((home / "sessions" / "probe-a" / "inbox" / "new").iterdir()) == []
         # Still alive, and nothing reached the person's view.
         assert (await serve.call_tool("cascade_status"))["isError"] is False
         assert serve.channel() == []
@@ -64,9 +64,21 @@ async def test_inspect_selftest_probes_a_live_session_and_names_what_it_checked(
         assert serve.channel() == []
     (report,) = json.loads(done.stdout)
     assert report["session"] == "probe-b"
-    assert [t["status"] for t in report["tiers"]][:2] == ["delivered", "delivered"]
+    assert [t["status"] for t in report["tiers"]] == ["delivered"] * 3
+    assert report["ok"] is True and done.returncode == 0
     assert "kept out of view" in table.stdout and "signed webhook POST" in table.stdout
-    assert done.returncode == (0 if report["ok"] else 1)
+    assert "passed" in table.stdout and table.returncode == 0
+
+
+async def test_a_selftest_without_an_mcp_client_reports_the_webhook_tiers_queued(home: Path) -> None:
+    async with ServeProcess(home, "probe-c") as serve:
+        await serve.wait_session()
+        with anyio.fail_after(60):
+            done = await anyio.to_thread.run_sync(lambda: inspect(home, "selftest", "probe-c", "--json"))
+    (report,) = json.loads(done.stdout)
+    assert [t["status"] for t in report["tiers"]] == ["queued", "queued", "queued"]
+    assert report["tiers"][0]["detail"].startswith("HTTP 202 queued")
+    assert done.returncode == 1
 
 
 async def test_inspect_selftest_of_a_session_that_is_not_running_is_one_clear_line(home: Path) -> None:
