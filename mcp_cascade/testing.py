@@ -50,12 +50,12 @@ class ServeProcess:
         self.args = list(args)
         self.extra_env = dict(env or {})
         self.cwd = cwd
-        self.stderr_path = stderr_path or home / f"serve-{session}.stderr"
+        self.stderr_path = stderr_path or home.parent / f"serve-{home.name}-{session}.stderr"
         self.process: Process | None = None
         self.frames: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
         self.bad_lines: list[str] = []
-        self._responses: dict[int, dict[str, Any]] = {}
+        self._responses: dict[int | str, dict[str, Any]] = {}
         self._changed = anyio.Event()
         self._next_id = 0
         self._tg: anyio.abc.TaskGroup | None = None
@@ -133,7 +133,7 @@ class ServeProcess:
         frame["_received"] = time.perf_counter()
         self.frames.append(frame)
         if "id" in frame and ("result" in frame or "error" in frame):
-            self._responses[int(frame["id"])] = frame
+            self._responses[frame["id"]] = frame
         elif "method" in frame and "id" not in frame:
             self.notifications.append(frame)
         self._poke()
