@@ -220,6 +220,7 @@ class Serve:
                 server.should_exit = True
 
     async def _mcp(self) -> None:
+        stdin, stdout = protocol_stdio()
         deps = ChannelDeps(
             engine=self.engine,
             session=self.session,
@@ -227,12 +228,12 @@ class Serve:
             status=self.health,
             selftest=self.selftest,
             permission_relay=bool(allowed_users(self.home, self.config)),
+            frames=stdout,
         )
         server = build_server(deps)
         options = server.create_initialization_options(
             experimental_capabilities=capabilities(deps.permission_relay)
         )
-        stdin, stdout = protocol_stdio()
         # The SDK only iterates stdin and awaits stdout.write/flush; it types them as AsyncFile.
         async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read, write):
             send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
