@@ -116,7 +116,9 @@ class ServeProcess:
                 self._line(line)
         if buffer.strip():
             self._line(buffer)
-        self.exit_code = await process.wait()
+        code = await process.wait()
+        if process is self.process:  # a reader of an earlier, restarted process must not report
+            self.exit_code = code
         self._poke()
 
     def _line(self, line: str) -> None:
