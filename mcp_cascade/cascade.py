@@ -39,7 +39,7 @@ from anyio.abc import TaskGroup
 from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
 from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
 from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home
-from mcp_cascade.errors import CascadeError, ConfigError, FieldError, InvalidResponse
+from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.outbox import TIER_CHOICES, Claimed, CorruptEntry, Outbox, TierChoice
 from mcp_cascade.response import Response, with_session
@@ -259,7 +259,7 @@ class Sender:
         while True:
             try:
                 await self.redrive()
-            except (OSError, CascadeError) as exc:  # task boundary: a broken outbox must not stop sending
+            except Exception as exc:  # task boundary: a broken outbox must not stop sending
                 self._observer.emit(Event("outbox", level="error", reason=f"re-drive failed: {exc!r}"))
             await anyio.sleep(_REDRIVE_EVERY_S)
 
