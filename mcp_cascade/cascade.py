@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -50,6 +51,8 @@ from mcp_cascade.signing import Signer, load_or_create_secret
 __all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
 
 _REDRIVE_EVERY_S = 2.0
+# The response whose attempt moved a breaker, for the breaker event (each task has its own value).
+_CAUSE: ContextVar[Response | None] = ContextVar("mcp_cascade_breaker_cause", default=None)
 # Below uvicorn's 5 s keep-alive, so a pooled connection is never reused just as the server closes it.
 _KEEPALIVE_S = 2.0
 
@@ -274,12 +277,15 @@ class Sender:
     ) -> Receipt:
         assert self._means is not None
         delivery = Walk(self._means, config, response, session, tier, started)
+        cause = _CAUSE.set(response)
         try:
             result = await delivery.run()
         except BaseException:
             if claimed is not None:
                 claimed.release()  # cancelled: the entry stays for a re-drive
             raise
+        finally:
+            _CAUSE.reset(cause)
         receipt = Receipt(
             response.id,
             response.correlation_id,
@@ -337,10 +343,13 @@ class Sender:
 
     def _breaker_changed(self, session: str, snapshot: BreakerSnapshot) -> None:
         wall = _wall(snapshot, time.time(), self._clock())
+        cause = _CAUSE.get()
         self._observer.emit(
             Event(
                 "breaker",
                 session=session,
+                response_id=cause.id if cause else None,
+                correlation_id=cause.correlation_id if cause else None,
                 level="warning" if snapshot.state == "open" else "info",
                 reason=snapshot.reason or None,
                 fields={

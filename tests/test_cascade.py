@@ -168,7 +168,9 @@ async def test_a_sigstopped_server_times_out_and_the_response_is_queued_within_t
         assert receipt.latency_ms < budget_ms + 400  # generous margin for a busy machine
         # The breaker opened for slowness: the next response goes straight to the inbox.
         assert s.breakers()["c-stopped"].state == "open"
-        assert [e.fields["state"] for e in recorder.named("breaker")] == ["open"]
+        (opened,) = recorder.named("breaker")
+        assert (opened.fields["state"], opened.reason) == ("open", "slow")
+        assert opened.response_id == "tg:1:5"  # the response whose attempt opened it
         await serve.wait_channel(1)
         # Requests the kernel accepted while the server was stopped are served after SIGCONT:
         # whichever path arrived first carried it, and it came through a tier the sender used.
