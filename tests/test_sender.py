@@ -160,16 +160,20 @@ async def test_a_new_server_for_the_session_closes_its_open_breaker_at_once(home
     write_session_json(home, "s-new", os.getpid(), closed_url())
     cfg = config(breaker_reset_ms=60_000)
     async with Sender(home, cfg, Recorder()) as sender:
+        tripping = 0
         while sender.breakers().get("s-new") is None or sender.breakers()["s-new"].state != "open":
-            await sender.deliver(answer(f"r{len(sender.breakers())}"), "s-new")
+            tripping += 1
+            await sender.deliver(answer(f"trip{tripping}"), "s-new")
+        assert tripping <= 2  # 1 refusal in tier 1 and about 3 in tier 2 per response, threshold 5
         async with ServeProcess(home, "s-new") as serve:
             await serve.wait_session()
             await serve.initialize()
             receipt = await sender.deliver(answer(7), "s-new")
             assert (receipt.status, receipt.tier) == ("delivered", 1)
             assert sender.breakers()["s-new"].state == "closed"
-            await serve.wait_channel(1)
+            await serve.wait_for(lambda: len(seen(serve)) == tripping + 1)
             assert meta_tier(serve, "tg:2:7") == "1"
+            assert seen(serve) == {"tg:2:7": 1, **{f"tg:2:trip{n}": 1 for n in range(1, tripping + 1)}}
 
 
 async def test_deliver_refuses_a_malformed_session_id_and_a_response_for_another_session(home: Path) -> None:
