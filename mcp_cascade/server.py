@@ -26,9 +26,9 @@ from mcp.shared.message import SessionMessage
 
 from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
-from mcp_cascade.config import Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import CascadeError, ConfigError
+from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event
 from mcp_cascade.health import LastError, WebhookFacts, overall_status, tier_status, webhook_problems
 from mcp_cascade.inbox import Maildir
@@ -127,6 +127,13 @@ class Serve:
             debounce_s=cfg.file_debounce_ms / 1000,
             legacy_max_age_s=cfg.retention_days * 86400,
         )
+        # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
+        self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
+        self.live.subscribe(
+            lambda c: self.watcher.retune(
+                rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000
+            )
+        )
         # Bound now, before any task group exists, so a taken port is a plain ConfigError.
         self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
 
@@ -172,7 +179,7 @@ class Serve:
             "status": overall_status(
                 {name: body["status"] for name, body in tiers.items()},
                 oldest_pending_age_s=age,
-                overall_timeout_s=self.config.overall_timeout_ms / 1000,
+                overall_timeout_s=self.live.current.overall_timeout_ms / 1000,
             ),
             "session_id": self.session,
             "pid": os.getpid(),
@@ -222,7 +229,7 @@ class Serve:
             self.session,
             self.state.webhook_url,
             self.signer,
-            rescan_ms=self.config.file_rescan_ms,
+            rescan_ms=self.live.current.file_rescan_ms,
         )
         return report.to_dict()
 
@@ -283,9 +290,14 @@ class Serve:
             try:
                 yield
             finally:
+                # Claude Code allows a stopping server about 100 ms before it escalates; uvicorn's own
+                # shutdown polls every 100 ms. Every acknowledged response is already durable, and a
+                # request cut short was not acknowledged (its sender falls back), so stop at once.
                 server.should_exit = True
+                tg.cancel_scope.cancel()
 
     async def _mcp(self) -> None:
+        stdin, stdout = protocol_stdio()
         deps = ChannelDeps(
             engine=self.engine,
             session=self.session,
@@ -293,12 +305,12 @@ class Serve:
             status=self.fresh_health,
             selftest=self.selftest,
             permission_relay=bool(allowed_users(self.home, self.config)),
+            frames=stdout,
         )
         server = build_server(deps)
         options = server.create_initialization_options(
             experimental_capabilities=capabilities(deps.permission_relay)
         )
-        stdin, stdout = protocol_stdio()
         # The SDK only iterates stdin and awaits stdout.write/flush; it types them as AsyncFile.
         async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read, write):
             send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
@@ -328,6 +340,7 @@ class Serve:
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self._monitor)
+                await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
                 tg.start_soon(self._stop_on_signal, tg.cancel_scope)
                 await self._mcp()
                 self.telemetry.emit(Event("client_closed", session=self.session, reason="stdin closed"))
@@ -357,9 +370,6 @@ def _latest(candidates: list[LastError | None]) -> LastError | None:
 
 def serve(loaded: Loaded, session: str, cwd: Path) -> int:
     """Run serve to completion; returns the exit code."""
-    try:
-        app = Serve(loaded, session, cwd=cwd)
-    except CascadeError:
-        raise
+    app = Serve(loaded, session, cwd=cwd)
     anyio.run(app.run)
     return 0

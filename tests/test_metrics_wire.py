@@ -185,6 +185,9 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
             received += 4 + 2 + 3 + 3
             await serve.wait_channel(8)
             await until(lambda: files_settled(inbox, failed=2))
+            # One push loop, in durable order: a later 200 "delivered" means every earlier push is counted.
+            assert (await post(client, url, secret, body(id="late:last"))).json()["status"] == "delivered"
+            received += 1
             last = await scrape(metrics_url(url))
         delivered, duplicate, rejected = (
             last.outcome("delivered"),
@@ -192,14 +195,14 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
             last.outcome("rejected"),
         )
         pending = last.value("mcp_cascade_queue_depth")
-        assert (delivered, duplicate, rejected, pending) == (8, 4, 6, 0)
+        assert (delivered, duplicate, rejected, pending) == (9, 4, 6, 0)
         assert received == delivered + duplicate + rejected + pending
         assert last.value("mcp_cascade_responses_total", tier="3", outcome="delivered") == 2
         assert last.value("mcp_cascade_responses_total", tier="3", outcome="duplicate") == 1
         assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="3") == 2
         assert last.value("mcp_cascade_responses_total", tier="2", outcome="delivered") == 1
-        assert last.value("mcp_cascade_responses_total", tier="1", outcome="delivered") == 5
-        assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="1") == 5
+        assert last.value("mcp_cascade_responses_total", tier="1", outcome="delivered") == 6
+        assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="1") == 6
         assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="2") == 1
         assert last.value("mcp_cascade_delivery_latency_seconds_sum", tier="1") > 0
         webhook_requests = last.value(
