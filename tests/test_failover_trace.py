@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_cascade._fs import atomic_write_json, read_json
 from mcp_cascade.testing import ServeProcess
@@ -77,6 +79,8 @@ async def test_a_failover_from_tier_1_to_tier_3_shows_both_steps_with_reasons_an
             (note,) = await serve.wait_channel(1)
             trace_run = await anyio.to_thread.run_sync(lambda: cli(home, "inspect", "trace", cid, "--json"))
             table = await anyio.to_thread.run_sync(lambda: cli(home, "inspect", "trace", "tg:77:1"))
+            async with httpx.AsyncClient() as client:
+                metrics = (await client.get(published["health_url"].replace("/health", "/metrics"))).text
     serve_log = json_lines(serve.stderr_path.read_text())
 
     # The receipt: refused on tier 1, durable in the inbox on tier 3.
@@ -129,4 +133,17 @@ async def test_a_failover_from_tier_1_to_tier_3_shows_both_steps_with_reasons_an
     served = [r["event"] for r in serve_log if r["correlation_id"] == cid]
     assert "durable" in served and "pushed" in served
     assert all(r["tier"] == 3 for r in serve_log if r["correlation_id"] == cid and r["event"] == "pushed")
+    # On the session's side it is one response received by tier 3 and delivered:
+    # received (1) = delivered + duplicate + rejected + pending.
+    samples = {
+        (s.labels.get("tier"), s.labels.get("outcome")): s.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "mcp_cascade_responses"
+        for s in family.samples
+    }
+    assert samples[("3", "delivered")] == 1
+    assert (
+        sum(v for (_, outcome), v in samples.items() if outcome in ("delivered", "duplicate", "rejected"))
+        == 1
+    )
     assert serve.bad_lines == []
