@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, Protocol, TypeVar
 
 import anyio
@@ -21,7 +22,7 @@ import anyio.to_thread
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.response import Response
-from mcp_cascade.store import Store, Stored
+from mcp_cascade.store import Accepted, Store, Stored
 
 T = TypeVar("T")
 TIER_NAMES = {1: "webhook", 2: "bridge", 3: "file"}
@@ -46,12 +47,27 @@ class Outcome:
     latency_ms: float
 
 
+@dataclass(eq=False, slots=True)
+class _Slot:
+    """One response on its way through the pump."""
+
+    response: Response
+    tier: int
+    start: float
+    durable: anyio.Event = field(default_factory=anyio.Event)
+    pushed: anyio.Event = field(default_factory=anyio.Event)
+    accepted: Accepted | None = None
+    error: StoreUnavailable | None = None
+
+
 class Engine:
     """Dedup → persist → push → record, for one session.
 
-    Use as an async context manager: it owns the push loop. ``attach`` a
-    pusher once the client has initialized; until then responses are kept
-    (``queued``) and pushed, in order, on attach.
+    Use ``async with engine.running()``: it owns the pump, a single task that
+    group-commits whatever arrived together (one fsync for the lot), claims
+    the oldest pending responses in the same transaction, and pushes them in
+    durable order. ``attach`` a pusher once the client has initialized; until
+    then responses are kept (``queued``) and pushed, in order, on attach.
     """
 
     def __init__(self, store: Store, session: str, observer: Observer, *, push_wait_s: float = 1.0) -> None:
@@ -62,19 +78,19 @@ class Engine:
         self._pusher: Pusher | None = None
         self._wake = anyio.Event()
         self._arrival = anyio.Event()
-        self._waiters: dict[int, anyio.Event] = {}
-        self._received_mono: dict[int, float] = {}
+        self._queue: list[_Slot] = []
+        self._in_flight: dict[int, _Slot] = {}
         self._limiter = anyio.CapacityLimiter(1)
         self.last_push_error: tuple[float, str] | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Engine]:
-        """Recover interrupted pushes, then run the push loop until exit."""
+        """Recover interrupted pushes, then run the pump until exit."""
         recovered = await self._io(self.store.recover)
         if recovered:
             self._emit("recovered", reason=f"{recovered} responses caught mid-push will be redelivered")
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._push_loop)
+            tg.start_soon(self._pump)
             yield self
             tg.cancel_scope.cancel()
 
@@ -112,59 +128,71 @@ class Engine:
         Raises StoreUnavailable when it cannot be made durable: nothing was
         acknowledged, so the sender must fall back.
         """
-        start = time.perf_counter()
-        self._emit("received", response, tier=tier)
-        try:
-            accepted = await self._io(self.store.accept, response, tier)
-        except StoreUnavailable as exc:
-            self._emit("failed", response, tier=tier, reason=f"store: {exc}", level="error")
-            raise
-        if not accepted.new:
-            latency = (time.perf_counter() - start) * 1000
+        slot = _Slot(response, tier, time.perf_counter())
+        self._emit("received", response, tier=tier, level="debug")
+        self._queue.append(slot)
+        self._wake.set()
+        await slot.durable.wait()
+        elapsed = (time.perf_counter() - slot.start) * 1000
+        if slot.error is not None:
+            self._emit("failed", response, tier=tier, reason=f"store: {slot.error}", level="error")
+            raise slot.error
+        assert slot.accepted is not None
+        if not slot.accepted.new:
             self._emit(
                 "duplicate",
                 response,
                 tier=tier,
-                latency_ms=latency,
-                reason=f"first received by tier {accepted.tier}, now {accepted.state}",
+                latency_ms=elapsed,
+                reason=f"first received by tier {slot.accepted.tier}, now {slot.accepted.state}",
             )
-            return Outcome("duplicate", response.id, response.correlation_id, tier, latency)
-        self._received_mono[accepted.seq] = start
-        self._emit("durable", response, tier=tier, latency_ms=(time.perf_counter() - start) * 1000)
+            return Outcome("duplicate", response.id, response.correlation_id, tier, elapsed)
+        self._emit("durable", response, tier=tier, latency_ms=elapsed)
         arrival, self._arrival = self._arrival, anyio.Event()
         arrival.set()
-        if self._pusher is None:
-            latency = (time.perf_counter() - start) * 1000
-            self._emit("queued", response, tier=tier, latency_ms=latency, reason="no MCP client attached yet")
-            return Outcome("queued", response.id, response.correlation_id, tier, latency)
-        waiter = self._waiters[accepted.seq] = anyio.Event()
-        self._wake.set()
+        if self._pusher is None and not slot.pushed.is_set():
+            self._emit("queued", response, tier=tier, latency_ms=elapsed, reason="no MCP client attached yet")
+            return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
         with anyio.move_on_after(self._push_wait_s):
-            await waiter.wait()
-        self._waiters.pop(accepted.seq, None)
-        latency = (time.perf_counter() - start) * 1000
-        status: Literal["delivered", "queued"] = "delivered" if waiter.is_set() else "queued"
-        return Outcome(status, response.id, response.correlation_id, tier, latency)
+            await slot.pushed.wait()
+        elapsed = (time.perf_counter() - slot.start) * 1000
+        status: Literal["delivered", "queued"] = "delivered" if slot.pushed.is_set() else "queued"
+        return Outcome(status, response.id, response.correlation_id, tier, elapsed)
 
     async def wait_arrival(self) -> None:
         """Return when the next new response has been made durable."""
         await self._arrival.wait()
 
-    async def _push_loop(self) -> None:
+    async def _pump(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            while self._pusher is not None:
+            while True:
+                slots, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
+                claim = _BATCH if self._pusher is not None else 0
+                if not slots and not claim:
+                    break
+                items = [(s.response, s.tier) for s in slots]
                 try:
-                    batch: list[Stored] = await self._io(self.store.claim, _BATCH)
+                    accepted, batch = await self._io(partial(self.store.accept_batch, items, claim=claim))
                 except StoreUnavailable as exc:
                     self.last_push_error = (time.time(), str(exc))
-                    self._emit("push_stalled", reason=f"store: {exc}", level="error")
-                    await anyio.sleep(0.2)
+                    for s in slots:
+                        s.error = exc
+                        s.durable.set()
+                    if not slots:
+                        self._emit("push_stalled", reason=f"store: {exc}", level="error")
+                        await anyio.sleep(0.2)
                     continue
-                if not batch:
+                for s, acc in zip(slots, accepted, strict=True):
+                    s.accepted = acc
+                    if acc.new:
+                        self._in_flight[acc.seq] = s
+                    s.durable.set()
+                if batch:
+                    await self._push_batch(batch)
+                if not slots and not batch:
                     break
-                await self._push_batch(batch)
 
     async def _push_batch(self, batch: list[Stored]) -> None:
         pusher = self._pusher
@@ -188,13 +216,13 @@ class Engine:
             if done:
                 await self._io(self.store.mark_delivered, done)
             if probes:
-                await self._io(self.store.mark_delivered, probes, None, True)
+                await self._io(partial(self.store.mark_delivered, probes, acked=True))
         now = time.perf_counter()
         for item in batch:
             if item.seq not in done and item.seq not in probes:
                 continue
-            started = self._received_mono.pop(item.seq, None)
-            latency = (now - started) * 1000 if started else (time.time() - item.received_at) * 1000
+            slot = self._in_flight.pop(item.seq, None)
+            latency = (now - slot.start) * 1000 if slot else (time.time() - item.received_at) * 1000
             self._emit(
                 "pushed",
                 item.response,
@@ -202,6 +230,5 @@ class Engine:
                 latency_ms=latency,
                 fields={"redelivered": item.redelivered, "synthetic": item.response.synthetic},
             )
-            waiter = self._waiters.get(item.seq)
-            if waiter is not None:
-                waiter.set()
+            if slot is not None:
+                slot.pushed.set()

@@ -12,16 +12,13 @@ import contextlib
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import anyio.to_thread
 import uvicorn
 from mcp.server.stdio import stdio_server
@@ -38,40 +35,9 @@ from mcp_cascade.response import now_rfc3339
 from mcp_cascade.sessions import PROTOCOL, SessionPaths
 from mcp_cascade.sidecar import WEBHOOK_PATH, SidecarDeps, build_app
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.stdio import protocol_stdio
 from mcp_cascade.store import Store
 from mcp_cascade.telemetry import AuditTrail, JsonLog, Metrics, Telemetry, open_log_stream
-
-
-class _StdinLines:
-    """stdin lines from a daemon thread, so SIGTERM never waits on a blocked read.
-
-    The SDK's default stdin reader runs in a worker thread that cancellation
-    cannot interrupt; a daemon thread dies with the process instead.
-    """
-
-    def __init__(self) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[str](64)
-        self._token = anyio.lowlevel.current_token()
-        threading.Thread(target=self._pump, name="stdin", daemon=True).start()
-
-    def _pump(self) -> None:
-        # Raw os.read on fd 0: a buffered sys.stdin would hold its lock at interpreter shutdown.
-        pending = b""
-        try:
-            while chunk := os.read(0, 65536):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    anyio.from_thread.run(self._send.send, raw.decode("utf-8", "replace"), token=self._token)
-            if pending.strip():
-                anyio.from_thread.run(self._send.send, pending.decode("utf-8", "replace"), token=self._token)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError, RuntimeError, OSError):
-            return  # the server stopped listening, or the loop is gone
-        with contextlib.suppress(RuntimeError):
-            anyio.from_thread.run_sync(self._send.close, token=self._token)
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._receive.__aiter__()
 
 
 class _Uvicorn(uvicorn.Server):
@@ -96,6 +62,8 @@ def bind_socket(host: str, port: int, key: str = "sidecar_port") -> socket.socke
     """Bind a listening socket here, so a taken port is our clear error (naming ``key``), not uvicorn's sys.exit."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit it: without it, Nagle holds the response body behind the headers.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -136,6 +104,8 @@ class Serve:
         self.telemetry = make_telemetry(loaded, "serve", session)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
+        # Bound now, before any task group exists, so a taken port is a plain ConfigError.
+        self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
 
     def health(self, tier: str | None = None) -> Mapping[str, Any]:
         """DESIGN 5 health: overall, or one tier's."""
@@ -203,7 +173,7 @@ class Serve:
 
     @contextlib.asynccontextmanager
     async def _sidecar(self) -> AsyncIterator[None]:
-        sock = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
+        sock = self._socket
         host, port = sock.getsockname()[:2]
         metrics = self.telemetry.metrics
         app = build_app(
@@ -250,7 +220,9 @@ class Serve:
         options = server.create_initialization_options(
             experimental_capabilities=capabilities(deps.permission_relay)
         )
-        async with stdio_server(stdin=_StdinLines()) as (read, write):  # type: ignore[arg-type]
+        stdin, stdout = protocol_stdio()
+        # The SDK only iterates stdin and awaits stdout.write/flush; it types them as AsyncFile.
+        async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read, write):
             send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(handshake_only, read, send, write)

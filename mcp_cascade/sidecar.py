@@ -20,7 +20,14 @@ from starlette.routing import Route
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import FieldError, InvalidResponse, SignatureError, StoreUnavailable
 from mcp_cascade.events import Event, Observer
-from mcp_cascade.response import MAX_BODY_BYTES, from_dict, from_legacy, is_legacy_webhook, parse_body
+from mcp_cascade.response import (
+    CORRELATION_RE,
+    MAX_BODY_BYTES,
+    from_dict,
+    from_legacy,
+    is_legacy_webhook,
+    parse_body,
+)
 from mcp_cascade.signing import Signer
 
 WEBHOOK_PATH = "/webhook/bridge-response"
@@ -158,6 +165,8 @@ async def _parse(request: Request, deps: SidecarDeps, header_cid: str | None) ->
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Rejected(400, f"body is not UTF-8 ({exc.reason})") from exc
+    if header_cid is not None and not CORRELATION_RE.match(header_cid):
+        raise _Rejected(400, "x-correlation-id must be a UUID (8-4-4-4-12 hex digits)")
     try:
         msg_id = deps.signer.verify(request.headers, body)
     except SignatureError as exc:

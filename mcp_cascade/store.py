@@ -94,27 +94,60 @@ class Store:
 
     def accept(self, response: Response, tier: int, now: float | None = None) -> Accepted:
         """Record ``response`` durably unless its id is known; say which it was."""
+        accepted, _ = self.accept_batch([(response, tier)], claim=0, now=now)
+        return accepted[0]
+
+    def accept_batch(
+        self, items: Sequence[tuple[Response, int]], *, claim: int, now: float | None = None
+    ) -> tuple[list[Accepted], list[Stored]]:
+        """Group commit: record every new response, then claim up to ``claim`` pending ones for pushing.
+
+        One transaction, so one fsync, however many responses arrived together;
+        the claimed rows are the oldest pending (durable order), marked ``pushing``.
+        """
         now = time.time() if now is None else now
+        accepted: list[Accepted] = []
         with self._lock:
-            cur = self._write(
-                "INSERT OR IGNORE INTO responses"
-                " (id, correlation_id, tier, body, request_id, received_at, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                (
-                    response.id,
-                    response.correlation_id,
-                    tier,
-                    response.to_json().decode(),
-                    response.request_id,
-                    now,
-                ),
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for response, tier in items:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO responses"
+                        " (id, correlation_id, tier, body, request_id, received_at, state)"
+                        " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                        (
+                            response.id,
+                            response.correlation_id,
+                            tier,
+                            response.to_json().decode(),
+                            response.request_id,
+                            now,
+                        ),
+                    )
+                    if cur.rowcount == 1:
+                        accepted.append(Accepted(True, int(cur.lastrowid or 0), "pending", tier))
+                        continue
+                    seq, state, first_tier = self._db.execute(
+                        "SELECT seq, state, tier FROM responses WHERE id = ?", (response.id,)
+                    ).fetchone()
+                    accepted.append(Accepted(False, int(seq), str(state), int(first_tier)))
+                rows = self._claim_locked(claim) if claim else []
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # disk full, read-only, locked past the timeout
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreUnavailable(str(exc)) from exc
+        return accepted, [_row(r) for r in rows]
+
+    def _claim_locked(self, limit: int) -> list[tuple[Any, ...]]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM responses WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+        if rows:
+            self._db.executemany(
+                "UPDATE responses SET state = 'pushing' WHERE seq = ?", [(r[0],) for r in rows]
             )
-            if cur.rowcount == 1:
-                return Accepted(True, int(cur.lastrowid or 0), "pending", tier)
-            seq, state, first_tier = self._db.execute(
-                "SELECT seq, state, tier FROM responses WHERE id = ?", (response.id,)
-            ).fetchone()
-            return Accepted(False, int(seq), str(state), int(first_tier))
+        return rows
 
     def known(self, response_id: str) -> bool:
         """Whether this id was ever accepted (and is still retained)."""
@@ -124,31 +157,22 @@ class Store:
 
     def claim(self, limit: int) -> list[Stored]:
         """Mark the oldest pending responses ``pushing`` (one durable commit) and return them in order."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM responses WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,)
-                ).fetchall()
-                if rows:
-                    self._db.executemany(
-                        "UPDATE responses SET state = 'pushing' WHERE seq = ?", [(r[0],) for r in rows]
-                    )
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreUnavailable(str(exc)) from exc
-        return [_row(r) for r in rows]
+        return self.accept_batch([], claim=limit)[1]
 
     def mark_delivered(self, seqs: Sequence[int], now: float | None = None, *, acked: bool = False) -> None:
         """Record that these were written to the client (and, for probes, acknowledged)."""
         now = time.time() if now is None else now
         with self._lock:
-            self._db.executemany(
-                "UPDATE responses SET state = 'delivered', pushed_at = ?, acked_at = ? WHERE seq = ?",
-                [(now, now if acked else None, s) for s in seqs],
-            )
+            # Not fsynced on its own (the next durable commit carries it): losing this mark to a power
+            # cut only makes the response come back flagged ``redelivered``, never lost.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.executemany(
+                    "UPDATE responses SET state = 'delivered', pushed_at = ?, acked_at = ? WHERE seq = ?",
+                    [(now, now if acked else None, s) for s in seqs],
+                )
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def recover(self) -> int:
         """At start-up: responses caught mid-push go back to pending, flagged redelivered."""
@@ -229,7 +253,7 @@ def _row(row: tuple[Any, ...]) -> Stored:
     seq, body, tier, received_at, state, redelivered, pushed_at, acked_at = row
     return Stored(
         seq=int(seq),
-        response=from_dict(json.loads(body)),
+        response=from_dict(json.loads(body), trusted=True),
         tier=int(tier),
         received_at=float(received_at),
         state=str(state),

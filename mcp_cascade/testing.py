@@ -50,7 +50,7 @@ class ServeProcess:
         self.args = list(args)
         self.extra_env = dict(env or {})
         self.cwd = cwd
-        self.stderr_path = stderr_path or home / f"serve-{session}.stderr"
+        self.stderr_path = stderr_path or home.parent / f"serve-{home.name}-{session}.stderr"
         self.process: Process | None = None
         self.frames: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
