@@ -279,12 +279,13 @@ async def handshake_only(
     upstream: ObjectReceiveStream[SessionMessage | Exception],
     downstream: ObjectSendStream[SessionMessage | Exception],
     replies: ObjectSendStream[SessionMessage],
+    on_refused: Callable[[str], None] = lambda method: None,
 ) -> None:
     """Relay client frames to the server, refusing requests sent before ``initialize``.
 
     A 2026-07-28 client opens with ``server/discover``; answering it "method not
     found" makes it fall back to the handshake, the only era in which Claude Code
-    registers channels.
+    registers channels. ``on_refused`` is told each refused method.
     """
     initialized = False
     async with downstream:
@@ -307,5 +308,6 @@ async def handshake_only(
                         ),
                     )
                     await replies.send(SessionMessage(error))
+                    on_refused(item.message.method)
                     continue
             await downstream.send(item)

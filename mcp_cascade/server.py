@@ -225,9 +225,20 @@ class Serve:
         async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read, write):
             send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(handshake_only, read, send, write)
+                tg.start_soon(handshake_only, read, send, write, self._refused)
                 await server.run(receive, write, options)
                 tg.cancel_scope.cancel()
+
+    def _refused(self, method: str) -> None:
+        # Claude Code probes with server/discover first; seeing this line means it fell back to initialize.
+        self.telemetry.emit(
+            Event(
+                "handshake_fallback",
+                session=self.session,
+                reason=f"refused {method} before initialize so the client uses the initialize handshake",
+                fields={"method": method},
+            )
+        )
 
     async def run(self) -> None:
         """Serve until stdin closes or SIGTERM/SIGINT; always remove session.json."""

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import FieldError, InvalidResponse, SignatureError, StoreUnavailable
 from mcp_cascade.events import Event, Observer
+from mcp_cascade.openapi import spec
 from mcp_cascade.response import (
     CORRELATION_RE,
     MAX_BODY_BYTES,
@@ -143,8 +144,12 @@ def build_app(deps: SidecarDeps) -> Starlette:
             return Response("metrics are disabled (metrics = false)\n", status_code=404)
         return Response(deps.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec(WEBHOOK_PATH))
+
     return Starlette(
         routes=[
+            Route("/openapi.json", openapi, methods=["GET"]),
             Route(WEBHOOK_PATH, observe(WEBHOOK_PATH, webhook), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/health/{tier}", health, methods=["GET"]),

@@ -167,8 +167,10 @@ class Store:
             # cut only makes the response come back flagged ``redelivered``, never lost.
             self._db.execute("PRAGMA synchronous=NORMAL")
             try:
+                # COALESCE: a tool may have acknowledged the response while it was being pushed.
                 self._db.executemany(
-                    "UPDATE responses SET state = 'delivered', pushed_at = ?, acked_at = ? WHERE seq = ?",
+                    "UPDATE responses SET state = 'delivered', pushed_at = ?, "
+                    "acked_at = COALESCE(acked_at, ?) WHERE seq = ?",
                     [(now, now if acked else None, s) for s in seqs],
                 )
             finally:

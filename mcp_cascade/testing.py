@@ -55,7 +55,7 @@ class ServeProcess:
         self.frames: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
         self.bad_lines: list[str] = []
-        self._responses: dict[int, dict[str, Any]] = {}
+        self._responses: dict[int | str, dict[str, Any]] = {}
         self._changed = anyio.Event()
         self._next_id = 0
         self._tg: anyio.abc.TaskGroup | None = None
@@ -116,7 +116,9 @@ class ServeProcess:
                 self._line(line)
         if buffer.strip():
             self._line(buffer)
-        self.exit_code = await process.wait()
+        code = await process.wait()
+        if process is self.process:  # a reader of an earlier, restarted process must not report
+            self.exit_code = code
         self._poke()
 
     def _line(self, line: str) -> None:
@@ -133,7 +135,7 @@ class ServeProcess:
         frame["_received"] = time.perf_counter()
         self.frames.append(frame)
         if "id" in frame and ("result" in frame or "error" in frame):
-            self._responses[int(frame["id"])] = frame
+            self._responses[frame["id"]] = frame
         elif "method" in frame and "id" not in frame:
             self.notifications.append(frame)
         self._poke()
