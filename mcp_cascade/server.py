@@ -26,9 +26,9 @@ from mcp.shared.message import SessionMessage
 
 from mcp_cascade._fs import atomic_write_json
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
-from mcp_cascade.config import Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import CascadeError, ConfigError
+from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event
 from mcp_cascade.inbox import Maildir
 from mcp_cascade.outbound import BridgeClient, allowed_users
@@ -115,6 +115,13 @@ class Serve:
             legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
             debounce_s=cfg.file_debounce_ms / 1000,
             legacy_max_age_s=cfg.retention_days * 86400,
+        )
+        # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
+        self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
+        self.live.subscribe(
+            lambda c: self.watcher.retune(
+                rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000
+            )
         )
         # Bound now, before any task group exists, so a taken port is a plain ConfigError.
         self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
@@ -217,9 +224,14 @@ class Serve:
             try:
                 yield
             finally:
+                # Claude Code allows a stopping server about 100 ms before it escalates; uvicorn's own
+                # shutdown polls every 100 ms. Every acknowledged response is already durable, and a
+                # request cut short was not acknowledged (its sender falls back), so stop at once.
                 server.should_exit = True
+                tg.cancel_scope.cancel()
 
     async def _mcp(self) -> None:
+        stdin, stdout = protocol_stdio()
         deps = ChannelDeps(
             engine=self.engine,
             session=self.session,
@@ -227,12 +239,12 @@ class Serve:
             status=self.health,
             selftest=self.selftest,
             permission_relay=bool(allowed_users(self.home, self.config)),
+            frames=stdout,
         )
         server = build_server(deps)
         options = server.create_initialization_options(
             experimental_capabilities=capabilities(deps.permission_relay)
         )
-        stdin, stdout = protocol_stdio()
         # The SDK only iterates stdin and awaits stdout.write/flush; it types them as AsyncFile.
         async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read, write):
             send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
@@ -262,6 +274,7 @@ class Serve:
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self._monitor)
+                await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
                 tg.start_soon(self._stop_on_signal, tg.cancel_scope)
                 await self._mcp()
                 self.telemetry.emit(Event("client_closed", session=self.session, reason="stdin closed"))
@@ -286,9 +299,6 @@ def _err(value: tuple[float, str] | None) -> dict[str, Any] | None:
 
 def serve(loaded: Loaded, session: str, cwd: Path) -> int:
     """Run serve to completion; returns the exit code."""
-    try:
-        app = Serve(loaded, session, cwd=cwd)
-    except CascadeError:
-        raise
+    app = Serve(loaded, session, cwd=cwd)
     anyio.run(app.run)
     return 0

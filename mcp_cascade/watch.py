@@ -97,6 +97,12 @@ class InboxWatcher:
         self._failing: set[str] = set()
         self._next_rescan = 0.0
 
+    def retune(self, *, rescan_s: float, debounce_s: float) -> None:
+        """Apply a reloaded rescan period and debounce window; they take effect from the next tick."""
+        self.rescan_s = rescan_s
+        self.maildir.settle_s = debounce_s
+        self._debounce.window_s = debounce_s
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -304,8 +310,9 @@ class InboxWatcher:
         return names, [self.maildir.take(name, now) for name in todo]
 
     async def _deliver(self, taken: list[Taken]) -> bool:
-        """Receive each claimed response in order; False when the store refused (the rest waits)."""
+        """Make the claimed responses durable in one group commit, in order; False when the store refused."""
         done: list[str] = []
+        claimed = [item for item in taken if isinstance(item, Claimed)]
         try:
             for item in taken:
                 if isinstance(item, Claimed):
@@ -315,20 +322,20 @@ class InboxWatcher:
                         correlation_id=item.response.correlation_id,
                         fields={"file": item.name},
                     )
-                    try:
-                        await self.engine.receive(item.response, TIER)
-                    except StoreUnavailable:
-                        return False  # durable in cur/ but not in the store: kept, retried next tick
-                    done.append(item.name)
-                    self.pending = max(0, self.pending - 1)
                 elif isinstance(item, Failed):
                     self._report(item)
                 elif isinstance(item, Unsettled):
                     self._unsettled[item.name] = item.settles_at
-            return True
+            results = await self.engine.receive_many([c.response for c in claimed], TIER)
+            for item, result in zip(claimed, results, strict=True):
+                if isinstance(result, StoreUnavailable):
+                    continue  # durable in cur/ but not in the store: kept, retried next tick
+                done.append(item.name)
+                self.pending = max(0, self.pending - 1)
+            return len(done) == len(claimed)
         finally:
             # Whatever was claimed and not accepted goes back to new/ at the next tick, whatever stopped us.
-            self._stalled.extend(c.name for c in taken if isinstance(c, Claimed) and c.name not in done)
+            self._stalled.extend(c.name for c in claimed if c.name not in done)
             if done:
                 with anyio.CancelScope(shield=True):
                     await self._io(self.maildir.ack, done)
@@ -443,6 +450,7 @@ class InboxWatcher:
             "last_rescan_at": self.last_rescan_at,
             "last_rescan_age_s": None if age is None else round(age, 3),
             "rescan_lag_ms": round(self.rescan_lag_ms, 3),
+            "rescan_every_s": self.rescan_s,
             "last_error": self.last_error,
         }
         if self.legacy_dir is not None:

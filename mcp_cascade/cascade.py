@@ -1,0 +1,472 @@
+"""The sending cascade: which tier carries a response, and failover when one breaks.
+
+:class:`Sender` is what a bridge embeds (and ``mcp-cascade send`` runs once).
+For each response it first makes it durable in its own outbox, then walks the
+tiers of ``tier_order``:
+
+1. the signed webhook POST to the session's sidecar, within ``webhook_timeout_ms``,
+   if the session's breaker lets it through;
+2. bridge processing: the person is acknowledged directly (the :class:`AckHook`,
+   in the background, retried, never blocking) and the webhook is retried with
+   ``X-Cascade-Tier: 2`` on an exponential backoff inside ``bridge_timeout_ms``;
+3. the atomic inbox write, which the server picks up whenever it runs.
+
+A session whose server is not running (no session.json, or a dead pid) goes
+straight to tier 3; so does one whose breaker is open, because tier 1 failed
+or was slow too often. Whatever the tiers do, nothing is dropped: past
+``overall_timeout_ms`` without a durable answer the response is reported as
+not delivered and stays in the outbox, which is re-driven in the background
+and by the next sender on the same home. The server deduplicates by id, so a
+resend is never seen twice by the session.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import anyio
+import anyio.to_thread
+import httpx
+from anyio.abc import TaskGroup
+
+from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
+from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
+from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home
+from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
+from mcp_cascade.events import Event, Observer
+from mcp_cascade.outbox import TIER_CHOICES, Claimed, CorruptEntry, Outbox, TierChoice
+from mcp_cascade.response import Response, with_session
+from mcp_cascade.retry import Backoff, RetrySchedule
+from mcp_cascade.sessions import SessionInfo
+from mcp_cascade.signing import Signer, load_or_create_secret
+
+__all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
+
+_REDRIVE_EVERY_S = 2.0
+# The response whose attempt moved a breaker, for the breaker event (each task has its own value).
+_CAUSE: ContextVar[Response | None] = ContextVar("mcp_cascade_breaker_cause", default=None)
+# Below uvicorn's 5 s keep-alive, so a pooled connection is never reused just as the server closes it.
+_KEEPALIVE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The result of one delivery.
+
+    ``delivered``: pushed into the session (or it had it already); ``queued``:
+    durable at the server (a 202, or the inbox) and pushed when it can be;
+    ``failed``: nothing durable at the server yet (the outbox keeps it).
+    """
+
+    response_id: str
+    correlation_id: str
+    session: str
+    status: Status
+    tier: int | None
+    latency_ms: float
+    attempts: tuple[Attempt, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (what ``mcp-cascade send`` prints)."""
+        return {
+            "response_id": self.response_id,
+            "correlation_id": self.correlation_id,
+            "session": self.session,
+            "status": self.status,
+            "tier": self.tier,
+            "latency_ms": round(self.latency_ms, 3),
+            "attempts": [a.to_dict() for a in self.attempts],
+        }
+
+
+class AckHook(Protocol):
+    """Tier 2's direct acknowledgment to the person (the bridge answers in Telegram)."""
+
+    async def __call__(self, response: Response, session: str, reason: str) -> None:
+        """Tell the person their answer is taken care of; raise to have it retried."""
+
+
+def breaker_settings(config: Config) -> BreakerSettings:
+    """The breaker settings of a configuration."""
+    return BreakerSettings(
+        threshold=config.breaker_threshold,
+        slow_after=config.slow_after,
+        reset_s=config.breaker_reset_ms / 1000,
+        max_reset_s=config.breaker_max_reset_ms / 1000,
+    )
+
+
+class Sender:
+    """Delivers responses to sessions through the tiers; use as ``async with Sender(...) as sender``.
+
+    It owns one pooled HTTP client and a task group: the outbox re-drive, the
+    configuration reload (when given a :class:`LiveConfig`) and tier-2
+    acknowledgments run there.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        config: LiveConfig | Config,
+        observer: Observer,
+        *,
+        ack: AckHook | None = None,
+        outbox: Path | None = None,
+    ) -> None:
+        self.home = home
+        self._config = config
+        self._observer = observer
+        self._ack = ack
+        self.outbox = Outbox(outbox if outbox is not None else home / "outbox")
+        self._routes: dict[str, tuple[Breaker, tuple[int, str] | None]] = {}
+        self._clock = time.monotonic
+        self._random = random.Random().random
+        self._redrive_lock = anyio.Lock()
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self._means: Means | None = None
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force now (each delivery takes it once, at its start)."""
+        return self._config.current if isinstance(self._config, LiveConfig) else self._config
+
+    def _prepare(self) -> Signer:
+        ensure_home(self.home)
+        self.outbox.ensure()
+        return Signer(load_or_create_secret(self.home))
+
+    async def __aenter__(self) -> Sender:
+        signer = await anyio.to_thread.run_sync(self._prepare)
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    trust_env=False,
+                    timeout=httpx.Timeout(30.0),
+                    limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_S),
+                )
+            )
+            self._means = Means(
+                self.home,
+                client,
+                signer,
+                self._observer,
+                self._clock,
+                self._random,
+                self._breaker,
+                self._start_ack,
+            )
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._tg.cancel_scope.cancel)
+            self._tg.start_soon(self._redrive_loop)
+            if isinstance(self._config, LiveConfig):
+                await self._tg.start(self._config.watch, self._observer)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        self._tg = None
+        self._means = None
+
+    def breakers(self) -> Mapping[str, BreakerSnapshot]:
+        """Each session's breaker; ``next_probe_at`` is in unix time here."""
+        now, mono = time.time(), self._clock()
+        return {
+            session: _wall(breaker.snapshot(), now, mono) for session, (breaker, _) in self._routes.items()
+        }
+
+    async def deliver(
+        self, response: Response, session: str, *, tier: Literal["auto", "webhook", "file"] = "auto"
+    ) -> Receipt:
+        """Carry ``response`` to ``session``; the receipt says how far it got and how.
+
+        ``tier`` forces one path: ``webhook`` (tier 1 only, retried) or ``file``
+        (the inbox only). Raises ConfigError for a malformed session id and
+        InvalidResponse for a response addressed to another session.
+        """
+        if self._means is None:
+            raise RuntimeError("use the sender as 'async with Sender(...) as sender'")
+        if not SESSION_ID_RE.match(session):
+            raise ConfigError("session", f"{session!r} is not a valid session id ([a-z0-9-]{{1,64}})")
+        if tier not in TIER_CHOICES:
+            raise ConfigError("tier", f"{tier!r} is not one of {', '.join(TIER_CHOICES)}")
+        if response.session not in (None, session):
+            raise InvalidResponse(
+                "schema", [FieldError("$.session", f"is {response.session!r}, but it is sent to {session!r}")]
+            )
+        response = with_session(response, session)
+        config = self.config
+        started = time.perf_counter()
+        claimed: Claimed | None = None
+        try:
+            # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
+            with anyio.CancelScope(shield=True):
+                claimed = await anyio.to_thread.run_sync(self.outbox.put, response, session, tier)
+        except OSError as exc:
+            self._emit(
+                "outbox",
+                response,
+                session,
+                level="error",
+                reason=f"cannot write the outbox, delivering without it: {exc}",
+                fields={"action": "unavailable"},
+            )
+        else:
+            self._emit("outbox", response, session, level="debug", fields={"action": "stored"})
+        return await self._drive(claimed, response, session, tier, config, started)
+
+    async def redrive(self) -> list[Receipt]:
+        """Deliver every outbox entry no live sender is working on; one pass, oldest first.
+
+        Runs in the background from start-up and every few seconds; call it to
+        wait for a pass.
+        """
+        async with self._redrive_lock:
+            receipts: list[Receipt] = []
+            for name in await anyio.to_thread.run_sync(self.outbox.names):
+                try:
+                    claimed = await anyio.to_thread.run_sync(self.outbox.claim, name)
+                except CorruptEntry as exc:
+                    self._observer.emit(
+                        Event("outbox", level="error", reason=str(exc), fields={"action": "corrupt"})
+                    )
+                    continue
+                if claimed is None:
+                    continue
+                entry = claimed.entry
+                self._emit(
+                    "outbox",
+                    entry.response,
+                    entry.session,
+                    fields={"action": "redrive", "age_s": round(time.time() - entry.created_at, 3)},
+                )
+                receipts.append(
+                    await self._drive(
+                        claimed, entry.response, entry.session, entry.tier, self.config, time.perf_counter()
+                    )
+                )
+            return receipts
+
+    async def _redrive_loop(self) -> None:
+        while True:
+            try:
+                await self.redrive()
+            except Exception as exc:  # task boundary: a broken outbox must not stop sending
+                self._observer.emit(Event("outbox", level="error", reason=f"re-drive failed: {exc!r}"))
+            await anyio.sleep(_REDRIVE_EVERY_S)
+
+    async def _drive(
+        self,
+        claimed: Claimed | None,
+        response: Response,
+        session: str,
+        tier: TierChoice,
+        config: Config,
+        started: float,
+    ) -> Receipt:
+        assert self._means is not None
+        delivery = Walk(self._means, config, response, session, tier, started)
+        cause = _CAUSE.set(response)
+        try:
+            result = await delivery.run()
+        except BaseException:
+            if claimed is not None:
+                claimed.release()  # cancelled: the entry stays for a re-drive
+            raise
+        finally:
+            _CAUSE.reset(cause)
+        receipt = Receipt(
+            response.id,
+            response.correlation_id,
+            session,
+            result.status,
+            result.tier,
+            (time.perf_counter() - started) * 1000,
+            tuple(delivery.attempts),
+        )
+        with anyio.CancelScope(shield=True):
+            await self._settle(claimed, receipt, result, config)
+        return receipt
+
+    async def _settle(
+        self, claimed: Claimed | None, receipt: Receipt, result: Result, config: Config
+    ) -> None:
+        fields = {"status": receipt.status, "attempts": len(receipt.attempts)}
+        if receipt.status != "failed":
+            if claimed is not None:
+                await anyio.to_thread.run_sync(claimed.done)
+            self._emit_receipt("sent", receipt, level="info", fields=fields)
+        elif result.rejected:
+            if claimed is not None:
+                await anyio.to_thread.run_sync(claimed.reject, result.rejected)
+            self._emit_receipt("sent", receipt, level="error", reason=result.rejected, fields=fields)
+        else:
+            if claimed is not None:
+                claimed.release()
+            reason = f"not confirmed within {config.overall_timeout_ms} ms; " + (
+                "kept in the outbox, retried" if claimed is not None else "the outbox was unavailable"
+            )
+            self._emit_receipt("not_delivered", receipt, level="warning", reason=reason, fields=fields)
+            self._emit_receipt("sent", receipt, level="warning", reason=reason, fields=fields)
+
+    def _breaker(self, session: str, info: SessionInfo | None, config: Config) -> Breaker:
+        """The session's breaker, under ``config``; a new server behind the session starts it afresh."""
+        settings = breaker_settings(config)
+        identity = (info.pid, info.webhook_url) if info is not None else None
+        known = self._routes.get(session)
+        if known is None:
+            breaker = Breaker(settings, self._clock, partial(self._breaker_changed, session))
+            self._routes[session] = (breaker, identity)
+            return breaker
+        breaker, seen = known
+        breaker.configure(settings)
+        if identity is not None and identity != seen:
+            if seen is not None:
+                breaker.reset()  # what the old server did says nothing about the new one
+            self._routes[session] = (breaker, identity)
+        return breaker
+
+    def _start_ack(self, response: Response, session: str, reason: str, config: Config) -> None:
+        if self._ack is not None and self._tg is not None:
+            self._tg.start_soon(self._acknowledge, response, session, reason, config)
+
+    def _breaker_changed(self, session: str, snapshot: BreakerSnapshot) -> None:
+        wall = _wall(snapshot, time.time(), self._clock())
+        cause = _CAUSE.get()
+        self._observer.emit(
+            Event(
+                "breaker",
+                session=session,
+                response_id=cause.id if cause else None,
+                correlation_id=cause.correlation_id if cause else None,
+                level="warning" if snapshot.state == "open" else "info",
+                reason=snapshot.reason or None,
+                fields={
+                    "state": snapshot.state,
+                    "failures": snapshot.failures,
+                    "slow": snapshot.slow,
+                    "next_probe_at": wall.next_probe_at,
+                },
+            )
+        )
+
+    async def _acknowledge(self, response: Response, session: str, reason: str, config: Config) -> None:
+        assert self._ack is not None
+        schedule = RetrySchedule(
+            config.overall_timeout_ms / 1000,
+            reserve_s=Backoff().initial_s,
+            clock=self._clock,
+            random=self._random,
+        )
+        tries = 0
+        while True:
+            tries += 1
+            started = time.perf_counter()
+            try:
+                with anyio.fail_after(max(schedule.remaining(), 0.001)):
+                    await self._ack(response, session, reason)
+            except Exception as exc:  # the hook is the embedding bridge's code: any failure is retried
+                error = f"{type(exc).__name__}: {exc}"
+                self._emit("ack_retry", response, session, tier=2, level="debug", reason=error)
+            else:
+                self._emit(
+                    "acknowledged",
+                    response,
+                    session,
+                    tier=2,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    fields={"ok": True, "tries": tries},
+                )
+                return
+            delay = schedule.next_delay()
+            if delay is None:
+                self._emit(
+                    "acknowledged",
+                    response,
+                    session,
+                    tier=2,
+                    level="warning",
+                    reason=f"gave up after {tries} tries: {error}",
+                    fields={"ok": False, "tries": tries},
+                )
+                return
+            await anyio.sleep(delay)
+
+    def _emit(
+        self,
+        name: str,
+        response: Response,
+        session: str,
+        *,
+        tier: int | None = None,
+        latency_ms: float | None = None,
+        reason: str | None = None,
+        level: str = "info",
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._observer.emit(
+            Event(
+                name,
+                tier=tier,
+                response_id=response.id,
+                correlation_id=response.correlation_id,
+                session=session,
+                latency_ms=latency_ms,
+                reason=reason,
+                level=level,
+                fields=fields or {},
+            )
+        )
+
+    def _emit_receipt(
+        self, name: str, receipt: Receipt, *, level: str, fields: Mapping[str, Any], reason: str | None = None
+    ) -> None:
+        self._observer.emit(
+            Event(
+                name,
+                tier=receipt.tier,
+                response_id=receipt.response_id,
+                correlation_id=receipt.correlation_id,
+                session=receipt.session,
+                latency_ms=receipt.latency_ms,
+                reason=reason,
+                level=level,
+                fields=fields,
+            )
+        )
+
+
+def _wall(snapshot: BreakerSnapshot, now: float, mono: float) -> BreakerSnapshot:
+    if snapshot.next_probe_at is None:
+        return snapshot
+    return replace(snapshot, next_probe_at=round(now + (snapshot.next_probe_at - mono), 3))
+
+
+def send_one(loaded: Loaded, response: Response, session: str, tier: TierChoice = "auto") -> Receipt:
+    """Deliver one response with a sender of its own (``mcp-cascade send``).
+
+    While it runs, the sender also re-drives outbox entries left by senders
+    that died; whatever that pass has not finished stays for the next one.
+    """
+    from mcp_cascade.server import make_telemetry
+
+    async def main() -> Receipt:
+        telemetry = make_telemetry(loaded, "send", session)
+        try:
+            async with Sender(loaded.home, loaded.config, telemetry) as sender:
+                return await sender.deliver(response, session, tier=tier)
+        finally:
+            telemetry.close()
+
+    return anyio.run(main)
