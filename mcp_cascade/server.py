@@ -61,7 +61,7 @@ class ServeState:
 
 
 def bind_socket(host: str, port: int, key: str = "sidecar_port") -> socket.socket:
-    """Bind a listening socket here, so a taken port is our clear error (naming ``key``), not uvicorn's sys.exit."""
+    """Bind here, so a taken port is our clear error (naming ``key``), not uvicorn's sys.exit."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit it: without it, Nagle holds the response body behind the headers.

@@ -87,12 +87,14 @@ def pair(home: Path, code: str, now: float | None = None) -> Pairing:
         _expire(state, now)
         if wanted not in state["pending"]:
             reason = "has expired (codes last one hour)" if raw else "is not pending"
-            raise PairingError(
-                f"code {code.strip()!r} {reason}; send the bot a message to get a fresh one"
-            )
+            raise PairingError(f"code {code.strip()!r} {reason}; send the bot a message to get a fresh one")
         pairing = Pairing(**state["pending"].pop(wanted))
         listed = read_json(home / ALLOWLIST)
-        users = [u for u in (listed or {}).get("users", []) if isinstance(u, int)] if isinstance(listed, dict) else []
+        users = (
+            [u for u in (listed or {}).get("users", []) if isinstance(u, int)]
+            if isinstance(listed, dict)
+            else []
+        )
         if pairing.user_id not in users:
             users.append(pairing.user_id)
         atomic_write_json(home / ALLOWLIST, {"users": users})
@@ -116,7 +118,12 @@ class Access:
         return user_id in self.users()
 
     def offer(
-        self, user_id: int, chat_id: int, username: str | None, first_name: str | None, now: float | None = None
+        self,
+        user_id: int,
+        chat_id: int,
+        username: str | None,
+        first_name: str | None,
+        now: float | None = None,
     ) -> str | None:
         """A pairing code for a stranger, while nobody is allowed yet (the same code while it lasts)."""
         if self.users():

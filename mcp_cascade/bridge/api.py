@@ -22,9 +22,9 @@ from starlette.routing import Route
 
 from mcp_cascade.bridge.prompts import ChatNotAllowed, NoRecipient, Outbound
 from mcp_cascade.bridge.telegram import TelegramUnavailable
+from mcp_cascade.errors import InvalidResponse, SignatureError
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.response import MAX_BODY_BYTES, parse_body
-from mcp_cascade.errors import InvalidResponse, SignatureError
 from mcp_cascade.signing import Signer
 
 Session = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
@@ -117,9 +117,7 @@ def _model(kind: type[_Body], data: Any) -> Any:
 def build_app(deps: ApiDeps) -> Starlette:
     """The Starlette app of the bridge's HTTP server."""
 
-    def endpoint(
-        path: str, kind: type[_Body], act: Callable[[Any], Awaitable[Mapping[str, Any]]]
-    ) -> Route:
+    def endpoint(path: str, kind: type[_Body], act: Callable[[Any], Awaitable[Mapping[str, Any]]]) -> Route:
         async def handle(request: Request) -> Response:
             try:
                 body = _model(kind, await _signed_body(request, deps.signer))
@@ -133,7 +131,12 @@ def build_app(deps: ApiDeps) -> Starlette:
                     raise _Refused(502, f"Telegram: {exc}") from exc
             except _Refused as exc:
                 deps.observer.emit(
-                    Event("api_refused", level="warning", reason=exc.message, fields={"path": path, "status": exc.status})
+                    Event(
+                        "api_refused",
+                        level="warning",
+                        reason=exc.message,
+                        fields={"path": path, "status": exc.status},
+                    )
                 )
                 answer: dict[str, Any] = {"error": exc.message}
                 if exc.errors:
@@ -164,7 +167,9 @@ def build_app(deps: ApiDeps) -> Starlette:
             endpoint(
                 "/api/permission",
                 PermissionBody,
-                lambda b: out.permission(b.session, b.request_id, b.tool_name, b.description, b.input_preview),
+                lambda b: out.permission(
+                    b.session, b.request_id, b.tool_name, b.description, b.input_preview
+                ),
             ),
             Route("/health", health, methods=["GET"]),
             Route("/health/{part}", health, methods=["GET"]),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,108 +28,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_cascade.bridge.fake_control import control_routes
+from mcp_cascade.bridge.fake_types import (
+    BOT_USER,
+    MAX_CALLBACK_DATA,
+    MAX_TEXT,
+    ApiError,
+    BotMessage,
+    Call,
+    FakeUser,
+    Fault,
+    utf16_len,
+)
+
+__all__ = ["ApiError", "BotMessage", "Call", "FakeTelegram", "FakeUser", "Fault", "utf16_len"]
 from mcp_cascade.server import _Uvicorn, bind_socket
 
-BOT_USER: dict[str, Any] = {
-    "id": 7_000_000_001,
-    "is_bot": True,
-    "first_name": "Cascade",
-    "username": "cascade_fake_bot",
-}
-MAX_TEXT = 4096
-MAX_CALLBACK_DATA = 64
 _JSON_PARAMS = ("reply_markup", "reply_parameters", "allowed_updates", "entities")
 _INT_PARAMS = ("chat_id", "message_id", "offset", "limit", "reply_to_message_id")
-
-
-def utf16_len(text: str) -> int:
-    """Length as Telegram counts it (UTF-16 code units)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-@dataclass(frozen=True, slots=True)
-class FakeUser:
-    """A person talking to the bot; in a private chat the chat id equals the user id."""
-
-    id: int
-    first_name: str = "Alice"
-    username: str | None = "alice"
-
-    def to_api(self) -> dict[str, Any]:
-        """The Bot API ``User`` object."""
-        user: dict[str, Any] = {"id": self.id, "is_bot": False, "first_name": self.first_name}
-        if self.username:
-            user["username"] = self.username
-        return user
-
-
-@dataclass
-class BotMessage:
-    """A message the bot sent, as it looks now (after any edits)."""
-
-    chat_id: int
-    message_id: int
-    text: str
-    reply_markup: dict[str, Any] | None = None
-    reply_to: int | None = None
-    edits: int = 0
-
-    def buttons(self) -> list[dict[str, Any]]:
-        """Every inline button, row by row."""
-        rows = (self.reply_markup or {}).get("inline_keyboard", [])
-        return [button for row in rows for button in row]
-
-    def to_api(self) -> dict[str, Any]:
-        """The Bot API ``Message`` object."""
-        message: dict[str, Any] = {
-            "message_id": self.message_id,
-            "date": int(time.time()),
-            "chat": {"id": self.chat_id, "type": "private" if self.chat_id > 0 else "group"},
-            "from": BOT_USER,
-            "text": self.text,
-        }
-        if self.reply_markup and self.reply_markup.get("inline_keyboard"):
-            message["reply_markup"] = self.reply_markup
-        return message
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One Bot API request as the fake saw it."""
-
-    method: str
-    at: float
-    status: int
-    params: Mapping[str, Any]
-
-
-@dataclass
-class Fault:
-    """The next ``times`` calls of ``method`` ("*" for any) wait ``delay_s``, then fail with ``status``."""
-
-    method: str
-    status: int | None = None
-    retry_after: int | None = None
-    delay_s: float = 0.0
-    times: int = 1
-    description: str | None = None
-
-
-class ApiError(Exception):
-    """A Bot API error answer."""
-
-    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
-        super().__init__(description)
-        self.status = status
-        self.description = description
-        self.retry_after = retry_after
-
-    def response(self) -> JSONResponse:
-        """Telegram's error body."""
-        body: dict[str, Any] = {"ok": False, "error_code": self.status, "description": self.description}
-        if self.retry_after is not None:
-            body["parameters"] = {"retry_after": self.retry_after}
-        return JSONResponse(body, status_code=self.status)
 
 
 @dataclass
@@ -153,6 +68,7 @@ class FakeTelegram:
         self.faults: list[Fault] = []
         self._state = _State()
         self._changed = anyio.Event()
+        self._closing = False
         self.app = self._build_app()
 
     # --- the person's side ------------------------------------------------------------------
@@ -184,7 +100,9 @@ class FakeTelegram:
         if reply_to is not None:
             original = self._state.messages.get((chat, reply_to))
             message["reply_to_message"] = (
-                original.to_api() if original else {"message_id": reply_to, "date": 0, "chat": message["chat"]}
+                original.to_api()
+                if original
+                else {"message_id": reply_to, "date": 0, "chat": message["chat"]}
             )
         return self._push_update("message", message)
 
@@ -218,9 +136,7 @@ class FakeTelegram:
 
     def messages(self, chat_id: int | None = None) -> list[BotMessage]:
         """The bot's messages (current state), oldest first."""
-        return [
-            m for m in self._state.messages.values() if chat_id is None or m.chat_id == chat_id
-        ]
+        return [m for m in self._state.messages.values() if chat_id is None or m.chat_id == chat_id]
 
     def callback_answer(self, query_id: str) -> dict[str, Any] | None:
         """How the bot answered a tap (its toast), or None while unanswered."""
@@ -229,6 +145,11 @@ class FakeTelegram:
     def callback_answers(self) -> dict[str, dict[str, Any] | None]:
         """Every tap the bot was shown, with its answer (None while unanswered)."""
         return dict(self._state.callbacks)
+
+    @property
+    def polls(self) -> int:
+        """getUpdates requests received so far (counted on arrival, before any long-poll wait)."""
+        return self._state.poll_generation
 
     @property
     def pending_updates(self) -> int:
@@ -316,7 +237,9 @@ class FakeTelegram:
                 if fault.delay_s:
                     await anyio.sleep(fault.delay_s)
                 if fault.status is not None:
-                    default = "Too Many Requests: retry later" if fault.status == 429 else "Internal Server Error"
+                    default = (
+                        "Too Many Requests: retry later" if fault.status == 429 else "Internal Server Error"
+                    )
                     raise ApiError(fault.status, fault.description or default, fault.retry_after)
                 return
 
@@ -349,7 +272,7 @@ class FakeTelegram:
         self._poke()  # an older poll still waiting ends with 409, as on Telegram
         limit = int(params.get("limit") or 100)
         with anyio.move_on_after(float(params.get("timeout") or 0)):
-            while not state.updates:
+            while not state.updates and not self._closing:
                 await self._changed.wait()
                 if state.poll_generation != mine:
                     raise ApiError(
@@ -419,7 +342,9 @@ class FakeTelegram:
     async def _answer_callback(self, params: dict[str, Any]) -> bool:
         query_id = str(params.get("callback_query_id", ""))
         if query_id not in self._state.callbacks or self._state.callbacks[query_id] is not None:
-            raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+            raise ApiError(
+                400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
+            )
         self._state.callbacks[query_id] = {"text": params.get("text"), "show_alert": params.get("show_alert")}
         return True
 
@@ -437,7 +362,9 @@ class FakeTelegram:
         sock = bind_socket(host, port, key="port")
         bound_port = sock.getsockname()[1]
         server = _Uvicorn(
-            uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+            uvicorn.Config(
+                self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+            )
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
@@ -448,5 +375,7 @@ class FakeTelegram:
             try:
                 yield self
             finally:
-                server.should_exit = True
+                self._closing = True  # a long poll still waiting returns now, not after uvicorn's grace
                 self._poke()
+                server.should_exit = True
+                tg.cancel_scope.cancel()

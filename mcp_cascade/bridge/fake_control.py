@@ -49,7 +49,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 def control_routes(fake: FakeTelegram) -> list[BaseRoute]:
     """The ``/_fake`` routes bound to ``fake``."""
-    from mcp_cascade.bridge.fake_api import FakeUser  # fake_api imports this module at its top
+    from mcp_cascade.bridge.fake_types import FakeUser
 
     def user_of(data: dict[str, Any]) -> FakeUser:
         username = data.get("username", "alice")
@@ -137,7 +137,9 @@ def control_routes(fake: FakeTelegram) -> list[BaseRoute]:
             }
         )
 
-    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             try:
                 return await handler(request)

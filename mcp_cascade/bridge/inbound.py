@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -20,7 +21,6 @@ from telegram import Update
 
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.outbox import Entry, Outbox
-from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.routing import Deliver, Drop, Router, Say, answer_label
 from mcp_cascade.bridge.telegram import Backoff, TelegramClient, TelegramUnavailable, TokenRejected
 from mcp_cascade.bridge.updates import Incoming, incoming
@@ -48,7 +48,6 @@ class Inbound:
         ledger: Ledger,
         router: Router,
         sender: Sender,
-        outbound: Outbound,
         observer: Observer,
         poll_timeout_s: int = POLL_TIMEOUT_S,
         backoff: Backoff | None = None,
@@ -58,7 +57,6 @@ class Inbound:
         self._ledger = ledger
         self._router = router
         self._sender = sender
-        self._outbound = outbound
         self._observer = observer
         self._poll_timeout_s = poll_timeout_s
         self._backoff = backoff or Backoff()
@@ -78,13 +76,11 @@ class Inbound:
                 offset = await self._io(self._outbox.offset)
                 updates = await self._tg.call(
                     "getUpdates",
-                    lambda offset=offset: self._tg.get_updates(offset, self._poll_timeout_s),
+                    partial(self._tg.get_updates, offset, self._poll_timeout_s),
                     deadline_s=math.inf,
                 )
                 if updates:
-                    new = await self._io(
-                        self._outbox.ingest, [(u.update_id, u.to_json()) for u in updates]
-                    )
+                    new = await self._io(self._outbox.ingest, [(u.update_id, u.to_json()) for u in updates])
                     self._observer.emit(
                         Event("polled", level="debug", fields={"updates": len(updates), "new": new})
                     )
@@ -132,7 +128,9 @@ class Inbound:
                     )
                 )
                 await anyio.sleep(wait)
-                refreshed = [e for e in await self._io(self._outbox.pending, 64) if e.update_id == entry.update_id]
+                refreshed = [
+                    e for e in await self._io(self._outbox.pending, 64) if e.update_id == entry.update_id
+                ]
                 if not refreshed:
                     return
                 entry = refreshed[0]
@@ -214,16 +212,11 @@ class Inbound:
                 )
         except TelegramUnavailable as exc:
             self._observer.emit(
-                Event("feedback_failed", level="warning", response_id=response.id, session=session, reason=str(exc))
-            )
-
-    async def acknowledge(self, response: Response, session: str, reason: str) -> None:
-        """The Sender's AckHook: tier 2 tells the person their answer is kept for a session that is down."""
-        if response.chat_id is None:
-            return
-        try:
-            await self._outbound.acknowledge(response.chat_id, response.message_id, session, reason)
-        except TelegramUnavailable as exc:
-            self._observer.emit(
-                Event("ack_failed", level="warning", response_id=response.id, session=session, reason=str(exc))
+                Event(
+                    "feedback_failed",
+                    level="warning",
+                    response_id=response.id,
+                    session=session,
+                    reason=str(exc),
+                )
             )

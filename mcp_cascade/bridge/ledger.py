@@ -88,7 +88,16 @@ _PROMPT_COLUMNS = "token, kind, session, request_id, chat_id, message_id, text, 
 def _prompt(row: tuple[Any, ...]) -> Prompt:
     token, kind, session, request_id, chat_id, message_id, text, options, answer, answered_by = row
     return Prompt(
-        token, kind, session, request_id, int(chat_id), message_id, text, tuple(json.loads(options)), answer, answered_by
+        token,
+        kind,
+        session,
+        request_id,
+        int(chat_id),
+        message_id,
+        text,
+        tuple(json.loads(options)),
+        answer,
+        answered_by,
     )
 
 
@@ -129,7 +138,7 @@ class Ledger:
         return Prompt(token, kind, session, rid, chat_id, None, text, options, None, None)
 
     def sent(self, chat_id: int, message_id: int, session: str, token: str | None = None) -> None:
-        """A message went out for ``session``: remember it for replies, and make the session the chat's current one."""
+        """A message went out for ``session``: remember it for replies; the chat now talks to that session."""
         now = time.time()
         with self._lock, transaction(self._db, "ledger") as db:
             if token is not None:
@@ -153,7 +162,8 @@ class Ledger:
     def prompt_at(self, chat_id: int, message_id: int) -> Prompt | None:
         """The prompt shown as this message, if it is one."""
         row = self._one(
-            f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE chat_id = ? AND message_id = ?", (chat_id, message_id)
+            f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE chat_id = ? AND message_id = ?",
+            (chat_id, message_id),
         )
         return None if row is None else _prompt(row)
 
@@ -165,33 +175,38 @@ class Ledger:
     def open_permission(self, chat_id: int, request_id: str) -> Prompt | None:
         """The newest unanswered permission prompt with this code in this chat."""
         row = self._one(
-            f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE chat_id = ? AND request_id = ? AND kind = 'permission'"
-            " AND answer IS NULL ORDER BY created_at DESC LIMIT 1",
+            f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE chat_id = ? AND request_id = ?"
+            " AND kind = 'permission' AND answer IS NULL ORDER BY created_at DESC LIMIT 1",
             (chat_id, request_id),
         )
         return None if row is None else _prompt(row)
 
     def answer(self, token: str, answer: str, response_id: str) -> Prompt | None:
-        """First answer wins: record it unless another response answered first; return the prompt as it now is."""
+        """First answer wins: record it unless another response came first; return the prompt as it is now."""
         with self._lock:
             self._db.execute(
                 "UPDATE prompts SET answer = ?, answered_by = ? WHERE token = ? AND answer IS NULL",
                 (answer, response_id, token),
             )
-            row = self._db.execute(f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE token = ?", (token,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE token = ?", (token,)
+            ).fetchone()
         return None if row is None else _prompt(row)
 
     def session_of(self, chat_id: int, message_id: int) -> str | None:
         """The session a bot message was sent for."""
-        row = self._one("SELECT session FROM messages WHERE chat_id = ? AND message_id = ?", (chat_id, message_id))
+        row = self._one(
+            "SELECT session FROM messages WHERE chat_id = ? AND message_id = ?", (chat_id, message_id)
+        )
         return None if row is None else str(row[0])
 
     def choose(self, chat_id: int, session: str) -> None:
         """The person picked a session with /use: it stays the chat's session until the next /use."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO chats (chat_id, session, chosen, active_at) VALUES (?, ?, 1, ?) ON CONFLICT (chat_id)"
-                " DO UPDATE SET session = excluded.session, chosen = 1, active_at = excluded.active_at",
+                "INSERT INTO chats (chat_id, session, chosen, active_at) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT (chat_id) DO UPDATE"
+                " SET session = excluded.session, chosen = 1, active_at = excluded.active_at",
                 (chat_id, session, time.time()),
             )
 
@@ -206,8 +221,9 @@ class Ledger:
         """An allowed person wrote from this chat."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO chats (chat_id, seen_at) VALUES (?, ?) ON CONFLICT (chat_id) DO UPDATE SET seen_at = ?",
-                (chat_id, time.time(), time.time()),
+                "INSERT INTO chats (chat_id, seen_at) VALUES (?, ?)"
+                " ON CONFLICT (chat_id) DO UPDATE SET seen_at = excluded.seen_at",
+                (chat_id, time.time()),
             )
 
     def chats(self) -> list[int]:

@@ -73,7 +73,7 @@ class Outbox:
         return None if row is None else int(row[0])
 
     def ingest(self, updates: Sequence[tuple[int, str]], now: float | None = None) -> int:
-        """Record ``(update_id, json)`` pairs and the next offset in one durable commit; returns how many were new."""
+        """Record ``(update_id, json)`` pairs and the next offset in one FULL commit; return the new count."""
         if not updates:
             return 0
         now = time.time() if now is None else now

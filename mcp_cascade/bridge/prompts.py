@@ -15,10 +15,11 @@ import anyio.to_thread
 
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.ledger import Ledger, Prompt
-from mcp_cascade.bridge.telegram import TelegramClient, split_text, truncate
+from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable, split_text, truncate
 from mcp_cascade.bridge.updates import button_data
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
+from mcp_cascade.response import Response
 
 T = TypeVar("T")
 _LABEL_MAX = 60
@@ -62,7 +63,11 @@ class Outbound:
             Event(
                 "prompt_sent",
                 session=prompt.session,
-                fields={"kind": prompt.kind, "request_id": prompt.request_id, "message_id": message.message_id},
+                fields={
+                    "kind": prompt.kind,
+                    "request_id": prompt.request_id,
+                    "message_id": message.message_id,
+                },
             )
         )
         return {"request_id": prompt.request_id, "chat_id": prompt.chat_id, "message_id": message.message_id}
@@ -90,10 +95,13 @@ class Outbound:
             if part.strip():
                 body += f"\n\n{part.strip()}"
         text = truncate(body, 4096 - len(footer)) + footer
-        prompt = await self._io(
-            self._ledger.new_prompt, "permission", session, chat, text, (), request_id
-        )
-        buttons = [[("✅ Allow", button_data("p", prompt.token, "a")), ("❌ Deny", button_data("p", prompt.token, "d"))]]
+        prompt = await self._io(self._ledger.new_prompt, "permission", session, chat, text, (), request_id)
+        buttons = [
+            [
+                ("✅ Allow", button_data("p", prompt.token, "a")),
+                ("❌ Deny", button_data("p", prompt.token, "d")),
+            ]
+        ]
         return await self._send_prompt(prompt, buttons)
 
     async def reply(self, session: str, chat_id: int, text: str) -> dict[str, Any]:
@@ -108,11 +116,21 @@ class Outbound:
             ids.append(message.message_id)
         return {"chat_id": chat_id, "message_id": ids[0], "message_ids": ids}
 
-    async def acknowledge(self, chat_id: int, reply_to: int | None, session: str, reason: str) -> None:
-        """Tier 2's direct word to the person: the answer is kept and will reach the session later."""
-        message = await self._tg.send(
-            chat_id,
-            f"⏳ Queued for {session} ({reason}); it will be delivered when the session is back.",
-            reply_to=reply_to,
-        )
-        await self._io(self._ledger.sent, chat_id, message.message_id, session)
+    async def ack(self, response: Response, session: str, reason: str) -> None:
+        """The Sender's AckHook: tier 2's direct word that the answer is kept for a session that is down."""
+        if response.chat_id is None:
+            return
+        try:
+            message = await self._tg.send(
+                response.chat_id,
+                f"⏳ Queued for {session} ({reason}); it will be delivered when the session is back.",
+                reply_to=response.message_id,
+            )
+        except TelegramUnavailable as exc:
+            self._observer.emit(
+                Event(
+                    "ack_failed", level="warning", response_id=response.id, session=session, reason=str(exc)
+                )
+            )
+            return
+        await self._io(self._ledger.sent, response.chat_id, message.message_id, session)

@@ -115,7 +115,9 @@ class Router:
         session = session or self.current(inc.chat_id)
         if session is None:
             return Say("No Claude Code session is running with mcp-cascade, so there is nobody to tell.")
-        return Deliver(self._response(inc, session, type="message", text=inc.text, request_id=request_id), session)
+        return Deliver(
+            self._response(inc, session, type="message", text=inc.text, request_id=request_id), session
+        )
 
     def _tap(self, inc: Incoming) -> Decision:
         button = parse_button(inc.callback_data)
@@ -139,7 +141,7 @@ class Router:
             response = self._response(
                 inc, prompt.session, type="permission", request_id=prompt.request_id, behavior=answer
             )
-        elif inc.kind == "callback":
+        else:
             response = self._response(
                 inc,
                 prompt.session,
@@ -149,8 +151,6 @@ class Router:
                 text=answer,
                 meta={"option_index": str(index)},
             )
-        else:
-            response = self._response(inc, prompt.session, type="message", text=inc.text, request_id=prompt.request_id)
         return Deliver(response, prompt.session)
 
     def _response(self, inc: Incoming, session: str, **fields: Any) -> Response:
@@ -158,7 +158,11 @@ class Router:
             "id": inc.response_id,
             "user": {
                 k: v
-                for k, v in (("id", inc.user.id), ("username", inc.user.username), ("first_name", inc.user.first_name))
+                for k, v in (
+                    ("id", inc.user.id),
+                    ("username", inc.user.username),
+                    ("first_name", inc.user.first_name),
+                )
                 if v is not None
             },
             "timestamp": inc.timestamp,
@@ -206,7 +210,9 @@ class Router:
             return Say("Usage: /use NAME (see /sessions)")
         known = [d for d, _ in list_sessions(self.home)]
         labels = {s.session_id for s in self.live() if s.label == name}
-        matches = [d for d in known if d == name] or [d for d in known if d.startswith(name)] or sorted(labels)
+        matches = (
+            [d for d in known if d == name] or [d for d in known if d.startswith(name)] or sorted(labels)
+        )
         if not matches:
             return Say(f"No session {name!r}; /sessions lists them.")
         if len(matches) > 1:

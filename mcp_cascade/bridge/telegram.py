@@ -198,7 +198,9 @@ class TelegramClient:
                     )
                 )
                 if time.monotonic() + wait > give_up:
-                    raise TelegramUnavailable(f"{method}: {exc.message} (gave up after {deadline_s:g} s)") from exc
+                    raise TelegramUnavailable(
+                        f"{method}: {exc.message} (gave up after {deadline_s:g} s)"
+                    ) from exc
                 await anyio.sleep(wait)
                 attempt += 1
                 continue
