@@ -117,13 +117,13 @@ class Outbound:
         return {"chat_id": chat_id, "message_id": ids[0], "message_ids": ids}
 
     async def ack(self, response: Response, session: str, reason: str) -> None:
-        """The Sender's AckHook: tier 2's direct word that the answer is kept for a session that is down."""
+        """The Sender's AckHook: tier 2's direct word that the answer is kept (tier 1 did not take it)."""
         if response.chat_id is None:
             return
         try:
             message = await self._tg.send(
                 response.chat_id,
-                f"⏳ Queued for {session} ({reason}); it will be delivered when the session is back.",
+                f"⏳ Queued for {session} ({reason}): it reaches the session as soon as it can take it.",
                 reply_to=response.message_id,
             )
         except TelegramUnavailable as exc:
