@@ -175,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-id", type=int, default=0, help="the answering user's Telegram id (default 0)")
     add_config_flags(p)
 
+    from mcp_cascade.bridge.commands import cmd_bridge, cmd_fake_telegram
+
+    p = command(
+        "bridge", cmd_bridge, "the Telegram bridge: one bot for every session (token: TELEGRAM_BOT_TOKEN)"
+    )
+    add_config_flags(p)
+    actions = p.add_subparsers(dest="bridge_command", metavar="ACTION")
+    pair = actions.add_parser("pair", help="allow the person a pairing code was given to")
+    pair.add_argument("code", help="the code the bot sent")
+    pair.add_argument("--home", dest="pair_home", help="state directory (as for the bridge)")
+    p = command("fake-telegram", cmd_fake_telegram, "a local fake Telegram Bot API (prints its base URL)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    p.add_argument("--token", help="accept only this bot token (default: any)")
+
     from mcp_cascade import inspect as inspect_command
 
     p = command("inspect", inspect_command.run, "the operator's view: status, queue, trace, watch, selftest")

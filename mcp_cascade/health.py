@@ -139,35 +139,48 @@ def file_problems(facts: FileFacts) -> list[Problem]:
 
 @dataclass(frozen=True, slots=True)
 class BridgeFacts:
-    """What the bridge knows about its tier (2: direct acknowledgment and redelivery).
+    """What the bridge knows about its tier (2: answers in from Telegram, acknowledgment, redelivery).
 
-    ``last_poll_age_s`` is the time since the last successful Telegram call (None
-    before the first); ``breakers`` maps each session whose breaker is not
-    closed to its state and the unix time of its next probe.
+    ``telegram_ok_age_s`` is the time since the last successful Bot API call
+    (None before the first); ``breakers`` maps each session whose breaker is not
+    closed to its state and the unix time of its next probe; the oldest pending
+    age is that of the bridge's outbox.
     """
 
-    polling: bool
-    last_poll_age_s: float | None
+    telegram_ok_age_s: float | None
+    telegram_failures: int
+    telegram_error: str | None
     stale_after_s: float
     breakers: Mapping[str, tuple[str, float | None]]
-    outbox_overdue: int
-    last_error: LastError | None
+    oldest_pending_age_s: float
+    overall_timeout_s: float
 
 
 def bridge_problems(facts: BridgeFacts, now: float) -> list[Problem]:
     """The bridge tier's problems."""
     problems: list[Problem] = []
-    if not facts.polling:
-        problems.append(Problem("the Telegram poller has stopped: no answer can arrive", fatal=True))
-    elif facts.last_poll_age_s is not None and facts.last_poll_age_s > facts.stale_after_s:
-        problems.append(Problem(f"no successful Telegram call for {facts.last_poll_age_s:.0f}s", fatal=True))
+    if facts.telegram_failures:
+        calls = f"{facts.telegram_failures} failed call{'s' if facts.telegram_failures > 1 else ''}"
+        error = f": {facts.telegram_error}" if facts.telegram_error else ""
+        if facts.telegram_ok_age_s is None:
+            problems.append(Problem(f"Telegram has not answered yet ({calls}){error}", fatal=True))
+        elif facts.telegram_ok_age_s > facts.stale_after_s:
+            problems.append(
+                Problem(
+                    f"Telegram has not answered for {facts.telegram_ok_age_s:.0f}s ({calls}){error}",
+                    fatal=True,
+                )
+            )
+        else:
+            problems.append(Problem(f"Telegram calls are failing ({calls}){error}"))
     for session, (state, next_probe_at) in sorted(facts.breakers.items()):
         probe = f", next probe in {max(0.0, next_probe_at - now):.1f}s" if next_probe_at is not None else ""
         problems.append(Problem(f"breaker towards {session} is {state.replace('_', '-')}{probe}"))
-    if facts.outbox_overdue:
+    if facts.oldest_pending_age_s > facts.overall_timeout_s:
         problems.append(
-            Problem(f"{facts.outbox_overdue} responses in the outbox are past the overall timeout")
+            Problem(
+                f"a response has waited {facts.oldest_pending_age_s:.0f}s in the outbox "
+                f"(overall timeout {facts.overall_timeout_s:g}s)"
+            )
         )
-    if facts.last_error is not None and facts.last_error.recent(now):
-        problems.append(Problem(f"error {now - facts.last_error.at:.0f}s ago: {facts.last_error.error}"))
     return problems

@@ -71,8 +71,8 @@ class ServeState:
         return max(0.0, now - self.oldest_pending) if self.oldest_pending else 0.0
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind the sidecar's socket here, so a taken port is our clear error, not uvicorn's sys.exit."""
+def bind_socket(host: str, port: int, key: str = "sidecar_port") -> socket.socket:
+    """Bind here, so a taken port is our clear error (naming ``key``), not uvicorn's sys.exit."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit it: without it, Nagle holds the response body behind the headers.
@@ -81,7 +81,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError("sidecar_port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise ConfigError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.listen(1024)
     sock.setblocking(False)
     return sock

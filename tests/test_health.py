@@ -147,21 +147,32 @@ async def test_serve_reports_each_tier_with_the_detail_behind_its_status(home: P
 
 def bridge(**kw: Any) -> BridgeFacts:
     healthy = BridgeFacts(
-        polling=True, last_poll_age_s=1.0, stale_after_s=90.0, breakers={}, outbox_overdue=0, last_error=None
+        telegram_ok_age_s=1.0,
+        telegram_failures=0,
+        telegram_error=None,
+        stale_after_s=90.0,
+        breakers={},
+        oldest_pending_age_s=0.0,
+        overall_timeout_s=10.0,
     )
     return replace(healthy, **kw)
 
 
 def test_bridge_facts_become_problems_an_operator_can_act_on() -> None:
     assert bridge_problems(bridge(), NOW) == []
-    assert bridge_problems(bridge(last_poll_age_s=None), NOW) == []  # not polled yet: nothing known
-    assert tier_status(bridge_problems(bridge(polling=False), NOW)) == "down"
-    (stale,) = bridge_problems(bridge(last_poll_age_s=120.0), NOW)
-    assert stale.fatal and "120s" in stale.text
+    assert bridge_problems(bridge(telegram_ok_age_s=None), NOW) == []  # not polled yet, nothing failed
+    (never,) = bridge_problems(bridge(telegram_ok_age_s=None, telegram_failures=3, telegram_error="401"), NOW)
+    assert never.fatal and never.text == "Telegram has not answered yet (3 failed calls): 401"
+    (stale,) = bridge_problems(bridge(telegram_ok_age_s=120.0, telegram_failures=9), NOW)
+    assert stale.fatal and stale.text.startswith("Telegram has not answered for 120s")
+    (flaky,) = bridge_problems(
+        bridge(telegram_ok_age_s=20.0, telegram_failures=1, telegram_error="timeout"), NOW
+    )
+    assert not flaky.fatal and flaky.text == "Telegram calls are failing (1 failed call): timeout"
     (open_breaker,) = bridge_problems(bridge(breakers={"app": ("open", NOW + 2.5)}), NOW)
     assert not open_breaker.fatal
     assert open_breaker.text == "breaker towards app is open, next probe in 2.5s"
     (probing,) = bridge_problems(bridge(breakers={"app": ("half_open", None)}), NOW)
     assert probing.text == "breaker towards app is half-open"
-    (overdue,) = bridge_problems(bridge(outbox_overdue=2), NOW)
-    assert "2 responses in the outbox" in overdue.text
+    (overdue,) = bridge_problems(bridge(oldest_pending_age_s=12.0), NOW)
+    assert overdue.text == "a response has waited 12s in the outbox (overall timeout 10s)"

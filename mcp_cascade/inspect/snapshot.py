@@ -207,7 +207,7 @@ async def _bridge(client: httpx.AsyncClient, home: Path) -> BridgeView:
         detail=f"pid {pid}, {info.get('api_url', '')}",
         pid=pid,
         status=health.get("status") if isinstance(health, dict) else None,
-        latency=_histogram_latency(metrics),
+        latency=_recent_latency(health) or _histogram_latency(metrics),
         outcomes=_outcomes(metrics),
         failovers=_failovers(metrics),
         breakers=_breakers(metrics, health),
@@ -222,6 +222,15 @@ def _outcomes(metrics: Scrape | None) -> dict[str, float]:
     for s in metrics.select("mcp_cascade_responses_total"):
         totals[s.labels["outcome"]] = totals.get(s.labels["outcome"], 0.0) + s.value
     return totals
+
+
+def _recent_latency(health: Any) -> dict[str, Latency]:
+    """The bridge's window of recent deliveries per tier, where its health gives one."""
+    tier = ((health or {}).get("tiers") or {}).get("bridge") if isinstance(health, dict) else None
+    figures = tier.get("latency_ms") if isinstance(tier, dict) else None
+    if not isinstance(figures, dict):
+        return {}
+    return {t: Latency(int(f["n"]), f["p50_ms"], f["p99_ms"]) for t, f in figures.items()}
 
 
 def _histogram_latency(metrics: Scrape | None) -> dict[str, Latency]:
