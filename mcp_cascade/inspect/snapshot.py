@@ -262,17 +262,17 @@ def _failovers(metrics: Scrape | None) -> tuple[Failover, ...]:
 
 
 def _breakers(metrics: Scrape | None, health: Any) -> dict[str, Breaker]:
-    """Each session's breaker state from the metrics, with its next probe time from health where given."""
-    probes: dict[str, float] = {}
-    for session, detail in _health_breakers(health).items():
-        if isinstance(detail, dict) and isinstance(detail.get("next_probe_at"), int | float):
-            probes[session] = float(detail["next_probe_at"])
+    """Each session's breaker: from the bridge's health (state and next probe), else from its metrics."""
     found: dict[str, Breaker] = {}
     if metrics is not None:
         for s in metrics.select("mcp_cascade_breaker_state"):
             if s.value == 1:
-                session = s.labels["session"]
-                found[session] = Breaker(s.labels["state"], probes.get(session))
+                found[s.labels["session"]] = Breaker(s.labels["state"])
+    for session, detail in _health_breakers(health).items():
+        if isinstance(detail, dict) and isinstance(detail.get("state"), str):
+            probe = detail.get("next_probe_at")
+            at = float(probe) if isinstance(probe, int | float) else None
+            found[session] = Breaker(detail["state"], at)
     return found
 
 
