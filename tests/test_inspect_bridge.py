@@ -92,8 +92,9 @@ async def test_status_reports_two_sessions_and_the_bridge_with_one_breaker_open(
     assert bridge_view["liveness"] == "live"
     assert bridge_view["status"] == "degraded"
     assert bridge_view["breakers"]["proj-b"]["state"] == "open"
-    problems = bridge_view["health"]["tiers"]["bridge"]["problems"]
-    assert any(p.startswith("breaker towards proj-b is open, next probe in") for p in problems)
+    assert any(
+        p.startswith("bridge: breaker towards proj-b is open, next probe in") for p in bridge_view["problems"]
+    )
     failovers = {(f["from_tier"], f["to_tier"], f["reason"]) for f in bridge_view["failovers"]}
     assert ("1", "2", "refused") in failovers
     assert ("2", "3", "breaker_open") in failovers
@@ -101,4 +102,5 @@ async def test_status_reports_two_sessions_and_the_bridge_with_one_breaker_open(
     assert set(bridge_view["latency"]) >= {"1"}
 
     assert "proj-b" in table.stdout and "open probe in" in table.stdout
+    assert "breaker towards proj-b is open" in table.stdout
     assert "Failovers since the bridge started" in table.stdout and "breaker_open" in table.stdout

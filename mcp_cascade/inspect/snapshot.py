@@ -85,6 +85,7 @@ class BridgeView:
     detail: str
     pid: int | None = None
     status: str | None = None
+    problems: tuple[str, ...] = ()
     latency: Mapping[str, Latency] = field(default_factory=dict)
     outcomes: Mapping[str, float] = field(default_factory=dict)
     failovers: tuple[Failover, ...] = ()
@@ -144,10 +145,8 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         view = await _offline(home, name, "unreachable", f"pid {info.pid} does not answer: {exc!r}", info.pid)
         return replace(view, label=info.label)
     tiers = health.get("tiers", {}) if isinstance(health, dict) else {}
-    problems: list[str] = []
     latency: dict[str, Latency] = {}
-    for tier_name, tier in tiers.items():
-        problems.extend(f"{tier_name}: {p}" for p in tier.get("problems", []))
+    for tier in tiers.values():
         for number, figures in (tier.get("latency_ms") or {}).items():
             latency[number] = Latency(int(figures["n"]), figures["p50_ms"], figures["p99_ms"])
     return SessionView(
@@ -158,7 +157,7 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         label=info.label,
         status=health.get("status"),
         tiers={tier_name: str(tier.get("status")) for tier_name, tier in tiers.items()},
-        problems=tuple(problems),
+        problems=_problems(health),
         queue_depth=health.get("queue_depth"),
         oldest_pending_age_s=health.get("oldest_pending_age_s"),
         latency=latency,
@@ -207,11 +206,25 @@ async def _bridge(client: httpx.AsyncClient, home: Path) -> BridgeView:
         detail=f"pid {pid}, {info.get('api_url', '')}",
         pid=pid,
         status=health.get("status") if isinstance(health, dict) else None,
+        problems=_problems(health),
         latency=_recent_latency(health) or _histogram_latency(metrics),
         outcomes=_outcomes(metrics),
         failovers=_failovers(metrics),
         breakers=_breakers(metrics, health),
         health=health if isinstance(health, dict) else None,
+    )
+
+
+def _problems(health: Any) -> tuple[str, ...]:
+    """Every tier's problem sentences, prefixed with the tier's name."""
+    tiers = health.get("tiers") if isinstance(health, dict) else None
+    if not isinstance(tiers, dict):
+        return ()
+    return tuple(
+        f"{name}: {problem}"
+        for name, tier in tiers.items()
+        if isinstance(tier, dict)
+        for problem in tier.get("problems") or ()
     )
 
 

@@ -130,6 +130,13 @@ def bridge(view: BridgeView, now: float) -> RenderableType:
         view.detail,
     )
     parts: list[RenderableType] = [head]
+    if view.problems:
+        notes = Table.grid(padding=(0, 2))
+        notes.add_column(style="bold", no_wrap=True)
+        notes.add_column(overflow="fold")
+        for problem in view.problems:
+            notes.add_row("bridge", problem)
+        parts.append(notes)
     if view.breakers:
         breakers = Table(title="Breakers", title_justify="left")
         for column in ("session", "state", "next probe"):
