@@ -131,11 +131,10 @@ def bridge(view: BridgeView, now: float) -> RenderableType:
     )
     parts: list[RenderableType] = [head]
     if view.problems:
-        notes = Table.grid(padding=(0, 2))
-        notes.add_column(style="bold", no_wrap=True)
+        notes = Table.grid()
         notes.add_column(overflow="fold")
         for problem in view.problems:
-            notes.add_row("bridge", problem)
+            notes.add_row(problem)
         parts.append(notes)
     if view.breakers:
         breakers = Table(title="Breakers", title_justify="left")
