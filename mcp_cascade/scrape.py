@@ -85,17 +85,3 @@ def bucket_quantile(q: float, buckets: Iterable[Series]) -> float | None:
             return lower + (bound - lower) * (rank - below) / (count - below)
         lower, below = bound, count
     return lower
-
-
-def minus(after: Scrape, before: Scrape | None) -> Scrape:
-    """Counters and histogram buckets of ``after`` less ``before`` (a window between two scrapes)."""
-    if before is None:
-        return after
-    earlier = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in before.series}
-    return Scrape(
-        tuple(
-            Series(s.name, s.labels, s.value - earlier.get((s.name, tuple(sorted(s.labels.items()))), 0.0))
-            for s in after.series
-        ),
-        after.types,
-    )
