@@ -188,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("fake-telegram", cmd_fake_telegram, "a local fake Telegram Bot API (prints its base URL)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     p.add_argument("--token", help="accept only this bot token (default: any)")
+
+    from mcp_cascade.demo.command import cmd_demo
+
+    p = command(
+        "demo",
+        cmd_demo,
+        "run the whole cascade locally (fake Telegram, the real bridge and sessions), break it one piece"
+        " at a time, and check that every answer arrived exactly once",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON report on stdout and nothing else")
     return parser
 
 
