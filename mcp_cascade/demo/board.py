@@ -2,8 +2,9 @@
 
 - what each session received: the frames a :class:`ServeProcess` read on serve's
   stdout (channel notifications carry the tier in their ``meta``);
-- failovers and which tier pushed a permission verdict: the audit trail
-  (``$HOME/audit.jsonl``, written by the bridge and by each serve);
+- failovers, the bridge's receipts and which tier pushed a permission
+  verdict: the audit trail (``$HOME/audit.jsonl``, written by the bridge and
+  by each serve);
 - breaker transitions: the bridge's JSON log lines (``event: breaker``), which
   name the response whose attempt moved the breaker;
 - breaker states now: the bridge's ``GET /health/bridge``.
@@ -104,6 +105,7 @@ class Board:
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)  # the last /health/bridge answer
     pushed: dict[str, int] = field(default_factory=dict)  # response id → tier, from serve's audit records
     permissions: dict[str, str] = field(default_factory=dict)  # request id → the tap's response id
+    receipts: dict[str, dict[str, Any]] = field(default_factory=dict)  # the bridge's "sent" records
     step: str = ""
     on_note: Callable[[Note], None] = lambda note: None
     _changed: anyio.Event = field(default_factory=anyio.Event)
@@ -231,12 +233,16 @@ def audit_handler(board: Board) -> Callable[[dict[str, Any]], None]:
                 str(record.get("reason") or ""),
             )
             board.failovers.append(failover)
+            detail = f" — {_clip(failover.detail.split(';')[0], 60)}" if failover.detail else ""
             board.note(
                 "failover",
-                f"failover {failover.from_tier} → {failover.to_tier}: {failover.reason}",
+                f"failover {failover.from_tier} → {failover.to_tier}: {failover.reason}{detail}",
                 failover.session,
                 at=failover.at,
             )
+            board.poke()
+        elif record.get("event") == "sent" and record.get("component") == "bridge":
+            board.receipts[str(record.get("response_id"))] = record
             board.poke()
         elif record.get("event") == "pushed" and isinstance(record.get("tier"), int):
             board.pushed[str(record.get("response_id"))] = int(record["tier"])
@@ -280,5 +286,9 @@ async def poll_health(api_url: str, board: Board) -> None:
             await anyio.sleep(_POLL_S)
 
 
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _quote(text: str, width: int = 40) -> str:
-    return json.dumps(text if len(text) <= width else text[: width - 1] + "…", ensure_ascii=False)
+    return json.dumps(_clip(text, width), ensure_ascii=False)

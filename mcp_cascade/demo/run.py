@@ -64,8 +64,7 @@ def run_demo(*, json_out: bool, home: Path | None = None) -> int:
         print(json.dumps(report, indent=2))
     if stopped is not None:
         return 128 + stopped
-    ok = report["verdict"]["exactly_once"] and not report.get("error")
-    return 0 if ok else 1
+    return 0 if report["verdict"]["exactly_once"] else 1
 
 
 async def _main(
@@ -85,6 +84,7 @@ async def _main(
         with anyio.fail_after(DEADLINE_S):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_signals)
+                tg.start_soon(show.printer)
 
                 async def play() -> None:
                     if console.is_terminal:
@@ -108,6 +108,7 @@ async def _main(
             error = f"step {board.step!r}: {type(inner).__name__}: {inner}"
         else:
             raise
+    show.flush()
     report = _report(board, scenario, time.perf_counter() - board.origin, error, home if kept else None)
     show.summary(report)
     return report, stopped
@@ -130,7 +131,7 @@ def _innermost(exc: BaseException) -> BaseException:
 def _report(
     board: Board, scenario: Scenario, elapsed: float, error: str | None, home: Path | None
 ) -> dict[str, Any]:
-    verdict = board.tally.verdict()
+    verdict = board.tally.verdict(complete=error is None)
     report: dict[str, Any] = {
         "verdict": verdict.to_dict(),
         "tiers": {str(t): f.to_dict() for t, f in board.tally.tiers().items()},

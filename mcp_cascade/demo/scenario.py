@@ -279,17 +279,23 @@ class Scenario:
             front.kill(signal.SIGKILL)
             await front.wait_exit()
             self.board.note("info", "serve killed", FRONTEND)
-            for text in ("use the blue button", "and add a logout link"):
+            held = [
                 self.says(text, FRONTEND, reply_to=said, held=True)
-            inbox = SessionPaths(self.home, FRONTEND).inbox / "new"
+                for text in ("use the blue button", "and add a logout link")
+            ]
+            receipts = self.board.receipts
+            await self.board.wait_for(
+                lambda: all(receipts.get(r, {}).get("status") == "queued" for r in held),
+                _WAIT_S,
+                "the bridge to queue both answers",
+            )
             try:
-                await self.fake.wait_for(lambda: len(self.fake_acks(FRONTEND)) >= 2, timeout=_WAIT_S)
+                await self.fake.wait_for(lambda: len(self.fake_acks(FRONTEND)) >= len(held), timeout=_WAIT_S)
             except TimeoutError as exc:
                 raise TimeoutError(f"waited {_WAIT_S:g} s for the bridge to tell the person") from exc
-            waiting = len(list(inbox.glob("*.json")))
-            self.board.note("info", f"the person was told; {waiting} answers wait in the inbox", FRONTEND)
+            waiting = len(list((SessionPaths(self.home, FRONTEND).inbox / "new").glob("*.json")))
+            self.board.note("info", f"{waiting} answers wait in the inbox; the person was told", FRONTEND)
         async with self.step("restart", "frontend starts again: the queued answers arrive"):
-            held = [s.response_id for s in self.board.tally.sent.values() if s.held]
             await front.start()
             await front.wait_session()
             await front.initialize()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -16,6 +21,7 @@ from mcp_cascade.demo.board import Board, Note
 
 TIER_NAMES = {1: "webhook", 2: "bridge redelivery", 3: "inbox"}
 _TIER_STYLE = {1: "green", 2: "yellow", 3: "cyan"}
+HOLD_S = 0.25
 _NOTE_STYLE = {"step": "bold", "failover": "yellow", "breaker": "bold red", "info": "dim", "arrival": ""}
 
 
@@ -27,14 +33,35 @@ def tier_label(tier: int | None) -> Text:
 
 
 class Show:
-    """Prints the board's notes as they come, with a live panel under them (in a terminal)."""
+    """Prints the board's notes in time order, with a live panel under them (in a terminal).
+
+    Notes read from files (the audit trail, the bridge's log) reach the board a
+    poll period after they happened, stamped with their own time; holding every
+    note back for :data:`HOLD_S` lets the log come out in the order things happened.
+    """
 
     def __init__(self, console: Console, board: Board) -> None:
         self.console = console
         self.board = board
+        self._held: list[tuple[float, int, Note]] = []
+        self._seq = itertools.count()
 
     def note(self, note: Note) -> None:
-        """One event-log line."""
+        """Queue one event-log line."""
+        heapq.heappush(self._held, (note.at, next(self._seq), note))
+
+    def flush(self, until: float = math.inf) -> None:
+        """Print the queued lines that happened before ``until``, oldest first."""
+        while self._held and self._held[0][0] <= until:
+            self._print(heapq.heappop(self._held)[2])
+
+    async def printer(self) -> None:
+        """Release lines once they are :data:`HOLD_S` old, until cancelled."""
+        while True:
+            self.flush(time.perf_counter() - HOLD_S)
+            await anyio.sleep(HOLD_S / 4)
+
+    def _print(self, note: Note) -> None:
         at = Text(f"{note.at - self.board.origin:6.2f}s ", style="dim")
         if note.kind == "step":
             self.console.print(Text.assemble("\n", at, Text("▶ " + note.text, style="bold")), soft_wrap=True)
@@ -117,10 +144,12 @@ class Show:
                 f"flagged redeliveries (unknown outcome after a kill, not duplicates): {len(redelivered)}"
             )
         if report.get("error"):
-            self.console.print(Text(f"demo failed: {report['error']}", style="bold red"))
+            self.console.print(Text(f"demo failed: {report['error']}", style="bold red"), soft_wrap=True)
         self.console.print(f"finished in {report['elapsed_s']:.1f} s")
-        ok = report["verdict"]["exactly_once"] and not report.get("error")
-        self.console.print(Text(report["verdict"]["line"], style="bold green" if ok else "bold red"))
+        ok = report["verdict"]["exactly_once"]
+        self.console.print(
+            Text(report["verdict"]["line"], style="bold green" if ok else "bold red"), soft_wrap=True
+        )
 
 
 def _ms(value: float | None) -> str:

@@ -67,6 +67,7 @@ class Verdict:
 
     sent: int
     delivered: int
+    complete: bool = True  # the scenario ran to its end
     missing: tuple[str, ...] = ()
     duplicates: tuple[str, ...] = ()
     misrouted: tuple[str, ...] = ()
@@ -75,8 +76,8 @@ class Verdict:
 
     @property
     def exactly_once(self) -> bool:
-        """True when nothing is missing, repeated without a flag, misrouted or unexpected."""
-        return not (self.missing or self.duplicates or self.misrouted or self.unexpected)
+        """The run completed, and nothing is missing, repeated without a flag, misrouted or unexpected."""
+        return self.complete and not (self.missing or self.duplicates or self.misrouted or self.unexpected)
 
     def line(self) -> str:
         """The one-line summary the demo ends with."""
@@ -85,7 +86,8 @@ class Verdict:
             if self.redelivered:
                 text += f"; {len(self.redelivered)} flagged redelivery after a kill (unknown outcome)"
             return text
-        problems = [
+        problems = [] if self.complete else ["the run stopped early"]
+        problems += [
             f"{len(ids)} {name}"
             for name, ids in (
                 ("missing", self.missing),
@@ -95,13 +97,17 @@ class Verdict:
             )
             if ids
         ]
-        return f"every response delivered exactly once: NO ({', '.join(problems)} of {self.sent})"
+        return (
+            "every response delivered exactly once: NO"
+            f" ({', '.join(problems)}; {self.delivered} of {self.sent} delivered)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "exactly_once": self.exactly_once,
             "line": self.line(),
+            "complete": self.complete,
             "sent": self.sent,
             "delivered": self.delivered,
             "duplicates": len(self.duplicates),
@@ -146,8 +152,8 @@ class Tally:
         arrived = {a.response_id for a in self.arrivals}
         return [r for r in (self.sent if ids is None else ids) if r not in arrived]
 
-    def verdict(self) -> Verdict:
-        """Compare what was sent with what each session received."""
+    def verdict(self, *, complete: bool = True) -> Verdict:
+        """Compare what was sent with what each session received (``complete``: the run got to its end)."""
         seen: Counter[str] = Counter()
         duplicates: list[str] = []
         redelivered: list[str] = []
@@ -167,6 +173,7 @@ class Tally:
         return Verdict(
             sent=len(self.sent),
             delivered=sum(1 for r in self.sent if seen[r]),
+            complete=complete,
             missing=tuple(missing),
             duplicates=tuple(duplicates),
             misrouted=tuple(misrouted),
