@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         " at a time, and check that every answer arrived exactly once",
     )
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout and nothing else")
+    p.epilog = (
+        "It runs in a temporary home, removed at the end (never in your own); with --home DIR it runs in"
+        " DIR, which must be empty, and keeps it. Exit 0 only when every answer arrived exactly once."
+    )
     return parser
 
 

@@ -34,6 +34,7 @@ from mcp_cascade.testing import ServeProcess
 CHANNEL = "notifications/claude/channel"
 PERMISSION = "notifications/claude/channel/permission"
 _POLL_S = 0.02
+_HEALTH_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,7 @@ async def follow_jsonl(path: Path, handle: Callable[[dict[str, Any]], None]) -> 
                 continue  # a library's plain-text line on stderr
             if isinstance(record, dict):
                 handle(record)
-        await anyio.sleep(_POLL_S)
+        await anyio.sleep(_POLL_S)  # other processes append: poll, as `tail -f` does
 
 
 def _read_from(path: Path, offset: int) -> bytes:
@@ -283,7 +284,7 @@ async def poll_health(api_url: str, board: Board) -> None:
             if isinstance(answer, dict) and answer.get("breakers") != board.breakers:
                 board.breakers = dict(answer.get("breakers") or {})
                 board.poke()
-            await anyio.sleep(_POLL_S)
+            await anyio.sleep(_HEALTH_S)
 
 
 def _clip(text: str, width: int) -> str:

@@ -265,9 +265,14 @@ class Scenario:
             )
         async with self.step("recover", "the link heals: the breaker's probe succeeds and closes it"):
             proxy.set(Fault.PASS)
-            due = self.board.breakers.get(BACKEND, {}).get("next_probe_at") or time.time()
-            await anyio.sleep(max(0.0, float(due) - time.time()))  # the breaker's own schedule
-            await self.arrived(self.says("back online?", BACKEND, reply_to=said))
+            for attempt in range(1, 6):
+                due = self.board.breakers.get(BACKEND, {}).get("next_probe_at") or time.time()
+                await anyio.sleep(max(0.0, float(due) - time.time()))  # the breaker's own schedule
+                response_id = self.says(f"back online? ({attempt})", BACKEND, reply_to=said)
+                await self.arrived(response_id)
+                first = self.board.tally.first(response_id)
+                if first is not None and first.tier == 1:  # the probe went through
+                    break
             await self.board.wait_for(
                 lambda: self.board.breaker_state(BACKEND) == "closed", _WAIT_S, "backend's breaker to close"
             )

@@ -124,7 +124,7 @@ class Show:
         held = report["held"]
         self.console.print(
             Text(
-                "latency: the person's answer → the frame on the session's stdin"
+                "latency: the person's answer → the session's notification, as Claude Code reads it"
                 + (
                     f"; {held} answers given while their session was down are counted, not timed"
                     if held
