@@ -65,8 +65,24 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     os._exit(code)
 
 
+def config_table() -> str:
+    """Every configuration key as a Markdown table: default, environment variable, flag, meaning."""
+    rows = ["| key | default | environment | flag | meaning |", "|---|---|---|---|---|"]
+    for key in KEYS:
+        info = Config.model_fields[key]
+        default = json.dumps(info.default if not isinstance(info.default, tuple) else list(info.default))
+        flag = "--" + key.replace("_", "-")
+        rows.append(
+            f"| `{key}` | `{default}` | `{ENV_PREFIX}{key.upper()}` | `{flag}` | {info.description} |"
+        )
+    return "\n".join(rows)
+
+
 def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the effective configuration and where each value came from."""
+    if args.markdown:
+        print(config_table())
+        return 0
     loaded = load(args, env)
     values = loaded.config.model_dump(mode="json")
     if args.json:
@@ -157,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("config", cmd_config, "print the effective configuration and where each value came from")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="print every key as a Markdown table and exit")
     add_config_flags(p)
 
     command("schema", cmd_schema, "print the response JSON Schema")

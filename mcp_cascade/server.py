@@ -172,6 +172,15 @@ class Serve:
             )
             await anyio.sleep(1.0)
 
+    async def _retention(self) -> None:
+        """Forget delivered ids older than ``retention_days`` (at least 7), hourly."""
+        while True:
+            keep_s = self.live.current.retention_days * 86400
+            purged = await anyio.to_thread.run_sync(self.store.purge, keep_s)
+            if purged:
+                self.telemetry.emit(Event("purged", session=self.session, fields={"responses": purged}))
+            await anyio.sleep(3600)
+
     def _publish(self, host: str, port: int) -> None:
         base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.state.webhook_url = base + WEBHOOK_PATH
@@ -274,6 +283,7 @@ class Serve:
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self._monitor)
+                tg.start_soon(self._retention)
                 await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
                 tg.start_soon(self._stop_on_signal, tg.cancel_scope)
                 await self._mcp()
