@@ -60,9 +60,18 @@ async def test_the_json_run_delivers_every_answer_once_through_every_tier(home: 
     assert ("backend", "open") in moves and moves[-1] == ("backend", "closed"), moves
     assert report["held"] == 2
     names = [s["name"] for s in report["steps"]]
-    assert {"tap", "reply", "text", "permission", "refuse", "blackhole", "kill", "restart", "flood"} <= set(
-        names
-    )
+    assert {
+        "tap",
+        "reply",
+        "text",
+        "permission",
+        "reset",
+        "blackhole",
+        "kill",
+        "restart",
+        "flood",
+        "settle",
+    } <= set(names)
     assert all(s["completed"] for s in report["steps"])
     assert report["elapsed_s"] < took
     assert running_with(str(home)) == []

@@ -24,11 +24,13 @@ from typing import Any
 import anyio
 from rich.console import Console
 
+from mcp_cascade.bridge.testing import BridgeProcess
 from mcp_cascade.config import ENV_PREFIX
 from mcp_cascade.demo.board import Board
 from mcp_cascade.demo.scenario import Scenario
 from mcp_cascade.demo.show import Show
 from mcp_cascade.errors import ConfigError
+from mcp_cascade.testing import ServeProcess
 
 DEADLINE_S = 60.0
 
@@ -146,7 +148,7 @@ def _report(
     return report
 
 
-def _kill_leftovers(children: Iterable[Any]) -> None:
+def _kill_leftovers(children: Iterable[ServeProcess | BridgeProcess]) -> None:
     """SIGKILL any child still running (the graceful stop already had its chance)."""
     for child in children:
         process = child.process

@@ -84,7 +84,7 @@ class Scenario:
         self.bridge = BridgeProcess(home, "", allow=[PERSON.id])
         self.proxy: FaultProxy | None = None
 
-    def children(self) -> list[Any]:
+    def children(self) -> list[ServeProcess | BridgeProcess]:
         """Every subprocess wrapper, for the last-resort kill on the way out."""
         return [*self.serves.values(), self.bridge]
 
@@ -155,8 +155,7 @@ class Scenario:
             await self.black_hole()
             await self.kill_and_restart()
             await self.flood()
-            async with self.step("settle", "Waiting for every answer to land"):
-                await self.arrived(*self.board.tally.sent)
+            await self.settle()
 
     async def _stop_all(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
@@ -241,7 +240,7 @@ class Scenario:
     async def tier_two(self) -> None:
         assert self.proxy is not None
         proxy = self.proxy
-        async with self.step("refuse", "backend's link resets one request: the bridge redelivers (tier 2)"):
+        async with self.step("reset", "backend's link resets one request: the bridge redelivers (tier 2)"):
             said = await self.bot_message("Tests pass. Merge?")
             proxy.set(Fault.RESET)
             before = proxy.exchanges
@@ -308,6 +307,26 @@ class Scenario:
                 "info", f"serve up again (pid {front.process.pid if front.process else '?'})", FRONTEND
             )
             await self.arrived(*held)
+
+    async def settle(self) -> None:
+        async with self.step("settle", "Waiting until nothing is in flight anywhere"):
+            sent = self.board.tally.sent
+            await self.arrived(*sent)
+            # Every answer the bridge carried has its receipt (its outbox entry is gone), and every
+            # inbox is empty: nothing is left that could still reach a session, so the count is final.
+            through_bridge = [r for r, s in sent.items() if s.what != "inbox file"]
+            await self.board.wait_for(
+                lambda: all(r in self.board.receipts for r in through_bridge),
+                _WAIT_S,
+                "the bridge's receipts",
+            )
+            with anyio.fail_after(_WAIT_S):
+                while not self._inboxes_empty():  # noqa: ASYNC110 - serve empties them, in another process
+                    await anyio.sleep(0.02)
+
+    def _inboxes_empty(self) -> bool:
+        inboxes = [SessionPaths(self.home, name).inbox for name in self.serves]
+        return not any(any((inbox / d).iterdir()) for inbox in inboxes for d in ("new", "cur"))
 
     def fake_acks(self, session: str) -> list[BotMessage]:
         return [m for m in self.fake.messages(PERSON.id) if m.text.startswith(f"⏳ Queued for {session}")]

@@ -131,7 +131,8 @@ class Show:
                     else ""
                 ),
                 style="dim",
-            )
+            ),
+            soft_wrap=True,
         )
         kinds = Counter(f["reason"] for f in report["failovers"])
         listed = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
