@@ -242,12 +242,16 @@ class Scenario:
         proxy = self.proxy
         async with self.step("reset", "backend's link resets one request: the bridge redelivers (tier 2)"):
             said = await self.bot_message("Tests pass. Merge?")
-            proxy.set(Fault.RESET)
-            before = proxy.exchanges
-            response_id = self.says("also tag it v2.1", BACKEND, reply_to=said)
-            await proxy.wait_exchanges(before + 1, timeout=_WAIT_S)
-            proxy.set(Fault.PASS)  # the link is back before the first redelivery is due
-            await self.arrived(response_id)
+            for attempt in range(1, 4):
+                proxy.set(Fault.RESET)
+                before = proxy.exchanges
+                response_id = self.says(f"also tag it v2.{attempt}", BACKEND, reply_to=said)
+                await proxy.wait_exchanges(before + 1, timeout=_WAIT_S)
+                proxy.set(Fault.PASS)  # the link is back before the first redelivery is due
+                await self.arrived(response_id)
+                first = self.board.tally.first(response_id)
+                if first is not None and first.tier == 2:  # else a machine too busy for the budget: again
+                    break
 
     async def black_hole(self) -> None:
         assert self.proxy is not None
