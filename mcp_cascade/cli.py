@@ -206,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     p.add_argument("--token", help="accept only this bot token (default: any)")
 
+    from mcp_cascade.demo.command import cmd_demo
+
+    p = command(
+        "demo",
+        cmd_demo,
+        "run the whole cascade locally (fake Telegram, the real bridge and sessions), break it one piece"
+        " at a time, and check that every answer arrived exactly once",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON report on stdout and nothing else")
+    p.epilog = (
+        "It runs in a temporary home, removed at the end (never in your own); with --home DIR it runs in"
+        " DIR, which must be empty, and keeps it. Exit 0 only when every answer arrived exactly once."
+    )
+
     from mcp_cascade import inspect as inspect_command
 
     p = command("inspect", inspect_command.run, "the operator's view: status, queue, trace, watch, selftest")
