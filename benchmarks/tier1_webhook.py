@@ -36,39 +36,54 @@ def _count(serve: ServeProcess, prefix: str) -> int:
     return sum(1 for n in serve.notifications if n["params"]["meta"]["response_id"].startswith(prefix + ":"))
 
 
-async def _post(pool: Pool, path: str, signer: Signer, rid: str) -> int:
+def _signed(signer: Signer, rid: str) -> tuple[bytes, dict[str, str]]:
     body = make_response(type="message", user_id=7, text="benchmark answer " + rid, id=rid).to_json()
-    headers = {**signer.headers(rid, body), "content-type": "application/json"}
+    return body, {**signer.headers(rid, body), "content-type": "application/json"}
+
+
+async def _post(pool: Pool, path: str, signer: Signer, rid: str) -> int:
+    body, headers = _signed(signer, rid)
     status, _ = await pool.pick().post(path, body, headers)
     return status
 
 
 async def open_loop(
     serve: ServeProcess, pool: Pool, path: str, signer: Signer, prefix: str, rate: float, seconds: float
-) -> tuple[Stats, int]:
-    """Send at ``rate`` per second for ``seconds``; latency from scheduled time to the notification."""
+) -> tuple[Stats, Stats, int]:
+    """Send at ``rate`` per second for ``seconds``.
+
+    Returns latency to the notification from each request's scheduled time (free of
+    coordinated omission: a stall counts for every request it delays) and from the
+    moment it was actually written (the server's service time, comparable with the floors).
+    """
+    count = int(rate * seconds)
+    prepared = [(f"{prefix}:{i}", *_signed(signer, f"{prefix}:{i}")) for i in range(count)]
     scheduled: dict[str, float] = {}
+    sent: dict[str, float] = {}
     errors = 0
     start = time.perf_counter() + 0.05
 
-    async def one(rid: str) -> None:
+    async def one(rid: str, body: bytes, headers: dict[str, str]) -> None:
         nonlocal errors
-        if await _post(pool, path, signer, rid) not in (200, 202):
+        sent[rid] = time.perf_counter()
+        status, _ = await pool.pick().post(path, body, headers)
+        if status not in (200, 202):
             errors += 1
 
     async with anyio.create_task_group() as tg:
-        for i in range(int(rate * seconds)):
+        for i, (rid, body, headers) in enumerate(prepared):
             at = start + i / rate
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            rid = f"{prefix}:{i}"
             scheduled[rid] = at
-            tg.start_soon(one, rid)
+            tg.start_soon(one, rid, body, headers)
     expected = len(serve.notifications) - _count(serve, prefix) + len(scheduled)
     await serve.wait_for(lambda: len(serve.notifications) >= expected, timeout=60)
     arrived = _arrivals(serve)
-    return Stats.of([(arrived[r] - t) * 1000 for r, t in scheduled.items()]), errors
+    from_schedule = Stats.of([(arrived[r] - t) * 1000 for r, t in scheduled.items()])
+    from_send = Stats.of([(arrived[r] - t) * 1000 for r, t in sent.items()])
+    return from_schedule, from_send, errors
 
 
 async def closed_loop(
@@ -110,7 +125,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             path = "/" + info.webhook_url.split("/", 3)[3]
             pool = await Pool.open(info.webhook_url, args.connections)
             await open_loop(serve, pool, path, signer, "warm", 200, 1)
-            steady, errors = await open_loop(serve, pool, path, signer, "steady", args.rate, args.seconds)
+            steady, service, errors = await open_loop(
+                serve, pool, path, signer, "steady", args.rate, args.seconds
+            )
             throughput, saturated = await closed_loop(
                 serve, pool, path, signer, args.connections, args.max_seconds
             )
@@ -121,19 +138,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(HEADER)
     print(f"{'floor: bare loopback HTTP round trip':<44}{http_floor.row()}")
     print(f"{'floor: write+fsync+rename+fsync':<44}{disk_floor.row()}")
-    print(f"{f'open loop {args.rate:g}/s for {args.seconds:g} s':<44}{steady.row()}")
+    print(f"{f'open loop {args.rate:g}/s for {args.seconds:g} s, from schedule':<44}{steady.row()}")
+    print(f"{'  the same, from the actual send':<44}{service.row()}")
     print(f"{f'closed loop, {args.connections} senders':<44}{saturated.row()}")
     print(f"\nsustained: {throughput:,.0f} durable deliveries/s; errors at {args.rate:g}/s: {errors}")
     checks = {
         f"p99 at {args.rate:g}/s <= 10 ms": steady.p99 <= 10,
         ">= 1,000 durable deliveries/s": throughput >= 1000,
-        f"p50 <= 3 x floors ({3 * floor_sum:.3f} ms)": steady.p50 <= 3 * floor_sum,
+        f"p50 <= 3 x floors ({3 * floor_sum:.3f} ms)": service.p50 <= 3 * floor_sum,
     }
     for name, ok in checks.items():
         print(f"  {'met ' if ok else 'MISSED'}  {name}")
     result = {
         "floors": {"http": _d(http_floor), "durable_write": _d(disk_floor)},
         "open_loop": {"rate": args.rate, "seconds": args.seconds, **_d(steady), "errors": errors},
+        "open_loop_from_send": _d(service),
         "closed_loop": {"connections": args.connections, "throughput_per_s": throughput, **_d(saturated)},
         "metrics": not args.no_metrics,
         "targets": checks,
