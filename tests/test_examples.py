@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from mcp_cascade.cli import build_parser
 from mcp_cascade.testing import ServeProcess
 
 pytestmark = pytest.mark.anyio
@@ -76,3 +77,17 @@ def test_the_claude_code_config_runs_serve() -> None:
     assert plugin_mcp == config
     plugin = json.loads((EXAMPLES.parent / ".claude-plugin" / "plugin.json").read_text())
     assert plugin["name"] == "mcp-cascade"
+
+
+def test_the_systemd_unit_starts_the_bridge_command_and_reloads_with_sighup() -> None:
+    unit = (EXAMPLES / "systemd" / "mcp-cascade-bridge.service").read_text()
+    fields = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")
+    )
+    command = fields["ExecStart"].split()
+    assert command[0].endswith("/mcp-cascade")
+    args = build_parser().parse_args(command[1:])
+    assert args.command == "bridge"
+    assert fields["ExecReload"] == "/bin/kill -HUP $MAINPID"  # LiveConfig reloads config.toml on SIGHUP
+    assert fields["Restart"] == "on-failure"
+    assert fields["WantedBy"] == "default.target"
