@@ -94,6 +94,44 @@ def cmd_schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Deliver one response; exit 0 when delivered or durably queued, 1 when not, 2 on bad input."""
+    from dataclasses import replace
+
+    from mcp_cascade.cascade import send_one
+    from mcp_cascade.errors import ConfigError
+    from mcp_cascade.response import make_response
+
+    if args.permission is not None and args.behavior is None:
+        raise ConfigError("behavior", "--permission needs --behavior allow|deny")
+    if args.permission is None and args.behavior is not None:
+        raise ConfigError("behavior", "--behavior only goes with --permission")
+    loaded = load(args, env)
+    if loaded.sources["log_level"] == "default":  # stdout has the receipt; stderr only what needs a look
+        loaded = replace(loaded, config=loaded.config.model_copy(update={"log_level": "warning"}))
+    response = make_response(
+        type="message"
+        if args.text is not None
+        else "callback"
+        if args.callback is not None
+        else "permission",
+        user_id=args.user_id,
+        text=args.text,
+        callback_data=args.callback,
+        request_id=args.permission,
+        behavior=args.behavior,
+        id=args.id,
+        session=args.session,
+    )
+    receipt = send_one(loaded, response, args.session, args.tier)
+    print(json.dumps(receipt.to_dict(), indent=2))
+    if receipt.status == "failed":
+        last = receipt.attempts[-1].reason if receipt.attempts else "no tier could take it"
+        print(f"mcp-cascade send: not delivered to {args.session}: {last}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -118,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
 
     command("schema", cmd_schema, "print the response JSON Schema")
+
+    p = command("send", cmd_send, "deliver one response to a session through the cascade; prints the receipt")
+    p.add_argument("--session", required=True, help="target session id [a-z0-9-]{1,64}")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="a typed answer (type message)")
+    what.add_argument("--callback", metavar="DATA", help="a button's data, at most 64 bytes (type callback)")
+    what.add_argument(
+        "--permission", metavar="REQUEST_ID", help="answer a permission prompt (with --behavior)"
+    )
+    p.add_argument("--behavior", choices=("allow", "deny"), help="the permission answer")
+    p.add_argument("--id", help="idempotency key (default: a fresh local:<uuid>); resending it is harmless")
+    p.add_argument("--tier", choices=("auto", "webhook", "file"), default="auto", help="force one path")
+    p.add_argument("--user-id", type=int, default=0, help="the answering user's Telegram id (default 0)")
+    add_config_flags(p)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""One configuration model, loaded in one place.
+"""One configuration model, loaded in one place, and reloaded while a process runs.
 
 Precedence, lowest first: built-in defaults, ``$MCP_CASCADE_HOME/config.toml``,
 ``MCP_CASCADE_*`` environment variables, command-line flags. Nothing else in the
@@ -7,18 +7,24 @@ package reads ``os.environ``: callers pass the mapping in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import signal
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
+import inotify_simple
+from anyio.abc import TaskStatus
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mcp_cascade.errors import ConfigError
+from mcp_cascade.events import Event, NullObserver, Observer
 
 ENV_PREFIX = "MCP_CASCADE_"
 Tier = Literal["webhook", "bridge", "file"]
@@ -74,6 +80,8 @@ class Loaded:
     sources: Mapping[str, str]
     home: Path
     file: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    flags: Mapping[str, Any] = field(default_factory=dict)
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -150,7 +158,9 @@ def load_config(
         key = str(first["loc"][0]) if first["loc"] else "config"
         where = sources.get(key, "")
         raise ConfigError(key, f"{first['msg']} (from {where})") from exc
-    return Loaded(config, sources, home, path)
+    own_env = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    return Loaded(config, sources, home, path, own_env, given)
 
 
 def ensure_home(home: Path) -> None:
@@ -162,3 +172,136 @@ def ensure_home(home: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigError("home", f"{home} is not writable: {exc.strerror or exc}") from exc
+
+
+# Keys a running process reads once at start-up: a reload records them, they apply on the next start.
+RESTART_KEYS = frozenset(
+    {"sidecar_host", "sidecar_port", "bridge_port", "log_file", "log_level", "metrics", "telegram_api_base"}
+)
+_WATCH_MASK = (
+    inotify_simple.flags.CLOSE_WRITE
+    | inotify_simple.flags.MOVED_TO
+    | inotify_simple.flags.MOVED_FROM
+    | inotify_simple.flags.DELETE
+)
+
+
+class LiveConfig:
+    """The configuration of a running process, reloaded from config.toml on change or SIGHUP.
+
+    Readers take :attr:`current` once at the start of a unit of work (a
+    delivery, a rescan) and keep that snapshot until it ends, so work in flight
+    finishes under the settings it started with. A reload re-reads the file
+    with the same environment and flags (they still win over the file); a bad
+    file is rejected with a log line and the old configuration stays.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        env: Mapping[str, str],
+        flags: Mapping[str, Any] | None = None,
+        *,
+        observer: Observer | None = None,
+    ) -> None:
+        self._loaded = load_config(home, env, flags)
+        self._observer: Observer = observer or NullObserver()
+        self._watching = False
+
+    @classmethod
+    def from_loaded(cls, loaded: Loaded, *, observer: Observer | None = None) -> LiveConfig:
+        """A live view of an already loaded configuration (same home, environment and flags)."""
+        return cls(loaded.home, loaded.env, loaded.flags, observer=observer)
+
+    @property
+    def current(self) -> Config:
+        """The configuration in force now."""
+        return self._loaded.config
+
+    @property
+    def loaded(self) -> Loaded:
+        """The configuration in force now, with where each value came from."""
+        return self._loaded
+
+    def reload(self) -> bool:
+        """Re-read the configuration; True when the new one is in force, False when it was rejected."""
+        old = self._loaded
+        try:
+            new = load_config(old.home, old.env, old.flags)
+        except ConfigError as exc:
+            self._observer.emit(
+                Event(
+                    "config_rejected",
+                    level="error",
+                    reason=f"{exc}; keeping the configuration in force",
+                    fields={"file": str(old.file)},
+                )
+            )
+            return False
+        self._loaded = new
+        changed = sorted(k for k in KEYS if getattr(old.config, k) != getattr(new.config, k))
+        self._observer.emit(
+            Event(
+                "config_reloaded",
+                level="info" if changed else "debug",
+                fields={
+                    "changed": changed,
+                    "on_restart": sorted(RESTART_KEYS.intersection(changed)),
+                    "file": str(new.file),
+                },
+            )
+        )
+        return True
+
+    async def watch(
+        self, observer: Observer | None = None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Reload on SIGHUP and whenever config.toml is written, renamed into place or removed.
+
+        Runs until cancelled; ``task_status`` is set once both are being
+        watched. Only one watch per LiveConfig installs the signal handler and
+        the file watch; a second call just waits.
+        """
+        if observer is not None:
+            self._observer = observer
+        if self._watching:
+            task_status.started()
+            await anyio.sleep_forever()
+        self._watching = True
+        try:
+            with anyio.open_signal_receiver(signal.SIGHUP) as signals, self._file_watch() as watcher:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._on_signals, signals)
+                    if watcher is not None:
+                        tg.start_soon(self._on_file, watcher)
+                    task_status.started()
+        finally:
+            self._watching = False
+
+    async def _on_signals(self, signals: AsyncIterator[int]) -> None:
+        async for _ in signals:
+            self.reload()
+
+    @contextlib.contextmanager
+    def _file_watch(self) -> Iterator[inotify_simple.INotify | None]:
+        home = self._loaded.home
+        watcher = inotify_simple.INotify(nonblocking=True)
+        try:
+            try:
+                watcher.add_watch(home, _WATCH_MASK)
+            except OSError as exc:
+                self._observer.emit(
+                    Event("config_watch", level="warning", reason=f"cannot watch {home}: {exc}; SIGHUP only")
+                )
+                yield None
+                return
+            yield watcher
+        finally:
+            watcher.close()
+
+    async def _on_file(self, watcher: inotify_simple.INotify) -> None:
+        name = self._loaded.file.name
+        while True:
+            await anyio.wait_readable(watcher.fileno())
+            if any(event.name == name for event in watcher.read(timeout=0)):
+                self.reload()

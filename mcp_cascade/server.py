@@ -26,7 +26,7 @@ from mcp.shared.message import SessionMessage
 
 from mcp_cascade._fs import atomic_write_json
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
-from mcp_cascade.config import Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import CascadeError, ConfigError
 from mcp_cascade.events import Event
@@ -102,6 +102,8 @@ class Serve:
         self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.signer = Signer(load_or_create_secret(self.home))
         self.telemetry = make_telemetry(loaded, "serve", session)
+        # Work that reads settings while running takes live.current once per unit of work.
+        self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
         # Bound now, before any task group exists, so a taken port is a plain ConfigError.
@@ -245,6 +247,7 @@ class Serve:
         try:
             async with self.engine.running(), self._sidecar(), anyio.create_task_group() as tg:
                 tg.start_soon(self._monitor)
+                await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
                 tg.start_soon(self._stop_on_signal, tg.cancel_scope)
                 await self._mcp()
                 self.telemetry.emit(Event("client_closed", session=self.session, reason="stdin closed"))

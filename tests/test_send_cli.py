@@ -1,0 +1,96 @@
+"""``mcp-cascade send`` as a script would run it: a subprocess, a receipt on stdout, an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_cascade.testing import ServeProcess
+from tests.cascade_helpers import meta_tier, seen
+
+pytestmark = pytest.mark.anyio
+REPO = str(Path(__file__).resolve().parent.parent)
+
+
+async def send(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env.pop("MCP_CASCADE_HOME", None)
+    command = [sys.executable, "-m", "mcp_cascade", "send", "--home", str(home), *args]
+    with anyio.fail_after(30):
+        result = await anyio.run_process(command, env=env, check=False)
+    return subprocess.CompletedProcess(
+        command, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+async def test_send_delivers_through_tier_1_and_prints_the_receipt(home: Path) -> None:
+    async with ServeProcess(home, "cli-ok") as serve:
+        await serve.wait_session()
+        await serve.initialize()
+        done = await send(home, "--session", "cli-ok", "--text", "ship it", "--id", "cli:1", "--user-id", "7")
+        assert done.returncode == 0, done.stderr
+        receipt = json.loads(done.stdout)
+        assert receipt["status"] == "delivered"
+        assert receipt["tier"] == 1
+        assert receipt["response_id"] == "cli:1"
+        assert receipt["attempts"][0]["outcome"] == "ok"
+        assert done.stderr == ""  # nothing worth a look at the default log level
+        await serve.wait_channel(1)
+        assert meta_tier(serve, "cli:1") == "1"
+        assert serve.channel()[0]["params"]["content"] == "ship it"
+        again = await send(home, "--session", "cli-ok", "--text", "ship it", "--id", "cli:1")
+        assert json.loads(again.stdout)["status"] == "delivered"  # a duplicate: already there
+        assert seen(serve) == {"cli:1": 1}
+
+
+async def test_send_answers_a_permission_prompt(home: Path) -> None:
+    async with ServeProcess(home, "cli-perm") as serve:
+        await serve.wait_session()
+        await serve.initialize()
+        done = await send(home, "--session", "cli-perm", "--permission", "abcde", "--behavior", "deny")
+        assert done.returncode == 0, done.stderr
+        (note,) = await serve.wait_channel(1, method="notifications/claude/channel/permission")
+        assert note["params"] == {"request_id": "abcde", "behavior": "deny"}
+
+
+async def test_send_queues_for_a_session_that_is_not_running(home: Path) -> None:
+    done = await send(home, "--session", "cli-later", "--callback", "opt:2")
+    assert done.returncode == 0, done.stderr
+    receipt = json.loads(done.stdout)
+    assert (receipt["status"], receipt["tier"]) == ("queued", 3)
+    assert len(list((home / "sessions" / "cli-later" / "inbox" / "new").iterdir())) == 1
+
+
+async def test_send_exits_non_zero_with_a_clear_message_when_nothing_took_it(home: Path) -> None:
+    done = await send(
+        home, "--session", "cli-none", "--text", "x", "--tier", "webhook", "--overall-timeout-ms", "200"
+    )
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["status"] == "failed"
+    assert "mcp-cascade send: not delivered to cli-none: session not running" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--session", "cli-x", "--permission", "abcde"], "--permission needs --behavior"),
+        (["--session", "cli-x", "--text", "x", "--behavior", "allow"], "only goes with --permission"),
+        (["--session", "Not Valid", "--text", "x"], "$.session"),
+        (["--session", "cli-x", "--callback", "x" * 65], "$.callback_data"),
+        (["--session", "cli-x", "--text", "x", "--webhook-timeout-ms", "0"], "webhook_timeout_ms"),
+    ],
+)
+async def test_send_rejects_bad_input_with_exit_code_2_and_names_the_problem(
+    home: Path, args: list[str], message: str
+) -> None:
+    done = await send(home, *args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
