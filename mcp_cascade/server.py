@@ -30,6 +30,7 @@ from mcp_cascade.config import LiveConfig, Loaded, ensure_home
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import CascadeError, ConfigError
 from mcp_cascade.events import Event
+from mcp_cascade.inbox import Maildir
 from mcp_cascade.outbound import BridgeClient, allowed_users
 from mcp_cascade.response import now_rfc3339
 from mcp_cascade.sessions import PROTOCOL, SessionPaths
@@ -38,6 +39,7 @@ from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.stdio import protocol_stdio
 from mcp_cascade.store import Store
 from mcp_cascade.telemetry import AuditTrail, JsonLog, Metrics, Telemetry, open_log_stream
+from mcp_cascade.watch import InboxWatcher
 
 
 class _Uvicorn(uvicorn.Server):
@@ -106,6 +108,16 @@ class Serve:
         self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
+        cfg = self.config
+        self.watcher = InboxWatcher(
+            Maildir(self.paths.inbox, session, settle_s=cfg.file_debounce_ms / 1000),
+            self.engine,
+            self.telemetry,
+            rescan_s=cfg.file_rescan_ms / 1000,
+            legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
+            debounce_s=cfg.file_debounce_ms / 1000,
+            legacy_max_age_s=cfg.retention_days * 86400,
+        )
         # Bound now, before any task group exists, so a taken port is a plain ConfigError.
         self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
 
@@ -117,7 +129,7 @@ class Serve:
             "client_attached": self.engine.attached,
             "last_push_error": _err(self.engine.last_push_error),
         }
-        file = {"status": "ok", "inbox": str(self.paths.inbox)}
+        file = {"inbox": str(self.paths.inbox), **self.watcher.health()}
         if tier == "webhook":
             return webhook
         if tier == "file":
@@ -245,7 +257,12 @@ class Serve:
     async def run(self) -> None:
         """Serve until stdin closes or SIGTERM/SIGINT; always remove session.json."""
         try:
-            async with self.engine.running(), self._sidecar(), anyio.create_task_group() as tg:
+            async with (
+                self.engine.running(),
+                self._sidecar(),
+                self.watcher.running(),
+                anyio.create_task_group() as tg,
+            ):
                 tg.start_soon(self._monitor)
                 await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
                 tg.start_soon(self._stop_on_signal, tg.cancel_scope)

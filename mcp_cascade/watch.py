@@ -1,0 +1,449 @@
+"""The file tier's consumer: inotify wake-ups and rescans feeding the inbox into the engine.
+
+One task owns one inotify descriptor and awaits it with ``anyio.wait_readable``
+(the event loop's reader): no thread sleeps on it and nothing polls faster than
+the rescan timer. The watch is armed before the first scan, so a file that lands
+in between is seen either way. inotify says *when*; the listing of ``new/``
+says *what*, in durable (name) order. A lost event, even a whole overflowed
+queue, therefore costs one rescan and never a response.
+
+Every response goes through :meth:`Engine.receive` (tier 3), which deduplicates
+across tiers; a claimed file is removed only once ``receive`` has returned,
+which means the response is durable in the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskStatus
+from inotify_simple import INotify, flags
+
+from mcp_cascade import legacy
+from mcp_cascade.delivery import Engine
+from mcp_cascade.errors import InvalidResponse, StoreUnavailable
+from mcp_cascade.events import Event, Observer
+from mcp_cascade.inbox import Claimed, Failed, Maildir, Taken, Unsettled
+
+T = TypeVar("T")
+TIER = 3
+_BATCH = 64
+_INBOX_MASK = (
+    flags.MOVED_TO
+    | flags.CLOSE_WRITE
+    | flags.DELETE_SELF
+    | flags.MOVE_SELF
+    | flags.ONLYDIR
+    | flags.DONT_FOLLOW
+)
+_LEGACY_MASK = (
+    flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.MOVED_TO | flags.ONLYDIR | flags.DONT_FOLLOW
+)
+_GONE = flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF
+
+
+class InboxWatcher:
+    """Delivers the session's inbox (and an optional legacy folder) through the engine.
+
+    Use :meth:`running` as an async context manager: it returns once the watch
+    is armed and start-up recovery is done, and owns the watching task.
+    """
+
+    def __init__(
+        self,
+        maildir: Maildir,
+        engine: Engine,
+        observer: Observer,
+        *,
+        rescan_s: float = 1.0,
+        legacy_dir: Path | None = None,
+        debounce_s: float = 0.5,
+        legacy_max_age_s: float = 7 * 86400,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maildir = maildir
+        self.engine = engine
+        self.rescan_s = rescan_s
+        self.legacy_dir = legacy_dir
+        self.legacy_max_age_s = legacy_max_age_s
+        self._observer = observer
+        self._clock = clock
+        self._limiter = anyio.CapacityLimiter(1)
+        self._ino: INotify | None = None
+        self._inbox_wd: int | None = None
+        self._legacy_wd: int | None = None
+        self._dirty = True
+        self._full: str | None = "startup"
+        self._stalled: list[str] = []
+        self._stuck: set[str] = set()
+        self._unsettled: dict[str, float] = {}
+        self._debounce = legacy.Debounce(debounce_s, clock)
+        self._seen: dict[str, legacy.Signature] = {}
+        self.alive = False
+        self.writable = False
+        self.pending = 0
+        self.failed = 0
+        self.overflows = 0
+        self.last_rescan_at: float | None = None
+        self.rescan_lag_ms = 0.0
+        self.last_error: str | None = None
+        self._failing: set[str] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[InboxWatcher]:
+        """Arm the watch, recover the inbox, then deliver until exit."""
+        try:
+            ino: INotify | None = INotify(nonblocking=True)
+        except OSError as exc:  # out of inotify instances: rescans alone still deliver everything
+            ino = None
+            self._trouble("inotify", f"inotify is unavailable ({exc}); delivering on rescans only")
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._run, ino)
+                try:
+                    yield self
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if ino is not None:
+                ino.close()
+
+    async def _run(
+        self, ino: INotify | None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._ino = ino
+        await self._prepare(startup=True)
+        self.alive = True
+        task_status.started()
+        try:
+            await self._loop(ino)
+        finally:
+            self.alive = False
+
+    async def _prepare(self, *, startup: bool = False) -> None:
+        """Create and arm what is missing; at start-up also recover cur/ and tmp/."""
+        try:
+            if self._inbox_wd is None:
+                await self._io(self.maildir.ensure)
+                self._dirty = True
+            if startup:
+                recovery = await self._io(self.maildir.recover)
+                self.failed = await self._io(self.maildir.failed_count)
+                if recovery.requeued or recovery.removed_tmp:
+                    self._emit(
+                        "inbox_recovered",
+                        reason="claimed files back to new/, stale tmp/ files removed",
+                        fields={"requeued": len(recovery.requeued), "removed_tmp": len(recovery.removed_tmp)},
+                    )
+            self.writable = await self._io(self.maildir.writable)
+            self._healed("inbox")
+        except OSError as exc:
+            self.writable = False
+            self._trouble("inbox", f"inbox {self.maildir.root} is unusable: {exc}")
+        if self._ino is None:
+            return
+        if self._inbox_wd is None and self.writable:
+            try:
+                self._inbox_wd = self._ino.add_watch(self.maildir.new, _INBOX_MASK)
+                self._healed("inbox watch")
+            except OSError as exc:
+                self._trouble("inbox watch", f"cannot watch {self.maildir.new} ({exc}); rescans only")
+        if self.legacy_dir is not None and self._legacy_wd is None:
+            try:
+                self._legacy_wd = self._ino.add_watch(self.legacy_dir, _LEGACY_MASK)
+                self._healed("legacy watch")
+            except OSError as exc:
+                self._trouble("legacy watch", f"cannot watch legacy folder {self.legacy_dir} ({exc})")
+
+    def _trouble(self, what: str, message: str) -> None:
+        """Report a problem once, when it starts."""
+        if what not in self._failing:
+            self._failing.add(what)
+            self._error(message)
+
+    def _healed(self, what: str) -> None:
+        if what in self._failing:
+            self._failing.discard(what)
+            self._emit("watch_restored", reason=f"{what} works again")
+
+    async def _io(self, fn: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _emit(self, name: str, **kw: Any) -> None:
+        self._observer.emit(Event(name, tier=TIER, session=self.maildir.session, **kw))
+
+    def _error(self, message: str) -> None:
+        self.last_error = message
+        self._emit("watch_error", reason=message, level="error")
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def _loop(self, ino: INotify | None) -> None:
+        next_rescan = self._clock() + self.rescan_s
+        while True:
+            await self._cycle()
+            deadlines = [next_rescan]
+            if (legacy_due := self._debounce.next_due()) is not None:
+                deadlines.append(legacy_due)
+            if self._unsettled:
+                deadlines.append(self._clock() + min(self._unsettled.values()) - time.time())
+            timeout = max(0.0, min(deadlines) - self._clock())
+            if ino is None:
+                await anyio.sleep(timeout)
+            else:
+                with anyio.move_on_after(timeout):
+                    await anyio.wait_readable(ino)
+                self._on_events(ino.read(timeout=0))
+            now = self._clock()
+            if self._unsettled and min(self._unsettled.values()) <= time.time():
+                self._dirty = True
+            if now >= next_rescan:
+                self.rescan_lag_ms = (now - next_rescan) * 1000
+                next_rescan = now + self.rescan_s
+                self._full = self._full or "periodic"
+                await self._maintain()
+
+    def _on_events(self, events: list[Any]) -> None:
+        overflow = False
+        for event in events:
+            if event.mask & flags.Q_OVERFLOW:
+                overflow = True
+            elif event.wd == self._inbox_wd:
+                if event.mask & _GONE:
+                    self._drop_watch("_inbox_wd", f"{self.maildir.new} was removed or moved")
+                self._dirty = True
+            elif event.wd == self._legacy_wd:
+                if event.mask & _GONE:
+                    self._drop_watch("_legacy_wd", f"legacy folder {self.legacy_dir} was removed or moved")
+                elif legacy.LEGACY_RE.match(event.name):
+                    self._debounce.touch(event.name)
+        if overflow:
+            self.overflows += 1
+            self._full = "overflow"
+            self._emit(
+                "inotify_overflow", level="warning", reason="kernel event queue overflowed; rescanning"
+            )
+
+    def _drop_watch(self, attr: str, message: str) -> None:
+        wd = getattr(self, attr)
+        setattr(self, attr, None)
+        if self._ino is not None and wd is not None:
+            with contextlib.suppress(OSError):  # the kernel already dropped it (IN_IGNORED)
+                self._ino.rm_watch(wd)
+        self._error(message + "; re-arming at the next rescan")
+
+    async def _maintain(self) -> None:
+        """Each rescan tick: re-arm what was lost, retry what the store refused, refresh health facts."""
+        await self._prepare()
+        if self._stalled:
+            stalled, self._stalled = self._stalled, []
+            await self._io(self.maildir.requeue, stalled)
+            self._dirty = True
+
+    async def _cycle(self) -> None:
+        full, self._full = self._full, None
+        start = time.perf_counter()
+        try:
+            if full and self.legacy_dir is not None:
+                await self._legacy_listing()
+            if full or self._dirty:
+                self._dirty = False
+                await self._drain()
+            if self.legacy_dir is not None:
+                await self._legacy_due()
+        except Exception as exc:  # task boundary: one bad cycle must not stop the queue
+            self._error(f"inbox cycle failed: {exc!r}")
+        if full:
+            self.last_rescan_at = time.time()
+            self._emit(
+                "rescan",
+                level="debug" if full == "periodic" else "info",
+                reason=full,
+                latency_ms=(time.perf_counter() - start) * 1000,
+                fields={"pending": self.pending},
+            )
+
+    # --- the inbox ----------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        self._unsettled.clear()
+        attempted: set[str] = set()
+        while True:
+            try:
+                names, taken = await self._io(self._next_batch, attempted)
+            except FileNotFoundError:
+                self.writable = False  # new/ is gone: recreated at the next rescan tick
+                return
+            self.pending = len(names)
+            self._stuck.intersection_update(names)
+            if not taken or not await self._deliver(taken):
+                return
+            attempted.update(item.name for item in taken)
+
+    def _next_batch(self, attempted: set[str]) -> tuple[list[str], list[Taken]]:
+        """List new/ and take the next batch in durable order, in one trip to a worker thread."""
+        names = self.maildir.scan()
+        todo = [n for n in names if n not in self._stuck and n not in attempted][:_BATCH]
+        now = time.time()
+        return names, [self.maildir.take(name, now) for name in todo]
+
+    async def _deliver(self, taken: list[Taken]) -> bool:
+        """Receive each claimed response in order; False when the store refused (the rest waits)."""
+        done: list[str] = []
+        try:
+            for index, item in enumerate(taken):
+                if isinstance(item, Claimed):
+                    self._emit(
+                        "claimed",
+                        response_id=item.response.id,
+                        correlation_id=item.response.correlation_id,
+                        fields={"file": item.name},
+                    )
+                    try:
+                        await self.engine.receive(item.response, TIER)
+                    except StoreUnavailable:
+                        # Durable in cur/ but not in the store: keep the file, retry at the next rescan.
+                        self._stalled.extend(c.name for c in taken[index:] if isinstance(c, Claimed))
+                        return False
+                    done.append(item.name)
+                    self.pending = max(0, self.pending - 1)
+                elif isinstance(item, Failed):
+                    self._report(item)
+                elif isinstance(item, Unsettled):
+                    self._unsettled[item.name] = item.settles_at
+            return True
+        finally:
+            if done:
+                with anyio.CancelScope(shield=True):
+                    await self._io(self.maildir.ack, done)
+
+    def _report(self, item: Failed) -> None:
+        self.pending = max(0, self.pending - 1)
+        if item.moved:
+            self.failed += 1
+        else:
+            self._stuck.add(item.name)
+        self._emit(
+            "failed",
+            level="warning",
+            reason=item.reason,
+            fields={"file": item.name, "moved_to_failed": item.moved},
+        )
+
+    # --- the legacy folder --------------------------------------------------------------------
+
+    async def _legacy_listing(self) -> None:
+        assert self.legacy_dir is not None
+        try:
+            found = await self._io(legacy.listing, self.legacy_dir)
+        except OSError as exc:
+            self._trouble("legacy folder", f"cannot list legacy folder {self.legacy_dir} ({exc})")
+            return
+        self._healed("legacy folder")
+        for name in set(self._seen) - set(found):
+            del self._seen[name]
+        now_wall, now = time.time(), self._clock()
+        for name, (signature, mtime) in found.items():
+            if self._seen.get(name) != signature:
+                # Quiet since its mtime: a file untouched for the window is due right away.
+                self._debounce.touch(name, now - max(0.0, now_wall - mtime))
+
+    async def _legacy_due(self) -> None:
+        names = self._debounce.due()
+        if not names:
+            return
+        assert self.legacy_dir is not None
+        files: list[legacy.LegacyFile] = []
+        for outcome in await self._io(legacy.read_many, self.legacy_dir, names):
+            if isinstance(outcome, legacy.LegacyFile):
+                files.append(outcome)
+            elif isinstance(outcome, legacy.Busy):
+                self._debounce.touch(outcome.name)
+            elif outcome.signature is not None and self._seen.get(outcome.name) != outcome.signature:
+                self._seen[outcome.name] = outcome.signature
+                self._emit(
+                    "failed",
+                    level="warning",
+                    reason=outcome.reason,
+                    fields={"file": outcome.name, "legacy": True},
+                )
+        for file in sorted(files, key=lambda f: (f.signature.mtime_ns, f.name)):
+            if not await self._legacy_deliver(file):
+                return
+
+    async def _legacy_deliver(self, file: legacy.LegacyFile) -> bool:
+        if self._seen.get(file.name) == file.signature:
+            return True
+        if time.time() - file.mtime > self.legacy_max_age_s:
+            self._seen[file.name] = file.signature  # older than the dedup retention: never replayed
+            return True
+        try:
+            response = file.response()
+        except InvalidResponse as exc:
+            self._seen[file.name] = file.signature
+            self._emit(
+                "failed",
+                level="warning",
+                reason=f"{exc.kind}: {exc} (left untouched in the legacy folder)",
+                fields={"file": file.name, "legacy": True},
+            )
+            return True
+        if not await self._io(self.engine.store.known, response.id):
+            self._emit(
+                "claimed",
+                response_id=response.id,
+                correlation_id=response.correlation_id,
+                fields={"file": file.name, "legacy": True},
+            )
+            try:
+                await self.engine.receive(response, TIER)
+            except StoreUnavailable:
+                self._debounce.touch(file.name)  # retried after another quiet window
+                return False
+        self._seen[file.name] = file.signature
+        return True
+
+    # --- health -------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The file tier's live state (``/health/file``)."""
+        age = time.time() - self.last_rescan_at if self.last_rescan_at is not None else None
+        late = age is None or age > 3 * self.rescan_s + 1
+        if not self.alive or not self.writable:
+            status = "down"
+        elif self._inbox_wd is None or self._stalled or late or self._failing:
+            status = "degraded"
+        else:
+            status = "ok"
+        body: dict[str, Any] = {
+            "status": status,
+            "watcher_alive": self.alive,
+            "inotify_armed": self._inbox_wd is not None,
+            "inbox_writable": self.writable,
+            "pending_new": self.pending,
+            "failed": self.failed,
+            "stalled": len(self._stalled),
+            "overflows": self.overflows,
+            "last_rescan_at": self.last_rescan_at,
+            "last_rescan_age_s": None if age is None else round(age, 3),
+            "rescan_lag_ms": round(self.rescan_lag_ms, 3),
+            "last_error": self.last_error,
+        }
+        if self.legacy_dir is not None:
+            body["legacy"] = {
+                "dir": str(self.legacy_dir),
+                "armed": self._legacy_wd is not None,
+                "readable": "legacy folder" not in self._failing,
+                "waiting": len(self._debounce),
+                "known_files": len(self._seen),
+            }
+        return body
