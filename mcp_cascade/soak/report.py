@@ -47,7 +47,8 @@ def render(report: Mapping[str, Any], console: Console | None = None) -> None:
             table.add_row(result["scenario"], *[""] * 11, f"[yellow]skipped: {result['skipped']}")
             continue
         v = result["verdict"]
-        faults = ", ".join(f"{k}×{n}" for k, n in result["faults_applied"].items())
+        applied = result["faults_applied"]
+        faults = f"{len(applied)} kinds, {sum(applied.values())} times"
         table.add_row(
             result["scenario"],
             str(v["sent"]),

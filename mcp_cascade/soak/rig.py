@@ -94,6 +94,7 @@ class Rig:
         self.kills = 0
         self.freezes = 0
         self.frozen = False
+        self.direct_url = ""
 
     async def __aenter__(self) -> Rig:
         await self.proxy.__aenter__()
@@ -114,10 +115,16 @@ class Rig:
         url = urlsplit(info.webhook_url)
         assert url.hostname is not None and url.port is not None
         self.proxy.target = (url.hostname, url.port)
-        data = json.loads(self.paths.session_json.read_text())
-        data["webhook_url"] = self.proxy.url(url.path)
-        atomic_write_json(self.paths.session_json, data)
+        self.direct_url = info.webhook_url
+        self.route(through_proxy=True)
         await self.serve.initialize()
+
+    def route(self, *, through_proxy: bool) -> None:
+        """Point the session's discovery file at the proxy (the default) or straight at the sidecar."""
+        data = json.loads(self.paths.session_json.read_text())
+        path = urlsplit(self.direct_url).path
+        data["webhook_url"] = self.proxy.url(path) if through_proxy else self.direct_url
+        atomic_write_json(self.paths.session_json, data)
 
     @property
     def pid(self) -> int:

@@ -173,12 +173,13 @@ class Tally:
             },
         }
 
-    def carriers(self, since: float, until: float) -> Counter[int]:
-        """Acknowledging receipts' tiers of the responses first sent between ``since`` and ``until``."""
+    def carriers(self, since: float, until: float, *, first: bool = False) -> Counter[int]:
+        """Acknowledging receipts' tiers (or first tried tiers) of the responses sent between the two times."""
         found: Counter[int] = Counter()
         for sent in self.sent.values():
             if since <= sent.began <= until and sent.acked and (final := sent.final) is not None:
-                found[int(final.get("tier") or 0)] += 1
+                attempts = final.get("attempts") or [{}]
+                found[int((attempts[0] if first else final).get("tier") or 0)] += 1
         return found
 
     def out_of_order(self, by_id: Mapping[str, list[Push]]) -> int:
