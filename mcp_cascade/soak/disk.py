@@ -9,7 +9,9 @@ device, whose image file lives on a small tmpfs:
 - *full*: a filler file takes every free block of the ext4 (ENOSPC on write);
 - *fsync errors*: the tmpfs under the image is shrunk to what it holds, so
   the kernel cannot write back new blocks: ``write`` succeeds into the page
-  cache and ``fsync`` fails (ENOSPC/EIO), as on a failing disk;
+  cache and ``fsync`` fails (ENOSPC/EIO), as on a failing disk (the ext4 has
+  no journal: with one, the first failed write-back aborts the journal and the
+  filesystem stays read-only until someone remounts it);
 - *inbox read-only*: the inbox is bind-mounted onto itself read-only (as root,
   permission bits would not stop a write; a read-only mount does).
 """
@@ -92,7 +94,9 @@ class SessionDisk:
         self.mounted.append(self.base)
         with self.image.open("wb") as fh:
             fh.truncate(_IMAGE_SIZE)
-        await _run("mkfs.ext4", "-q", "-F", str(self.image))
+        # No journal: a journalled ext4 aborts its journal at the first failed write-back and stays
+        # read-only until it is remounted, which would turn a transient fsync error into a dead disk.
+        await _run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(self.image))
         await _run("mount", "-o", "loop,errors=continue", str(self.image), str(self.sessions))
         self.mounted.append(self.sessions)
         self.sessions.chmod(0o700)

@@ -174,7 +174,7 @@ class Tally:
         }
 
     def carriers(self, since: float, until: float, *, first: bool = False) -> Counter[int]:
-        """Acknowledging receipts' tiers (or first tried tiers) of the responses sent between the two times."""
+        """Acknowledging receipts' tiers (or first tried tiers) of responses sent between the two times."""
         found: Counter[int] = Counter()
         for sent in self.sent.values():
             if since <= sent.began <= until and sent.acked and (final := sent.final) is not None:
