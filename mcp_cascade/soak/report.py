@@ -105,7 +105,7 @@ def render_load(load: Mapping[str, Any], console: Console) -> None:
             )
     console.print(table)
     steps = Table(title="step test (cascade choosing)")
-    for column in ("offered req/s", "achieved req/s", "p50 ms", "p99 ms", "lost", "saturated"):
+    for column in ("offered req/s", "achieved req/s", "p50 ms", "p99 ms", "lost", "p99 ≤ 100 ms", "kept up"):
         steps.add_column(column, justify="right")
     for step in load["steps"]:
         steps.add_row(
@@ -114,10 +114,15 @@ def render_load(load: Mapping[str, Any], console: Console) -> None:
             f"{step['p50']:.1f}",
             f"{step['p99']:.1f}",
             str(step["lost"]),
-            "yes" if step["saturated"] else "",
+            "yes" if step["within_budget"] else "no",
+            "no" if step["saturated"] else "yes",
         )
     console.print(steps)
-    console.print(f"saturation throughput: {load['saturation']}")
+    floor = load["loopback_floor_ms"]
+    console.print(
+        f"floor (bare loopback TCP round trip, same run): p50 {floor['p50']} ms, p99 {floor['p99']} ms"
+    )
+    console.print(f"saturation: {load['saturation']}")
 
 
 def summary(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

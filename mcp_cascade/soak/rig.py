@@ -60,11 +60,6 @@ class Progress:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    async def reach(self, count: int) -> None:
-        """Return once ``count`` responses are done."""
-        while self.done < count:
-            await self._changed.wait()
-
 
 class SoakAck:
     """Tier 2's acknowledgment to the person; fails on demand, as an unreachable Telegram would."""

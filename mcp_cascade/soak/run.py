@@ -62,6 +62,7 @@ class Context:
     returns: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    nominal_s: float = 10.0  # how long the paced streams take when nothing stalls them
 
     def log(self, fault: str, action: str, **details: Any) -> None:
         """Record a fault being applied or cleared, with when (seconds into the run) and at which response."""
@@ -76,8 +77,13 @@ class Context:
         )
 
     async def at(self, fraction: float) -> None:
-        """Wait until ``fraction`` of the scenario's responses are done."""
-        await self.progress.reach(int(self.count * fraction))
+        """Wait until ``fraction`` of the streams' nominal duration has passed.
+
+        Wall time, not responses done: a fault that stalls the sender (nothing can be made durable)
+        makes the streams fall behind and then catch up in a burst, which would squeeze the
+        following phases into no time if they waited for a count.
+        """
+        await anyio.sleep(max(0.0, self.started + fraction * self.nominal_s - time.perf_counter()))
 
     def expect(
         self, label: str, tier: int, since: float, until: float, *, share: float = 0.75, first: bool = False
@@ -178,10 +184,10 @@ async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path)
         else:
             sender = await stack.enter_async_context(InProcessSender(home, logs, ack))
         ctx.sender = sender
-        ctx.started = time.perf_counter()
         per = [count // scenario.sessions + (i < count % scenario.sessions) for i in range(scenario.sessions)]
         rate = min(scenario.rate, max(per) / scenario.min_duration_s)
         start = time.perf_counter() + 0.05
+        ctx.started, ctx.nominal_s = start, max(per) / rate
         async with anyio.create_task_group() as tg:
             for rig, n in zip(ctx.rigs, per, strict=True):
                 tg.start_soon(_stream, rig, sender, tally, progress, scenario.name, n, rate, start)
