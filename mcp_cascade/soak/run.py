@@ -199,6 +199,7 @@ async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path)
     for rig in ctx.rigs:
         tally.record_pushes(rig.session, rig.serve.notifications)
     verdict = tally.verdict(overall_timeout_ms=scenario.late_after_ms)
+    windows = _windows(ctx)
     expectations = []
     for exp in ctx.expectations:
         carriers = tally.carriers(exp["since"], exp["until"], first=exp["first"])
@@ -243,6 +244,7 @@ async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path)
         "fault_log": ctx.faults,
         "rate_per_session": round(rate, 2),
         "carriers": expectations,
+        "during_faults": windows,
         "tier1_returns": ctx.returns,
         "ack": {"calls": ack.calls, "failures": ack.failures},
         "kills": {
@@ -304,6 +306,34 @@ async def _settle(ctx: Context, tally: Tally, sender: SenderSide) -> dict[str, A
         "inbox_left": sum(r.inbox_backlog() for r in ctx.rigs),
         "settle_s": round(time.perf_counter() - began, 3),
     }
+
+
+def _windows(ctx: Context) -> list[dict[str, Any]]:
+    """For each fault from apply to clear: how the responses sent meanwhile fared (receipts, tiers)."""
+    opened: dict[str, float] = {}
+    windows: list[dict[str, Any]] = []
+    for entry in ctx.faults:
+        at = ctx.started + entry["t_s"]
+        if entry["action"] == "apply":
+            opened[entry["fault"]] = at
+            continue
+        since = opened.pop(entry["fault"], None)
+        if since is None:
+            continue
+        receipts: dict[str, int] = {}
+        for sent in ctx.tally.sent.values():
+            if since <= sent.began <= at and sent.receipts:
+                first = sent.receipts[0]
+                key = f"{first.get('status')}/tier{first.get('tier')}"
+                receipts[key] = receipts.get(key, 0) + 1
+        windows.append(
+            {
+                "fault": entry["fault"],
+                "seconds": round(at - since, 3),
+                "first_receipts": dict(sorted(receipts.items())),
+            }
+        )
+    return windows
 
 
 def _failures(

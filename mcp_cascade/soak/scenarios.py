@@ -212,40 +212,42 @@ async def disk(ctx: Context) -> None:
     """A read-only inbox (alone, then with the webhook down), a full filesystem, failing fsync."""
     disk = ctx.disk
     assert isinstance(disk, SessionDisk)
-    steps = 8
     try:
         for n in range(2):
-            base = n * steps / 2
-            await ctx.at((base + 0.2) / steps)
+
+            def at(step: float, n: int = n) -> float:  # two rounds of eight steps, three left for the return
+                return (n * 8 + step) / 19
+
+            await ctx.at(at(0.3))
             for rig in ctx.rigs:
                 await disk.read_only_inbox(rig.paths.inbox)
             ctx.log("inbox read-only", "apply", what="read-only bind mount over the inbox")
             applied = time.perf_counter()
-            await ctx.at((base + 0.7) / steps)
+            await ctx.at(at(1.3))
             ctx.expect("inbox read-only (webhook fine)", 1, applied + 0.05, time.perf_counter())
             await webhook(ctx, "blackhole")
             ctx.log("inbox read-only + webhook black-holed", "apply", what="no path durable at the server")
-            await ctx.at((base + 1.0) / steps)
+            await ctx.at(at(3.8))
             await webhook_ok(ctx)
             await disk.writable_inboxes()
             ctx.log("inbox read-only", "clear")
             ctx.log("inbox read-only + webhook black-holed", "clear")
             await ctx.back_on_tier1("inbox read-only")
 
-            await ctx.at((base + 1.2) / steps)
+            await ctx.at(at(4.2))
             taken = await disk.fill()
             ctx.log(
                 "filesystem full", "apply", what=f"filler took {taken >> 20} MiB; writes fail with ENOSPC"
             )
-            await ctx.at((base + 2.0) / steps)
+            await ctx.at(at(5.7))
             disk.unfill()
             ctx.log("filesystem full", "clear")
             await ctx.back_on_tier1("filesystem full")
 
-            await ctx.at((base + 2.2) / steps)
+            await ctx.at(at(6.0))
             await disk.break_fsync()
             ctx.log("fsync errors", "apply", what="image cannot grow: write-back of new blocks fails")
-            await ctx.at((base + 3.0) / steps)
+            await ctx.at(at(7.5))
             await disk.heal_fsync()
             ctx.log("fsync errors", "clear")
             await ctx.back_on_tier1("fsync errors")

@@ -160,7 +160,7 @@ class Tally:
             "redelivered": len(redelivered),
             "unknown": len(unknown),
             "wrong_session": len(wrong_session),
-            "out_of_order": self.out_of_order(by_id),
+            "out_of_order": len(inversions := self.out_of_order(by_id)),
             "late": len(late),
             "carried_by": dict(sorted(Counter(f"tier{ps[0].tier}" for ps in by_id.values()).items())),
             "receipts": dict(sorted(receipts.items())),
@@ -170,6 +170,7 @@ class Tally:
                 "duplicated": duplicated[:5],
                 "redelivered": redelivered[:5],
                 "late": late[:5],
+                "out_of_order": inversions[:5],
             },
         }
 
@@ -182,7 +183,7 @@ class Tally:
                 found[int((attempts[0] if first else final).get("tier") or 0)] += 1
         return found
 
-    def out_of_order(self, by_id: Mapping[str, list[Push]]) -> int:
+    def out_of_order(self, by_id: Mapping[str, list[Push]]) -> list[str]:
         """Acknowledged responses of one session that reached it before one sent earlier by the same path.
 
         The design orders a session's responses by when they became durable at
@@ -192,19 +193,20 @@ class Tally:
         order. Across paths (a file written during a fault, a webhook after it)
         no order is promised.
         """
-        groups: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        groups: dict[tuple[str, str], list[tuple[int, float, str]]] = {}
         for rid, sent in self.sent.items():
             pushes = by_id.get(rid)
             if not pushes or not sent.acked or sent.tries > 1:
                 continue
             path = "inbox" if pushes[0].tier == 3 else "store"
-            groups.setdefault((sent.session, path), []).append((sent.index, pushes[0].at))
-        inversions = 0
+            groups.setdefault((sent.session, path), []).append((sent.index, pushes[0].at, rid))
+        inversions: list[str] = []
         for items in groups.values():
             items.sort()
-            latest = -math.inf
-            for _, at in items:
+            latest, latest_id = -math.inf, ""
+            for _, at, rid in items:
                 if at < latest:
-                    inversions += 1
-                latest = max(latest, at)
+                    inversions.append(f"{rid} reached the session before {latest_id}")
+                elif at > latest:
+                    latest, latest_id = at, rid
         return inversions
