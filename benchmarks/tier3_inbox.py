@@ -23,9 +23,7 @@ producer's and the consumer's clocks are the same clock.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import sqlite3
 import sys
@@ -33,7 +31,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +42,13 @@ from anyio.streams.text import TextReceiveStream
 from inotify_simple import INotify, flags
 from watchfiles import Change, awatch
 
+from benchmarks._common import HEADER, Stats, save
 from mcp_cascade._fs import fsync_dir, write_excl
 from mcp_cascade.inbox import ensure_inbox, file_name
 from mcp_cascade.response import from_json, make_response
 from mcp_cascade.testing import ServeProcess
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results" / "tier3.json"
 TARGET_P99_MS = 10.0
 IDLE_S = 5.0
 
@@ -145,25 +143,15 @@ async def producer() -> AsyncIterator[Producer]:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One line of the table: a label and its latencies in milliseconds."""
+    """One line of the table: a label (at most 44 characters) and its latencies in milliseconds."""
 
     label: str
     samples_ms: list[float]
 
-    def pct(self, q: float) -> float:
-        """Nearest-rank percentile."""
-        ordered = sorted(self.samples_ms)
-        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-    def summary(self) -> dict[str, float]:
-        """n, p50, p99, max and mean."""
-        return {
-            "n": len(self.samples_ms),
-            "p50_ms": round(self.pct(50), 3),
-            "p99_ms": round(self.pct(99), 3),
-            "max_ms": round(max(self.samples_ms), 3),
-            "mean_ms": round(sum(self.samples_ms) / len(self.samples_ms), 3),
-        }
+    @property
+    def stats(self) -> Stats:
+        """n, p50, p99, p99.9, max."""
+        return Stats.of(self.samples_ms)
 
 
 async def gap(upto_s: float) -> None:
@@ -188,7 +176,7 @@ async def floor_inotify(prod: Producer, work: Path, n: int) -> Row:
             ino.read(timeout=0)
             samples.append((woke - (await prod.reply()).renamed) * 1000)
             await gap(0.002)
-    return Row("floor: rename → inotify wake-up (inotify_simple)", samples)
+    return Row("floor: rename → inotify wake-up", samples)
 
 
 def floor_commit(work: Path, n: int) -> Row:
@@ -203,7 +191,7 @@ def floor_commit(work: Path, n: int) -> Row:
         db.execute("INSERT INTO t VALUES (?, ?)", (f"floor:{i}", "x" * 300))
         samples.append((time.perf_counter() - start) * 1000)
     db.close()
-    return Row("floor: one SQLite commit (WAL, synchronous=FULL)", samples)
+    return Row("floor: one SQLite commit (WAL, FULL)", samples)
 
 
 async def ours(prod: Producer, work: Path, n: int) -> tuple[Row, Row, Row, float]:
@@ -233,9 +221,9 @@ async def ours(prod: Producer, work: Path, n: int) -> tuple[Row, Row, Row, float
         assert serve.process is not None
         idle = await idle_cpu_percent(serve.process.pid, IDLE_S)
     return (
-        Row("mcp-cascade serve: rename into new/ → channel frame", to_frame),
-        Row("  the same, from the producer's first write", total),
-        Row("floor: write+fsync+rename+fsync (producer)", durable),
+        Row("serve: rename into new/ → channel frame", to_frame),
+        Row("serve: first write → channel frame", total),
+        Row("floor: write+fsync+rename+fsync", durable),
         idle,
     )
 
@@ -261,7 +249,7 @@ async def peer(
     consume: Callable[[Path, Callable[[str], None], anyio.Event], Coroutine[Any, Any, None]],
 ) -> Row:
     """A peer consumer on the same kind of inbox: rename into new/ → file found, read and parsed."""
-    root = work / label.split(":")[0].replace(" ", "-")
+    root = work / consume.__name__
     ensure_inbox(root)
     found: dict[str, float] = {}
     changed = anyio.Event()
@@ -278,7 +266,7 @@ async def peer(
         tg.start_soon(consume, root / "new", record, stop)
         await anyio.sleep(0.2)  # let the watcher start
         for i in range(n):
-            key = f"{label[:4]}:{i}"
+            key = f"{consume.__name__}:{i}"
             stamps = await prod.command("enqueue", root, key)
             with anyio.fail_after(10):
                 while key not in found:
@@ -323,63 +311,43 @@ async def watchfiles_defaults(new: Path, record: Callable[[str], None], stop: an
 
 
 def table(rows: list[Row], n: int) -> str:
-    lines = [
-        f"tier 3: a response put into the inbox by another process → channel frame on serve's stdout, n={n}",
-        f"{'':52}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}",
-    ]
-    for row in rows:
-        s = row.summary()
-        lines.append(f"{row.label:52}{s['n']:>6}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['max_ms']:>10.3f}")
-    return "\n".join(lines)
+    """The rows under the shared header."""
+    title = f"tier 3: a response put into the inbox by another process → channel frame on stdout, n={n}"
+    return "\n".join([title, HEADER, *(f"{row.label:<44}{row.stats.row()}" for row in rows)])
 
 
-async def run(n: int, peer_n: int, out: Path) -> dict[str, Any]:
+async def run(n: int, peer_n: int) -> None:
     with tempfile.TemporaryDirectory(prefix="tier3-bench-") as tmp:
         work = Path(tmp)
         async with producer() as prod:
             wake = await floor_inotify(prod, work, n)
             commit = await anyio.to_thread.run_sync(floor_commit, work, n)
             to_frame, total, durable, idle = await ours(prod, work, n)
-            poll = await peer(prod, work, peer_n, "peer: polling every 100 ms (rename → parsed)", polling)
+            poll = await peer(prod, work, peer_n, "peer: polling 100 ms (rename → parsed)", polling)
             wf = await peer(
-                prod,
-                work,
-                peer_n,
-                "peer: watchfiles awatch, defaults (rename → parsed)",
-                watchfiles_defaults,
+                prod, work, peer_n, "peer: watchfiles awatch (rename → parsed)", watchfiles_defaults
             )
     rows = [durable, wake, commit, to_frame, total, poll, wf]
-    ours_p99 = to_frame.pct(99)
-    ahead = all(to_frame.pct(q) < p.pct(q) for p in (poll, wf) for q in (50, 99))
+    ours_p99 = to_frame.stats.p99
+    ahead = all(to_frame.stats.p50 < p.stats.p50 and to_frame.stats.p99 < p.stats.p99 for p in (poll, wf))
     print(table(rows, n))
     print(f"serve's CPU while idle ({IDLE_S:g} s, no traffic): {idle:.2f} % of one core")
     print(
         f"target p99 ≤ {TARGET_P99_MS:g} ms: {'met' if ours_p99 <= TARGET_P99_MS else 'MISSED'} "
         f"({ours_p99:.3f} ms); ahead of both peers at p50 and p99: {'yes' if ahead else 'NO'}"
     )
-    result: dict[str, Any] = {
-        "benchmark": "tier3_inbox",
-        "command": "python -m benchmarks.tier3_inbox " + " ".join(sys.argv[1:]),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "system": platform.platform(),
+    path = save(
+        "tier3",
+        {
+            "command": "python -m benchmarks.tier3_inbox " + " ".join(sys.argv[1:]),
+            "rows": {row.label.strip(): asdict(row.stats) for row in rows},
+            "idle_cpu_percent": round(idle, 3),
+            "target_p99_ms": TARGET_P99_MS,
+            "target_met": ours_p99 <= TARGET_P99_MS,
+            "ahead_of_peers": ahead,
         },
-        "rows": {row.label.strip(): row.summary() for row in rows},
-        "idle_cpu_percent": round(idle, 3),
-        "target_p99_ms": TARGET_P99_MS,
-        "target_met": ours_p99 <= TARGET_P99_MS,
-        "ahead_of_peers": ahead,
-    }
-    write_json(out, result)
-    print(f"wrote {out}")
-    return result
-
-
-def write_json(out: Path, result: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    )
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -387,13 +355,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tier3_inbox", description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="responses through serve (and floor samples)")
     parser.add_argument("--peer-n", type=int, default=100, help="responses through each peer")
-    parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the figures")
     parser.add_argument("--produce", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce:
         produce()
         return
-    anyio.run(run, args.n, args.peer_n, args.json)
+    anyio.run(run, args.n, args.peer_n)
 
 
 if __name__ == "__main__":

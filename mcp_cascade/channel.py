@@ -20,7 +20,6 @@ import mcp_types as types
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
-from mcp.server.session import ServerSession
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCError, JSONRPCRequest
 from pydantic import BaseModel
@@ -60,11 +59,6 @@ class Outbound(Protocol):
         """Relay a Claude Code permission prompt to the allowlisted user."""
 
 
-class _Notification(BaseModel):
-    method: str
-    params: dict[str, Any]
-
-
 class _PermissionRequestParams(BaseModel):
     # A plain BaseModel on purpose: NotificationParams' camelCase aliases drop snake_case fields.
     request_id: str
@@ -73,28 +67,38 @@ class _PermissionRequestParams(BaseModel):
     input_preview: str = ""
 
 
-class SessionPusher:
-    """Writes responses into one MCP client connection."""
+class FrameWriter(Protocol):
+    """Writes one whole JSON-RPC line to the client; returns once it is in the pipe."""
 
-    def __init__(self, session: ServerSession) -> None:
-        self._session = session
+    async def write(self, text: str) -> None:
+        """Write ``text`` completely."""
+
+
+class SessionPusher:
+    """Writes responses into the client connection as notification frames.
+
+    The frame goes straight to the stdout writer rather than through the SDK's
+    outgoing queue: when ``push`` returns, the bytes are in the pipe, so the
+    engine's "delivered" mark never runs ahead of what Claude Code can read
+    (a kill -9 in between would otherwise lose the response).
+    """
+
+    def __init__(self, out: FrameWriter) -> None:
+        self._out = out
 
     async def push(self, response: Response, tier: int, *, redelivered: bool) -> None:
         """A permission verdict leaves as the permission notification; anything else as a channel message."""
         if response.type == "permission":
-            note = _Notification(
-                method=PERMISSION, params={"request_id": response.request_id, "behavior": response.behavior}
-            )
+            method = PERMISSION
+            params: dict[str, Any] = {"request_id": response.request_id, "behavior": response.behavior}
         else:
-            note = _Notification(
-                method=CHANNEL,
-                params={
-                    "content": response.content(),
-                    "meta": response.channel_meta(tier, redelivered=redelivered),
-                },
-            )
-        # The SDK types notifications as a closed union; custom methods pass through its dump unchanged.
-        await self._session.send_notification(note)  # type: ignore[arg-type]
+            method = CHANNEL
+            params = {
+                "content": response.content(),
+                "meta": response.channel_meta(tier, redelivered=redelivered),
+            }
+        frame = {"jsonrpc": "2.0", "method": method, "params": params}
+        await self._out.write(json.dumps(frame, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,7 @@ class ChannelDeps:
     status: Callable[[], Mapping[str, Any]]
     selftest: Callable[[], Awaitable[Mapping[str, Any]]]
     permission_relay: bool
+    frames: FrameWriter
 
 
 def _tool(
@@ -241,7 +246,7 @@ def build_server(deps: ChannelDeps) -> Server[Any]:
             await ctx.session.report_progress(waited, timeout_s, "waiting for the user's answer")
 
     async def initialized(ctx: ServerRequestContext[Any], params: types.NotificationParams) -> None:
-        engine.attach(SessionPusher(ctx.session))
+        engine.attach(SessionPusher(deps.frames))
 
     async def permission_request(ctx: ServerRequestContext[Any], params: _PermissionRequestParams) -> None:
         await deps.outbound.permission_request(deps.session, params.model_dump())

@@ -10,7 +10,7 @@ and the store's states.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -128,15 +128,58 @@ class Engine:
         Raises StoreUnavailable when it cannot be made durable: nothing was
         acknowledged, so the sender must fall back.
         """
-        slot = _Slot(response, tier, time.perf_counter())
-        self._emit("received", response, tier=tier, level="debug")
-        self._queue.append(slot)
-        self._wake.set()
+        slot = self._enqueue([response], tier)[0]
         await slot.durable.wait()
-        elapsed = (time.perf_counter() - slot.start) * 1000
         if slot.error is not None:
-            self._emit("failed", response, tier=tier, reason=f"store: {slot.error}", level="error")
             raise slot.error
+        outcome = self._settle(slot)
+        if outcome.status == "duplicate":
+            return outcome
+        if self._pusher is None and not slot.pushed.is_set():
+            self._emit(
+                "queued",
+                response,
+                tier=tier,
+                latency_ms=outcome.latency_ms,
+                reason="no MCP client attached yet",
+            )
+            return outcome
+        with anyio.move_on_after(self._push_wait_s):
+            await slot.pushed.wait()
+        elapsed = (time.perf_counter() - slot.start) * 1000
+        status: Literal["delivered", "queued"] = "delivered" if slot.pushed.is_set() else "queued"
+        return Outcome(status, response.id, response.correlation_id, tier, elapsed)
+
+    async def receive_many(
+        self, responses: Sequence[Response], tier: int
+    ) -> list[Outcome | StoreUnavailable]:
+        """Make several responses durable together, in this order, without waiting for their pushes.
+
+        For a producer that keeps its own durable copy until this returns (the
+        inbox): one group commit for the lot. Each result is an Outcome
+        (``queued`` or ``duplicate``), or the StoreUnavailable that kept that
+        response from being made durable (the caller keeps its copy).
+        """
+        slots = self._enqueue(responses, tier)
+        results: list[Outcome | StoreUnavailable] = []
+        for slot in slots:
+            await slot.durable.wait()
+            results.append(slot.error if slot.error is not None else self._settle(slot))
+        return results
+
+    def _enqueue(self, responses: Sequence[Response], tier: int) -> list[_Slot]:
+        now = time.perf_counter()
+        slots = [_Slot(r, tier, now) for r in responses]
+        for slot in slots:
+            self._emit("received", slot.response, tier=tier, level="debug")
+        self._queue.extend(slots)
+        self._wake.set()
+        return slots
+
+    def _settle(self, slot: _Slot) -> Outcome:
+        """Report a response the pump has committed: a duplicate, or durable (queued for its push)."""
+        response, tier = slot.response, slot.tier
+        elapsed = (time.perf_counter() - slot.start) * 1000
         assert slot.accepted is not None
         if not slot.accepted.new:
             self._emit(
@@ -150,14 +193,7 @@ class Engine:
         self._emit("durable", response, tier=tier, latency_ms=elapsed)
         arrival, self._arrival = self._arrival, anyio.Event()
         arrival.set()
-        if self._pusher is None and not slot.pushed.is_set():
-            self._emit("queued", response, tier=tier, latency_ms=elapsed, reason="no MCP client attached yet")
-            return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
-        with anyio.move_on_after(self._push_wait_s):
-            await slot.pushed.wait()
-        elapsed = (time.perf_counter() - slot.start) * 1000
-        status: Literal["delivered", "queued"] = "delivered" if slot.pushed.is_set() else "queued"
-        return Outcome(status, response.id, response.correlation_id, tier, elapsed)
+        return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
 
     async def wait_arrival(self) -> None:
         """Return when the next new response has been made durable."""
@@ -178,6 +214,7 @@ class Engine:
                 except StoreUnavailable as exc:
                     self.last_push_error = (time.time(), str(exc))
                     for s in slots:
+                        self._emit("failed", s.response, tier=s.tier, reason=f"store: {exc}", level="error")
                         s.error = exc
                         s.durable.set()
                     if not slots:

@@ -28,7 +28,7 @@ from mcp_cascade._fs import atomic_write_json
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
 from mcp_cascade.config import LiveConfig, Loaded, ensure_home
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import CascadeError, ConfigError
+from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event
 from mcp_cascade.inbox import Maildir
 from mcp_cascade.outbound import BridgeClient, allowed_users
@@ -219,9 +219,14 @@ class Serve:
             try:
                 yield
             finally:
+                # Claude Code allows a stopping server about 100 ms before it escalates; uvicorn's own
+                # shutdown polls every 100 ms. Every acknowledged response is already durable, and a
+                # request cut short was not acknowledged (its sender falls back), so stop at once.
                 server.should_exit = True
+                tg.cancel_scope.cancel()
 
     async def _mcp(self) -> None:
+        stdin, stdout = protocol_stdio()
         deps = ChannelDeps(
             engine=self.engine,
             session=self.session,
@@ -229,12 +234,12 @@ class Serve:
             status=self.health,
             selftest=self.selftest,
             permission_relay=bool(allowed_users(self.home, self.config)),
+            frames=stdout,
         )
         server = build_server(deps)
         options = server.create_initialization_options(
             experimental_capabilities=capabilities(deps.permission_relay)
         )
-        stdin, stdout = protocol_stdio()
         # The SDK only iterates stdin and awaits stdout.write/flush; it types them as AsyncFile.
         async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read, write):
             send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
@@ -289,9 +294,6 @@ def _err(value: tuple[float, str] | None) -> dict[str, Any] | None:
 
 def serve(loaded: Loaded, session: str, cwd: Path) -> int:
     """Run serve to completion; returns the exit code."""
-    try:
-        app = Serve(loaded, session, cwd=cwd)
-    except CascadeError:
-        raise
+    app = Serve(loaded, session, cwd=cwd)
     anyio.run(app.run)
     return 0

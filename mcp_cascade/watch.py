@@ -95,6 +95,7 @@ class InboxWatcher:
         self.rescan_lag_ms = 0.0
         self.last_error: str | None = None
         self._failing: set[str] = set()
+        self._next_rescan = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -188,29 +189,38 @@ class InboxWatcher:
     # --- the loop -----------------------------------------------------------------------------
 
     async def _loop(self, ino: INotify | None) -> None:
-        next_rescan = self._clock() + self.rescan_s
+        self._next_rescan = self._clock() + self.rescan_s
         while True:
-            await self._cycle()
-            deadlines = [next_rescan]
-            if (legacy_due := self._debounce.next_due()) is not None:
-                deadlines.append(legacy_due)
-            if self._unsettled:
-                deadlines.append(self._clock() + min(self._unsettled.values()) - time.time())
-            timeout = max(0.0, min(deadlines) - self._clock())
-            if ino is None:
-                await anyio.sleep(timeout)
-            else:
-                with anyio.move_on_after(timeout):
-                    await anyio.wait_readable(ino)
-                self._on_events(ino.read(timeout=0))
-            now = self._clock()
-            if self._unsettled and min(self._unsettled.values()) <= time.time():
-                self._dirty = True
-            if now >= next_rescan:
-                self.rescan_lag_ms = (now - next_rescan) * 1000
-                next_rescan = now + self.rescan_s
-                self._full = self._full or "periodic"
-                await self._maintain()
+            try:
+                await self._cycle()
+                await self._wait(ino)
+            except Exception as exc:  # the task's boundary: a surprise must not stop the queue
+                self._error(f"watcher iteration failed: {exc!r}")
+                await anyio.sleep(self.rescan_s)
+                self._full = self._full or "after an error"
+
+    async def _wait(self, ino: INotify | None) -> None:
+        """Sleep until an inotify event, a debounce or settle deadline, or the rescan tick."""
+        deadlines = [self._next_rescan]
+        if (legacy_due := self._debounce.next_due()) is not None:
+            deadlines.append(legacy_due)
+        if self._unsettled:
+            deadlines.append(self._clock() + min(self._unsettled.values()) - time.time())
+        timeout = max(0.0, min(deadlines) - self._clock())
+        if ino is None:
+            await anyio.sleep(timeout)
+        else:
+            with anyio.move_on_after(timeout):
+                await anyio.wait_readable(ino)
+            self._on_events(ino.read(timeout=0))
+        now = self._clock()
+        if self._unsettled and min(self._unsettled.values()) <= time.time():
+            self._dirty = True
+        if now >= self._next_rescan:
+            self.rescan_lag_ms = (now - self._next_rescan) * 1000
+            self._next_rescan = now + self.rescan_s
+            self._full = self._full or "periodic"
+            await self._maintain()
 
     def _on_events(self, events: list[Any]) -> None:
         overflow = False
@@ -252,16 +262,13 @@ class InboxWatcher:
     async def _cycle(self) -> None:
         full, self._full = self._full, None
         start = time.perf_counter()
-        try:
-            if full and self.legacy_dir is not None:
-                await self._legacy_listing()
-            if full or self._dirty:
-                self._dirty = False
-                await self._drain()
-            if self.legacy_dir is not None:
-                await self._legacy_due()
-        except Exception as exc:  # task boundary: one bad cycle must not stop the queue
-            self._error(f"inbox cycle failed: {exc!r}")
+        if full and self.legacy_dir is not None:
+            await self._legacy_listing()
+        if full or self._dirty:
+            self._dirty = False
+            await self._drain()
+        if self.legacy_dir is not None:
+            await self._legacy_due()
         if full:
             self.last_rescan_at = time.time()
             self._emit(
@@ -297,10 +304,11 @@ class InboxWatcher:
         return names, [self.maildir.take(name, now) for name in todo]
 
     async def _deliver(self, taken: list[Taken]) -> bool:
-        """Receive each claimed response in order; False when the store refused (the rest waits)."""
+        """Make the claimed responses durable in one group commit, in order; False when the store refused."""
         done: list[str] = []
+        claimed = [item for item in taken if isinstance(item, Claimed)]
         try:
-            for index, item in enumerate(taken):
+            for item in taken:
                 if isinstance(item, Claimed):
                     self._emit(
                         "claimed",
@@ -308,20 +316,20 @@ class InboxWatcher:
                         correlation_id=item.response.correlation_id,
                         fields={"file": item.name},
                     )
-                    try:
-                        await self.engine.receive(item.response, TIER)
-                    except StoreUnavailable:
-                        # Durable in cur/ but not in the store: keep the file, retry at the next rescan.
-                        self._stalled.extend(c.name for c in taken[index:] if isinstance(c, Claimed))
-                        return False
-                    done.append(item.name)
-                    self.pending = max(0, self.pending - 1)
                 elif isinstance(item, Failed):
                     self._report(item)
                 elif isinstance(item, Unsettled):
                     self._unsettled[item.name] = item.settles_at
-            return True
+            results = await self.engine.receive_many([c.response for c in claimed], TIER)
+            for item, result in zip(claimed, results, strict=True):
+                if isinstance(result, StoreUnavailable):
+                    continue  # durable in cur/ but not in the store: kept, retried next tick
+                done.append(item.name)
+                self.pending = max(0, self.pending - 1)
+            return len(done) == len(claimed)
         finally:
+            # Whatever was claimed and not accepted goes back to new/ at the next tick, whatever stopped us.
+            self._stalled.extend(c.name for c in claimed if c.name not in done)
             if done:
                 with anyio.CancelScope(shield=True):
                     await self._io(self.maildir.ack, done)

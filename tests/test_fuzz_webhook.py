@@ -40,8 +40,10 @@ class Target:
     def post(self, raw: bytes, headers: dict[str, str]) -> httpx.Response:
         answer = self.http.post(self.live.info.webhook_url, content=raw, headers=headers)
         assert answer.status_code < 500, (answer.status_code, answer.text[:300], raw[:200])
-        if answer.status_code >= 400:
+        if answer.status_code >= 400 and answer.headers.get("content-type") == "application/json":
             assert json.loads(answer.text)["error"]
+        elif answer.status_code >= 400:  # refused by the HTTP layer before the app: still a plain reason
+            assert answer.text.strip()
         return answer
 
     def interleave_good(self) -> None:
@@ -77,7 +79,14 @@ def _raw(value: Any) -> bytes:
 def test_schema_violating_requests_get_4xx(target: Target, case: Any, signed: bool) -> None:
     raw = _raw(case.body)
     given_id = case.body.get("id") if isinstance(case.body, dict) else None
-    msg_id = given_id if isinstance(given_id, str) else "x"
+    # A header can only carry visible ASCII; other generated ids are signed under a stand-in id (a 400).
+    ok = (
+        isinstance(given_id, str)
+        and given_id.isascii()
+        and given_id.isprintable()
+        and given_id == given_id.strip()
+    )
+    msg_id = given_id if ok and isinstance(given_id, str) else "x"
     headers = sign(target.live.secret, msg_id, raw) if signed else {"content-type": "application/json"}
     answer = target.post(raw, headers)
     assert answer.status_code in (400, 401, 413, 415, 422), answer.text
