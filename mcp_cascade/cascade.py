@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -36,49 +37,24 @@ import anyio.to_thread
 import httpx
 from anyio.abc import TaskGroup
 
-from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot, Permit
+from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
+from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
 from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home
-from mcp_cascade.errors import CascadeError, ConfigError, FieldError, InvalidResponse
+from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
 from mcp_cascade.events import Event, Observer
-from mcp_cascade.inbox import enqueue
 from mcp_cascade.outbox import TIER_CHOICES, Claimed, CorruptEntry, Outbox, TierChoice
 from mcp_cascade.response import Response, with_session
 from mcp_cascade.retry import Backoff, RetrySchedule
-from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
-from mcp_cascade.sidecar import TIER_HEADER
+from mcp_cascade.sessions import SessionInfo
 from mcp_cascade.signing import Signer, load_or_create_secret
 
 __all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
 
-Status = Literal["delivered", "queued", "failed"]
-Outcome = Literal["ok", "error", "timeout", "refused", "skipped"]
-TIER_NUMBERS = {"webhook": 1, "bridge": 2, "file": 3}
-# Answers that say the response itself is unacceptable: another tier would not change that.
-_PERMANENT = frozenset({400, 413, 415, 422})
 _REDRIVE_EVERY_S = 2.0
+# The response whose attempt moved a breaker, for the breaker event (each task has its own value).
+_CAUSE: ContextVar[Response | None] = ContextVar("mcp_cascade_breaker_cause", default=None)
 # Below uvicorn's 5 s keep-alive, so a pooled connection is never reused just as the server closes it.
 _KEEPALIVE_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try at one tier: what happened, why, and how long it took."""
-
-    tier: int
-    outcome: Outcome
-    reason: str
-    latency_ms: float
-    status_code: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "tier": self.tier,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "latency_ms": round(self.latency_ms, 3),
-            "status_code": self.status_code,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +94,6 @@ class AckHook(Protocol):
         """Tell the person their answer is taken care of; raise to have it retried."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Result:
-    status: Status
-    tier: int | None
-    rejected: str = ""  # why the server refused the response itself
-
-
-@dataclass(slots=True)
-class _Route:
-    breaker: Breaker
-    identity: tuple[int, str] | None
-
-
 def breaker_settings(config: Config) -> BreakerSettings:
     """The breaker settings of a configuration."""
     return BreakerSettings(
@@ -163,34 +126,43 @@ class Sender:
         self._observer = observer
         self._ack = ack
         self.outbox = Outbox(outbox if outbox is not None else home / "outbox")
-        self._routes: dict[str, _Route] = {}
+        self._routes: dict[str, tuple[Breaker, tuple[int, str] | None]] = {}
         self._clock = time.monotonic
         self._random = random.Random().random
         self._redrive_lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._signer: Signer | None = None
+        self._means: Means | None = None
 
     @property
     def config(self) -> Config:
         """The configuration in force now (each delivery takes it once, at its start)."""
         return self._config.current if isinstance(self._config, LiveConfig) else self._config
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> Signer:
         ensure_home(self.home)
-        self._signer = Signer(load_or_create_secret(self.home))
         self.outbox.ensure()
+        return Signer(load_or_create_secret(self.home))
 
     async def __aenter__(self) -> Sender:
-        await anyio.to_thread.run_sync(self._prepare)
+        signer = await anyio.to_thread.run_sync(self._prepare)
         async with AsyncExitStack() as stack:
-            self._client = await stack.enter_async_context(
+            client = await stack.enter_async_context(
                 httpx.AsyncClient(
                     trust_env=False,
                     timeout=httpx.Timeout(30.0),
                     limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_S),
                 )
+            )
+            self._means = Means(
+                self.home,
+                client,
+                signer,
+                self._observer,
+                self._clock,
+                self._random,
+                self._breaker,
+                self._start_ack,
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
@@ -205,13 +177,13 @@ class Sender:
         if stack is not None:
             await stack.aclose()
         self._tg = None
-        self._client = None
+        self._means = None
 
     def breakers(self) -> Mapping[str, BreakerSnapshot]:
         """Each session's breaker; ``next_probe_at`` is in unix time here."""
         now, mono = time.time(), self._clock()
         return {
-            session: _wall(route.breaker.snapshot(), now, mono) for session, route in self._routes.items()
+            session: _wall(breaker.snapshot(), now, mono) for session, (breaker, _) in self._routes.items()
         }
 
     async def deliver(
@@ -223,7 +195,7 @@ class Sender:
         (the inbox only). Raises ConfigError for a malformed session id and
         InvalidResponse for a response addressed to another session.
         """
-        if self._tg is None:
+        if self._means is None:
             raise RuntimeError("use the sender as 'async with Sender(...) as sender'")
         if not SESSION_ID_RE.match(session):
             raise ConfigError("session", f"{session!r} is not a valid session id ([a-z0-9-]{{1,64}})")
@@ -238,7 +210,9 @@ class Sender:
         started = time.perf_counter()
         claimed: Claimed | None = None
         try:
-            claimed = await anyio.to_thread.run_sync(self.outbox.put, response, session, tier)
+            # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
+            with anyio.CancelScope(shield=True):
+                claimed = await anyio.to_thread.run_sync(self.outbox.put, response, session, tier)
         except OSError as exc:
             self._emit(
                 "outbox",
@@ -288,7 +262,7 @@ class Sender:
         while True:
             try:
                 await self.redrive()
-            except (OSError, CascadeError) as exc:  # task boundary: a broken outbox must not stop sending
+            except Exception as exc:  # task boundary: a broken outbox must not stop sending
                 self._observer.emit(Event("outbox", level="error", reason=f"re-drive failed: {exc!r}"))
             await anyio.sleep(_REDRIVE_EVERY_S)
 
@@ -301,13 +275,17 @@ class Sender:
         config: Config,
         started: float,
     ) -> Receipt:
-        delivery = _Delivery(self, config, response, session, tier, started)
+        assert self._means is not None
+        delivery = Walk(self._means, config, response, session, tier, started)
+        cause = _CAUSE.set(response)
         try:
             result = await delivery.run()
         except BaseException:
             if claimed is not None:
                 claimed.release()  # cancelled: the entry stays for a re-drive
             raise
+        finally:
+            _CAUSE.reset(cause)
         receipt = Receipt(
             response.id,
             response.correlation_id,
@@ -322,7 +300,7 @@ class Sender:
         return receipt
 
     async def _settle(
-        self, claimed: Claimed | None, receipt: Receipt, result: _Result, config: Config
+        self, claimed: Claimed | None, receipt: Receipt, result: Result, config: Config
     ) -> None:
         fields = {"status": receipt.status, "attempts": len(receipt.attempts)}
         if receipt.status != "failed":
@@ -342,27 +320,36 @@ class Sender:
             self._emit_receipt("not_delivered", receipt, level="warning", reason=reason, fields=fields)
             self._emit_receipt("sent", receipt, level="warning", reason=reason, fields=fields)
 
-    def _route(self, session: str, info: SessionInfo | None, config: Config) -> _Route:
+    def _breaker(self, session: str, info: SessionInfo | None, config: Config) -> Breaker:
+        """The session's breaker, under ``config``; a new server behind the session starts it afresh."""
         settings = breaker_settings(config)
         identity = (info.pid, info.webhook_url) if info is not None else None
-        route = self._routes.get(session)
-        if route is None:
+        known = self._routes.get(session)
+        if known is None:
             breaker = Breaker(settings, self._clock, partial(self._breaker_changed, session))
-            route = self._routes[session] = _Route(breaker, identity)
-            return route
-        route.breaker.configure(settings)
-        if identity is not None and identity != route.identity:
-            if route.identity is not None:
-                route.breaker.reset()  # a new server: what the old one did says nothing about it
-            route.identity = identity
-        return route
+            self._routes[session] = (breaker, identity)
+            return breaker
+        breaker, seen = known
+        breaker.configure(settings)
+        if identity is not None and identity != seen:
+            if seen is not None:
+                breaker.reset()  # what the old server did says nothing about the new one
+            self._routes[session] = (breaker, identity)
+        return breaker
+
+    def _start_ack(self, response: Response, session: str, reason: str, config: Config) -> None:
+        if self._ack is not None and self._tg is not None:
+            self._tg.start_soon(self._acknowledge, response, session, reason, config)
 
     def _breaker_changed(self, session: str, snapshot: BreakerSnapshot) -> None:
         wall = _wall(snapshot, time.time(), self._clock())
+        cause = _CAUSE.get()
         self._observer.emit(
             Event(
                 "breaker",
                 session=session,
+                response_id=cause.id if cause else None,
+                correlation_id=cause.correlation_id if cause else None,
                 level="warning" if snapshot.state == "open" else "info",
                 reason=snapshot.reason or None,
                 fields={
@@ -464,275 +451,6 @@ def _wall(snapshot: BreakerSnapshot, now: float, mono: float) -> BreakerSnapshot
     if snapshot.next_probe_at is None:
         return snapshot
     return replace(snapshot, next_probe_at=round(now + (snapshot.next_probe_at - mono), 3))
-
-
-class _Delivery:
-    """One response's way through the tiers, under the configuration it started with."""
-
-    def __init__(
-        self,
-        sender: Sender,
-        config: Config,
-        response: Response,
-        session: str,
-        choice: TierChoice,
-        started: float,
-    ) -> None:
-        self.sender = sender
-        self.config = config
-        self.response = response
-        self.session = session
-        self.choice = choice
-        self.clock = sender._clock
-        elapsed = time.perf_counter() - started
-        self.deadline = self.clock() + config.overall_timeout_ms / 1000 - elapsed
-        self.webhook_s = config.webhook_timeout_ms / 1000
-        self.attempts: list[Attempt] = []
-        self.kind = ""  # why the last tier did not take the response (the failover reason)
-        self.acked = False
-        self.tier1_tried = False
-        assert sender._client is not None and sender._signer is not None
-        self.client = sender._client
-        self.signer = sender._signer
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - self.clock())
-
-    def plan(self) -> tuple[int, ...]:
-        if self.choice == "file":
-            return (3,)
-        if self.choice == "webhook":
-            return (1,)
-        return tuple(TIER_NUMBERS[name] for name in self.config.tier_order)
-
-    async def run(self) -> _Result:
-        rounds = RetrySchedule(self.remaining(), clock=self.clock, random=self.sender._random)
-        while True:
-            result = await self.round()
-            if result is not None:
-                return result
-            delay = rounds.next_delay()
-            if delay is None:
-                return _Result("failed", None)
-            await anyio.sleep(delay)
-            if self.remaining() <= 0:
-                return _Result("failed", None)
-
-    async def round(self) -> _Result | None:
-        info = read_session(self.sender.home, self.session)
-        route = self.sender._route(self.session, info, self.config)
-        down = None
-        if info is None:
-            down = "session not running (no session.json)"
-        elif not info.alive:
-            down = f"session not running (pid {info.pid} is gone)"
-        previous: int | None = None
-        for tier in self.plan():
-            if previous is not None:
-                self.failover(previous, tier)
-            if tier == 1:
-                result = await self.tier1(info, route, down)
-            elif tier == 2:
-                result = await self.tier2(info, route, down)
-            else:
-                result = await self.tier3(down)
-            if result is not None:
-                return result
-            previous = tier
-        return None
-
-    async def tier1(self, info: SessionInfo | None, route: _Route, down: str | None) -> _Result | None:
-        if down is not None or info is None:
-            self.skip(1, down or "", "session_down")
-            return None
-        permit = route.breaker.allow()
-        if permit == "reject":
-            self.skip_open(1, route)
-            return None
-        self.tier1_tried = True
-        return await self.post(info.webhook_url, route, 1, permit, min(self.webhook_s, self.remaining()))
-
-    async def tier2(self, info: SessionInfo | None, route: _Route, down: str | None) -> _Result | None:
-        self.acknowledge()
-        if down is not None or info is None:
-            self.skip(2, down or "", "session_down")
-            return None
-        budget = min(self.config.bridge_timeout_ms / 1000, self.remaining())
-        schedule = RetrySchedule(
-            budget, reserve_s=min(self.webhook_s, budget), clock=self.clock, random=self.sender._random
-        )
-        wait = self.tier1_tried
-        while True:
-            if wait:
-                delay = schedule.next_delay()
-                if delay is None:
-                    return None
-                await anyio.sleep(delay)
-            wait = True
-            permit = route.breaker.allow()
-            if permit == "reject":
-                self.skip_open(2, route)
-                return None
-            timeout = min(self.webhook_s, schedule.remaining())
-            if timeout <= 0:
-                return None
-            result = await self.post(info.webhook_url, route, 2, permit, timeout)
-            if result is not None:
-                return result
-
-    async def tier3(self, down: str | None) -> _Result | None:
-        timeout = self.remaining()
-        if timeout <= 0:
-            return None
-        inbox = SessionPaths(self.sender.home, self.session).inbox
-        started = time.perf_counter()
-        try:
-            with anyio.fail_after(timeout):
-                await anyio.to_thread.run_sync(enqueue, inbox, self.response, abandon_on_cancel=True)
-        except TimeoutError:
-            self.record(3, "timeout", f"inbox write took over {timeout * 1000:.0f} ms", started)
-            self.kind = "timeout"
-            return None
-        except OSError as exc:
-            self.record(3, "error", f"inbox write failed: {exc}", started)
-            self.kind = "error"
-            return None
-        self.record(3, "ok", "queued in the inbox" + (f"; {down}" if down else ""), started)
-        return _Result("queued", 3)
-
-    async def post(
-        self, url: str, route: _Route, tier: int, permit: Permit, timeout: float
-    ) -> _Result | None:
-        body = self.response.to_json()
-        headers = self.signer.headers(self.response.id, body)
-        headers["content-type"] = "application/json"
-        headers["x-correlation-id"] = self.response.correlation_id
-        if tier == 2:
-            headers[TIER_HEADER] = "2"
-        started = time.perf_counter()
-        reported = False
-        try:
-            outcome, reason, code, payload = await self.exchange(url, body, headers, timeout)
-            result: _Result | None = None
-            if outcome == "ok" and code is not None:
-                result, outcome, reason = _interpret(code, payload, tier)
-            slow = outcome == "timeout"
-            if outcome == "ok" or (result is not None and result.rejected):
-                route.breaker.success(permit)
-            else:
-                route.breaker.failure(permit, slow=slow)
-                self.kind = _kind(outcome, code)
-            reported = True
-            self.record(tier, outcome, reason, started, code)
-            return result
-        finally:
-            if not reported:
-                route.breaker.abandon(permit)
-
-    async def exchange(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
-    ) -> tuple[Outcome, str, int | None, Any]:
-        with anyio.move_on_after(timeout):
-            try:
-                answer = await self.client.post(url, content=body, headers=headers)
-            except httpx.ConnectError as exc:
-                text = str(exc)
-                return "refused", "connection refused" if "refused" in text.lower() else text, None, None
-            except httpx.TimeoutException as exc:
-                return "timeout", f"timed out: {exc}", None, None
-            except httpx.HTTPError as exc:
-                return "error", str(exc) or type(exc).__name__, None, None
-            try:
-                payload = answer.json()
-            except ValueError:
-                payload = answer.text[:200]
-            return "ok", "", answer.status_code, payload
-        return "timeout", f"no answer within {timeout * 1000:.0f} ms", None, None
-
-    def acknowledge(self) -> None:
-        if self.acked or self.sender._ack is None or self.sender._tg is None:
-            return
-        self.acked = True
-        last = self.attempts[-1].reason if self.attempts else ""
-        reason = f"{self.kind}: {last}" if self.kind else last
-        self.sender._tg.start_soon(self.sender._acknowledge, self.response, self.session, reason, self.config)
-
-    def failover(self, source: int, target: int) -> None:
-        self.sender._emit(
-            "failover",
-            self.response,
-            self.session,
-            tier=target,
-            reason=self.attempts[-1].reason if self.attempts else None,
-            fields={"from_tier": source, "to_tier": target, "kind": self.kind or "error"},
-        )
-
-    def skip(self, tier: int, reason: str, kind: str) -> None:
-        self.kind = kind
-        self.record(tier, "skipped", reason, time.perf_counter())
-
-    def skip_open(self, tier: int, route: _Route) -> None:
-        snap = route.breaker.snapshot()
-        if snap.state == "half_open":
-            self.skip(tier, "breaker half-open: a probe is in flight", "breaker_open")
-            return
-        wait_ms = max(0.0, ((snap.next_probe_at or 0.0) - self.clock()) * 1000)
-        if snap.reason == "slow":
-            why = f"tier 1 is slow ({snap.slow} answers over the {self.config.webhook_timeout_ms} ms budget)"
-            self.skip(tier, f"{why}; next probe in {wait_ms:.0f} ms", "slow")
-        else:
-            why = f"breaker open after {snap.failures} failures"
-            self.skip(tier, f"{why}; next probe in {wait_ms:.0f} ms", "breaker_open")
-
-    def record(
-        self, tier: int, outcome: Outcome, reason: str, started: float, code: int | None = None
-    ) -> None:
-        latency = (time.perf_counter() - started) * 1000
-        self.attempts.append(Attempt(tier, outcome, reason, latency, code))
-        self.sender._emit(
-            "attempt",
-            self.response,
-            self.session,
-            tier=tier,
-            latency_ms=latency,
-            reason=reason,
-            level="debug" if outcome == "ok" else "info",
-            fields={"outcome": outcome, "status_code": code},
-        )
-
-
-def _interpret(code: int, payload: Any, tier: int) -> tuple[_Result | None, Outcome, str]:
-    """What a sidecar's answer means for the delivery."""
-    status = payload.get("status") if isinstance(payload, dict) else None
-    if code == 200 and status in ("delivered", "duplicate"):
-        return _Result("delivered", tier), "ok", f"HTTP 200 {status}"
-    if code == 202 and status == "queued":
-        return _Result("queued", tier), "ok", "HTTP 202 queued"
-    detail = payload.get("error") if isinstance(payload, dict) else payload
-    reason = f"HTTP {code}: {detail}" if detail else f"HTTP {code}"
-    if code in _PERMANENT and not _wrong_session(payload):
-        return _Result("failed", None, rejected=reason), "error", reason
-    if 200 <= code < 300:
-        reason = f"HTTP {code} with an unexpected body: {str(payload)[:200]}"
-    return None, "error", reason
-
-
-def _wrong_session(payload: Any) -> bool:
-    # A 422 about $.session means another session's server answers at this address (a reused port).
-    errors = payload.get("errors") if isinstance(payload, dict) else None
-    return isinstance(errors, list) and any(
-        isinstance(e, dict) and e.get("path") == "$.session" for e in errors
-    )
-
-
-def _kind(outcome: Outcome, code: int | None) -> str:
-    if outcome in ("timeout", "refused"):
-        return outcome
-    if code is not None and code >= 500:
-        return "http_5xx"
-    if code is not None and code >= 400:
-        return "http_4xx"
-    return "error"
 
 
 def send_one(loaded: Loaded, response: Response, session: str, tier: TierChoice = "auto") -> Receipt:

@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import tomllib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -176,7 +176,18 @@ def ensure_home(home: Path) -> None:
 
 # Keys a running process reads once at start-up: a reload records them, they apply on the next start.
 RESTART_KEYS = frozenset(
-    {"sidecar_host", "sidecar_port", "bridge_port", "log_file", "log_level", "metrics", "telegram_api_base"}
+    {
+        "sidecar_host",
+        "sidecar_port",
+        "bridge_port",
+        "log_file",
+        "log_level",
+        "metrics",
+        "audit_max_bytes",
+        "telegram_api_base",
+        "legacy_dir",
+        "retention_days",
+    }
 )
 _WATCH_MASK = (
     inotify_simple.flags.CLOSE_WRITE
@@ -207,6 +218,7 @@ class LiveConfig:
         self._loaded = load_config(home, env, flags)
         self._observer: Observer = observer or NullObserver()
         self._watching = False
+        self._subscribers: list[Callable[[Config], None]] = []
 
     @classmethod
     def from_loaded(cls, loaded: Loaded, *, observer: Observer | None = None) -> LiveConfig:
@@ -222,6 +234,14 @@ class LiveConfig:
     def loaded(self) -> Loaded:
         """The configuration in force now, with where each value came from."""
         return self._loaded
+
+    def subscribe(self, callback: Callable[[Config], None]) -> None:
+        """Call ``callback`` with each new configuration a reload puts in force.
+
+        For long-running loops that hold a setting between units of work (a
+        rescan period); everything else reads :attr:`current` when it starts.
+        """
+        self._subscribers.append(callback)
 
     def reload(self) -> bool:
         """Re-read the configuration; True when the new one is in force, False when it was rejected."""
@@ -240,6 +260,9 @@ class LiveConfig:
             return False
         self._loaded = new
         changed = sorted(k for k in KEYS if getattr(old.config, k) != getattr(new.config, k))
+        if changed:
+            for callback in self._subscribers:
+                callback(new.config)
         self._observer.emit(
             Event(
                 "config_reloaded",

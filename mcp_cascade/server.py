@@ -104,8 +104,6 @@ class Serve:
         self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.signer = Signer(load_or_create_secret(self.home))
         self.telemetry = make_telemetry(loaded, "serve", session)
-        # Work that reads settings while running takes live.current once per unit of work.
-        self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
         cfg = self.config
@@ -117,6 +115,13 @@ class Serve:
             legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
             debounce_s=cfg.file_debounce_ms / 1000,
             legacy_max_age_s=cfg.retention_days * 86400,
+        )
+        # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
+        self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
+        self.live.subscribe(
+            lambda c: self.watcher.retune(
+                rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000
+            )
         )
         # Bound now, before any task group exists, so a taken port is a plain ConfigError.
         self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)

@@ -97,6 +97,12 @@ class InboxWatcher:
         self._failing: set[str] = set()
         self._next_rescan = 0.0
 
+    def retune(self, *, rescan_s: float, debounce_s: float) -> None:
+        """Apply a reloaded rescan period and debounce window; they take effect from the next tick."""
+        self.rescan_s = rescan_s
+        self.maildir.settle_s = debounce_s
+        self._debounce.window_s = debounce_s
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -444,6 +450,7 @@ class InboxWatcher:
             "last_rescan_at": self.last_rescan_at,
             "last_rescan_age_s": None if age is None else round(age, 3),
             "rescan_lag_ms": round(self.rescan_lag_ms, 3),
+            "rescan_every_s": self.rescan_s,
             "last_error": self.last_error,
         }
         if self.legacy_dir is not None:

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from mcp_cascade.config import LiveConfig
@@ -101,20 +102,38 @@ async def test_a_second_watch_on_the_same_config_waits_instead_of_competing(home
         tg.cancel_scope.cancel()
 
 
-async def test_serve_survives_sighup_and_reloads_its_configuration(home: Path) -> None:
+async def test_serve_survives_sighup_and_its_inbox_watcher_takes_the_new_rescan_period(home: Path) -> None:
     async with ServeProcess(home, "live-a") as serve:
-        await serve.wait_session()
+        info = await serve.wait_session()
         await serve.initialize()
-        (home / "config.toml").write_text('file_rescan_ms = 250\nlog_level = "debug"\n')
-        serve.kill(signal.SIGHUP)
-        with anyio.fail_after(10):
-            # serve's stderr is a file: nothing signals a line appearing in it.
-            while '"event":"config_reloaded"' not in serve.stderr_path.read_text():  # noqa: ASYNC110
-                await anyio.sleep(0.02)
+        async with httpx.AsyncClient() as client:
+            before = (await client.get(info.health_url + "/file")).json()
+            assert before["rescan_every_s"] == 1.0
+            (home / "config.toml").write_text('file_rescan_ms = 250\nlog_level = "debug"\n')
+            serve.kill(signal.SIGHUP)
+            with anyio.fail_after(10):
+                # serve's stderr is a file: nothing signals a line appearing in it.
+                while '"event":"config_reloaded"' not in serve.stderr_path.read_text():  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            after = (await client.get(info.health_url + "/file")).json()
+        assert after["rescan_every_s"] == 0.25
         status = await serve.call_tool("cascade_status")
         assert not status.get("isError")
         assert serve.exit_code is None
         lines = [ln for ln in serve.stderr_path.read_text().splitlines() if "config_reloaded" in ln]
-        assert "file_rescan_ms" in lines[0]
-        assert "log_level" in lines[0]  # reported as taking effect on restart
+        assert '"on_restart":["log_level"]' in lines[0]  # read once at start-up: applies on restart
     assert serve.bad_lines == []
+
+
+def test_subscribers_get_each_new_configuration_and_nothing_for_a_rejected_one(home: Path) -> None:
+    live = LiveConfig(home, {})
+    got: list[int] = []
+    live.subscribe(lambda config: got.append(config.file_rescan_ms))
+    write_config(home, "file_rescan_ms = 300\n")
+    assert live.reload()
+    write_config(home, "file_rescan_ms = 1\n")  # below the minimum
+    assert not live.reload()
+    assert live.reload() is False
+    write_config(home, "file_rescan_ms = 300\n")
+    assert live.reload()  # unchanged: nobody is called
+    assert got == [300]

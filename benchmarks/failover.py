@@ -1,0 +1,181 @@
+"""Failover: time from a sender's delivery call to the notification on serve's stdout when tier 1 is down.
+
+    python -m benchmarks.failover [--n 20] [--floor-n 200]
+
+Scenarios, each against a real ``serve`` whose session.json is pointed at a
+broken webhook (its process stays alive, so the sender does try tier 1):
+
+- tier 1 healthy: the floor of the whole path (outbox write, signed POST, push);
+- connection refused: tier 1 refused, tier 2 retries inside its budget, tier 3;
+- SIGSTOPped listener: the kernel accepts, nobody answers: tier 1 times out,
+  tier 2 attempts time out, tier 3;
+- breaker already open: straight to tier 3.
+
+In the first three the breaker is kept from opening (thresholds of 10,000) so
+each sample runs the full cascade; the last uses the defaults with a long
+reset so it stays open. Latency counts from the ``deliver`` call (the sender's
+own outbox write included) to the notification frame read from serve's
+stdout; both ends use ``time.perf_counter()``. Floors measured in the same
+run: a bare loopback HTTP round trip and a durable file write on the same disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from benchmarks._common import HEADER, Stats, bare_http_floor, durable_write_floor, save
+from mcp_cascade.cascade import Receipt, Sender
+from mcp_cascade.config import Config
+from mcp_cascade.events import NullObserver
+from mcp_cascade.response import make_response
+from mcp_cascade.sessions import SessionPaths
+from mcp_cascade.testing import ServeProcess
+
+SESSION = "bench-failover"
+WEBHOOK = "/webhook/bridge-response"
+NO_BREAKER = {"breaker_threshold": 1000, "slow_after": 1000}
+# A listener that accepts into the kernel backlog and never answers, once SIGSTOPped.
+STOPPED_LISTENER = (
+    "import socket, sys, time\n"
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1024)\n"
+    "print(s.getsockname()[1], flush=True)\n"
+    "time.sleep(3600)\n"
+)
+
+
+def point_webhook_at(home: Path, url: str) -> None:
+    path = SessionPaths(home, SESSION).session_json
+    data: dict[str, Any] = json.loads(path.read_text())
+    data["webhook_url"] = url
+    path.write_text(json.dumps(data))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def stopped_listener() -> AsyncIterator[int]:
+    """A subprocess listening on a port, SIGSTOPped; yields the port."""
+    async with await anyio.open_process([sys.executable, "-c", STOPPED_LISTENER]) as child:
+        assert child.stdout is not None
+        port = int((await child.stdout.receive()).decode())
+        child.send_signal(signal.SIGSTOP)
+        try:
+            yield port
+        finally:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+
+
+async def sample(
+    serve: ServeProcess, sender: Sender, prefix: str, n: int
+) -> tuple[list[float], list[Receipt]]:
+    """Deliver ``n`` responses one after another; latency to each notification, and the receipts."""
+    latencies: list[float] = []
+    receipts: list[Receipt] = []
+    for i in range(n):
+        rid = f"{prefix}:{i}"
+        response = make_response(type="message", user_id=7, text="failover " + rid, id=rid)
+        start = time.perf_counter()
+        receipts.append(await sender.deliver(response, SESSION))
+        await serve.wait_for(partial(_arrived, serve, rid), timeout=30)
+        arrived = _arrived(serve, rid)
+        assert arrived is not None
+        latencies.append((arrived - start) * 1000)
+    return latencies, receipts
+
+
+def _arrived(serve: ServeProcess, rid: str) -> float | None:
+    for note in reversed(serve.channel()):
+        if note["params"]["meta"]["response_id"] == rid:
+            received: float = note["_received"]
+            return received
+    return None
+
+
+def tiers(receipts: list[Receipt]) -> str:
+    counts: dict[int, int] = {}
+    for receipt in receipts:
+        counts[receipt.tier or 0] = counts.get(receipt.tier or 0, 0) + 1
+    return ",".join(f"t{tier}×{count}" for tier, count in sorted(counts.items()))
+
+
+async def run(n: int, floor_n: int) -> dict[str, Any]:
+    defaults = Config.model_validate({})
+    budget_12 = f"{defaults.webhook_timeout_ms} + {defaults.bridge_timeout_ms} ms, then tier 3"
+    rows: dict[str, tuple[Stats, str, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="mcp-cascade-failover-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir(mode=0o700)
+        floor_http = Stats.of(await bare_http_floor(floor_n * 5))
+        floor_disk = Stats.of(durable_write_floor(Path(tmp) / "floor", floor_n))
+        async with ServeProcess(home, SESSION) as serve:
+            info = await serve.wait_session()
+            await serve.initialize()
+            async with Sender(home, Config.model_validate(NO_BREAKER), NullObserver()) as sender:
+                lat, rec = await sample(serve, sender, "healthy", floor_n)
+                rows["tier 1 healthy"] = (Stats.of(lat), tiers(rec), f"{defaults.webhook_timeout_ms} ms")
+
+                point_webhook_at(home, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
+                lat, rec = await sample(serve, sender, "refused", n)
+                rows["tier 1 refused"] = (Stats.of(lat), tiers(rec), budget_12)
+
+                async with stopped_listener() as port:
+                    point_webhook_at(home, f"http://127.0.0.1:{port}{WEBHOOK}")
+                    lat, rec = await sample(serve, sender, "stopped", n)
+                rows["tier 1 SIGSTOPped"] = (Stats.of(lat), tiers(rec), budget_12)
+
+            point_webhook_at(home, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
+            held_open = Config.model_validate({"breaker_reset_ms": 3_600_000})
+            async with Sender(home, held_open, NullObserver()) as sender:
+                await sample(serve, sender, "trip", 3)
+                assert sender.breakers()[SESSION].state == "open"
+                lat, rec = await sample(serve, sender, "open", floor_n)
+            rows["breaker already open"] = (Stats.of(lat), tiers(rec), "tier 3 only")
+            point_webhook_at(home, info.webhook_url)
+
+    print(f"\n{HEADER}  delivered by budget")
+    print(f"{'floor: bare loopback HTTP round trip':<44}{floor_http.row()}")
+    print(f"{'floor: durable write (tmp, fsync, rename)':<44}{floor_disk.row()}")
+    for name, (stats, used, budget) in rows.items():
+        print(f"{name:<44}{stats.row()}  {used:<12} {budget}")
+    return {
+        "n": n,
+        "floor_n": floor_n,
+        "budgets_ms": {"webhook": defaults.webhook_timeout_ms, "bridge": defaults.bridge_timeout_ms},
+        "floors": {"bare_http": _stats(floor_http), "durable_write": _stats(floor_disk)},
+        "scenarios": {name: {**_stats(stats), "tiers": used} for name, (stats, used, _) in rows.items()},
+    }
+
+
+def _stats(stats: Stats) -> dict[str, float]:
+    return {"n": stats.n, "p50_ms": stats.p50, "p99_ms": stats.p99, "max_ms": stats.max}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=20, help="samples per failure scenario (default 20)")
+    parser.add_argument("--floor-n", type=int, default=200, help="samples of the fast paths (default 200)")
+    args = parser.parse_args()
+    result = anyio.run(run, args.n, args.floor_n)
+    print(f"\nresults: {save('failover', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""One response's walk through the tiers: the inside of ``Sender.deliver``.
+
+Rounds of ``tier_order`` until a tier makes the response durable at the server
+or the overall timeout passes. Every wait is bounded by what is left of the
+budget it belongs to, so nothing here needs cancelling from outside: the
+receipt always lists every attempt, including the last one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from mcp_cascade.breaker import Breaker, Permit
+from mcp_cascade.config import Config
+from mcp_cascade.events import Event, Observer
+from mcp_cascade.inbox import enqueue
+from mcp_cascade.outbox import TierChoice
+from mcp_cascade.response import Response
+from mcp_cascade.retry import RetrySchedule
+from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
+from mcp_cascade.sidecar import TIER_HEADER
+from mcp_cascade.signing import Signer
+
+Status = Literal["delivered", "queued", "failed"]
+Outcome = Literal["ok", "error", "timeout", "refused", "skipped"]
+TIER_NUMBERS = {"webhook": 1, "bridge": 2, "file": 3}
+# Answers that say the response itself is unacceptable: another tier would not change that.
+_PERMANENT = frozenset({400, 413, 415, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at one tier: what happened, why, and how long it took."""
+
+    tier: int
+    outcome: Outcome
+    reason: str
+    latency_ms: float
+    status_code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "tier": self.tier,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "latency_ms": round(self.latency_ms, 3),
+            "status_code": self.status_code,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How a walk ended: the receipt's status and tier, and why the server refused it if it did."""
+
+    status: Status
+    tier: int | None
+    rejected: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Means:
+    """What a walk uses from its sender."""
+
+    home: Path
+    client: httpx.AsyncClient
+    signer: Signer
+    observer: Observer
+    clock: Callable[[], float]
+    random: Callable[[], float]
+    breaker: Callable[[str, SessionInfo | None, Config], Breaker]  # the session's, for this server
+    acknowledge: Callable[[Response, str, str, Config], None]  # starts tier 2's acknowledgment
+
+
+class Walk:
+    """One response's way through the tiers, under the configuration it started with."""
+
+    def __init__(
+        self,
+        means: Means,
+        config: Config,
+        response: Response,
+        session: str,
+        choice: TierChoice,
+        started: float,
+    ) -> None:
+        self.means = means
+        self.config = config
+        self.response = response
+        self.session = session
+        self.choice = choice
+        self.clock = means.clock
+        elapsed = time.perf_counter() - started
+        self.deadline = self.clock() + config.overall_timeout_ms / 1000 - elapsed
+        self.webhook_s = config.webhook_timeout_ms / 1000
+        self.attempts: list[Attempt] = []
+        self.kind = ""  # why the last tier did not take the response (the failover reason)
+        self.acked = False
+        self.tier1_tried = False
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - self.clock())
+
+    def plan(self) -> tuple[int, ...]:
+        if self.choice == "file":
+            return (3,)
+        if self.choice == "webhook":
+            return (1,)
+        return tuple(TIER_NUMBERS[name] for name in self.config.tier_order)
+
+    async def run(self) -> Result:
+        rounds = RetrySchedule(self.remaining(), clock=self.clock, random=self.means.random)
+        while True:
+            result = await self.round()
+            if result is not None:
+                return result
+            delay = rounds.next_delay()
+            if delay is None:
+                return Result("failed", None)
+            await anyio.sleep(delay)
+            if self.remaining() <= 0:
+                return Result("failed", None)
+
+    async def round(self) -> Result | None:
+        info = read_session(self.means.home, self.session)
+        breaker = self.means.breaker(self.session, info, self.config)
+        down = None
+        if info is None:
+            down = "session not running (no session.json)"
+        elif not info.alive:
+            down = f"session not running (pid {info.pid} is gone)"
+        previous: int | None = None
+        for tier in self.plan():
+            if previous is not None:
+                self.failover(previous, tier)
+            if tier == 1:
+                result = await self.tier1(info, breaker, down)
+            elif tier == 2:
+                result = await self.tier2(info, breaker, down)
+            else:
+                result = await self.tier3(down)
+            if result is not None:
+                return result
+            previous = tier
+        return None
+
+    async def tier1(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
+        if down is not None or info is None:
+            self.skip(1, down or "", "session_down")
+            return None
+        permit = breaker.allow()
+        if permit == "reject":
+            self.skip_open(1, breaker)
+            return None
+        self.tier1_tried = True
+        return await self.post(info.webhook_url, breaker, 1, permit, min(self.webhook_s, self.remaining()))
+
+    async def tier2(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
+        self.acknowledge()
+        if down is not None or info is None:
+            self.skip(2, down or "", "session_down")
+            return None
+        budget = min(self.config.bridge_timeout_ms / 1000, self.remaining())
+        schedule = RetrySchedule(
+            budget, reserve_s=min(self.webhook_s, budget), clock=self.clock, random=self.means.random
+        )
+        wait = self.tier1_tried
+        while True:
+            if wait:
+                delay = schedule.next_delay()
+                if delay is None:
+                    return None
+                await anyio.sleep(delay)
+            wait = True
+            permit = breaker.allow()
+            if permit == "reject":
+                self.skip_open(2, breaker)
+                return None
+            timeout = min(self.webhook_s, schedule.remaining())
+            if timeout <= 0:
+                return None
+            result = await self.post(info.webhook_url, breaker, 2, permit, timeout)
+            if result is not None:
+                return result
+
+    async def tier3(self, down: str | None) -> Result | None:
+        timeout = self.remaining()
+        if timeout <= 0:
+            return None
+        inbox = SessionPaths(self.means.home, self.session).inbox
+        started = time.perf_counter()
+        try:
+            with anyio.fail_after(timeout):
+                await anyio.to_thread.run_sync(enqueue, inbox, self.response, abandon_on_cancel=True)
+        except TimeoutError:
+            self.record(3, "timeout", f"inbox write took over {timeout * 1000:.0f} ms", started)
+            self.kind = "timeout"
+            return None
+        except OSError as exc:
+            self.record(3, "error", f"inbox write failed: {exc}", started)
+            self.kind = "error"
+            return None
+        self.record(3, "ok", "queued in the inbox" + (f"; {down}" if down else ""), started)
+        return Result("queued", 3)
+
+    async def post(
+        self, url: str, breaker: Breaker, tier: int, permit: Permit, timeout: float
+    ) -> Result | None:
+        body = self.response.to_json()
+        headers = self.means.signer.headers(self.response.id, body)
+        headers["content-type"] = "application/json"
+        headers["x-correlation-id"] = self.response.correlation_id
+        if tier == 2:
+            headers[TIER_HEADER] = "2"
+        started = time.perf_counter()
+        reported = False
+        try:
+            outcome, reason, code, payload = await self.exchange(url, body, headers, timeout)
+            result: Result | None = None
+            if outcome == "ok" and code is not None:
+                result, outcome, reason = _interpret(code, payload, tier)
+            slow = outcome == "timeout"
+            if outcome == "ok" or (result is not None and result.rejected):
+                breaker.success(permit)
+            else:
+                breaker.failure(permit, slow=slow)
+                self.kind = _kind(outcome, code)
+            reported = True
+            self.record(tier, outcome, reason, started, code)
+            return result
+        finally:
+            if not reported:
+                breaker.abandon(permit)
+
+    async def exchange(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
+    ) -> tuple[Outcome, str, int | None, Any]:
+        with anyio.move_on_after(timeout):
+            try:
+                answer = await self.means.client.post(url, content=body, headers=headers)
+            except httpx.ConnectError as exc:
+                text = str(exc)
+                return "refused", "connection refused" if "refused" in text.lower() else text, None, None
+            except httpx.TimeoutException as exc:
+                return "timeout", f"timed out: {exc}", None, None
+            except httpx.HTTPError as exc:
+                return "error", str(exc) or type(exc).__name__, None, None
+            try:
+                payload = answer.json()
+            except ValueError:
+                payload = answer.text[:200]
+            return "ok", "", answer.status_code, payload
+        return "timeout", f"no answer within {timeout * 1000:.0f} ms", None, None
+
+    def acknowledge(self) -> None:
+        if self.acked:
+            return
+        self.acked = True
+        last = self.attempts[-1].reason if self.attempts else ""
+        reason = f"{self.kind}: {last}" if self.kind else last
+        self.means.acknowledge(self.response, self.session, reason, self.config)
+
+    def failover(self, source: int, target: int) -> None:
+        self.emit(
+            "failover",
+            tier=target,
+            reason=self.attempts[-1].reason if self.attempts else None,
+            fields={"from_tier": source, "to_tier": target, "kind": self.kind or "error"},
+        )
+
+    def emit(self, name: str, **kw: Any) -> None:
+        self.means.observer.emit(
+            Event(
+                name,
+                response_id=self.response.id,
+                correlation_id=self.response.correlation_id,
+                session=self.session,
+                **kw,
+            )
+        )
+
+    def skip(self, tier: int, reason: str, kind: str) -> None:
+        self.kind = kind
+        self.record(tier, "skipped", reason, time.perf_counter())
+
+    def skip_open(self, tier: int, breaker: Breaker) -> None:
+        snap = breaker.snapshot()
+        if snap.state == "half_open":
+            self.skip(tier, "breaker half-open: a probe is in flight", "breaker_open")
+            return
+        wait_ms = max(0.0, ((snap.next_probe_at or 0.0) - self.clock()) * 1000)
+        if snap.reason == "slow":
+            why = f"tier 1 is slow ({snap.slow} answers over the {self.config.webhook_timeout_ms} ms budget)"
+            self.skip(tier, f"{why}; next probe in {wait_ms:.0f} ms", "slow")
+        else:
+            why = f"breaker open after {snap.failures} failures"
+            self.skip(tier, f"{why}; next probe in {wait_ms:.0f} ms", "breaker_open")
+
+    def record(
+        self, tier: int, outcome: Outcome, reason: str, started: float, code: int | None = None
+    ) -> None:
+        latency = (time.perf_counter() - started) * 1000
+        self.attempts.append(Attempt(tier, outcome, reason, latency, code))
+        self.emit(
+            "attempt",
+            tier=tier,
+            latency_ms=latency,
+            reason=reason,
+            level="debug" if outcome == "ok" else "info",
+            fields={"outcome": outcome, "status_code": code},
+        )
+
+
+def _interpret(code: int, payload: Any, tier: int) -> tuple[Result | None, Outcome, str]:
+    """What a sidecar's answer means for the delivery."""
+    status = payload.get("status") if isinstance(payload, dict) else None
+    if code == 200 and status in ("delivered", "duplicate"):
+        return Result("delivered", tier), "ok", f"HTTP 200 {status}"
+    if code == 202 and status == "queued":
+        return Result("queued", tier), "ok", "HTTP 202 queued"
+    detail = payload.get("error") if isinstance(payload, dict) else payload
+    reason = f"HTTP {code}: {detail}" if detail else f"HTTP {code}"
+    if code in _PERMANENT and not _wrong_session(payload):
+        return Result("failed", None, rejected=reason), "error", reason
+    if 200 <= code < 300:
+        reason = f"HTTP {code} with an unexpected body: {str(payload)[:200]}"
+    return None, "error", reason
+
+
+def _wrong_session(payload: Any) -> bool:
+    # A 422 about $.session means another session's server answers at this address (a reused port).
+    errors = payload.get("errors") if isinstance(payload, dict) else None
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and e.get("path") == "$.session" for e in errors
+    )
+
+
+def _kind(outcome: Outcome, code: int | None) -> str:
+    if outcome in ("timeout", "refused"):
+        return outcome
+    if code is not None and code >= 500:
+        return "http_5xx"
+    if code is not None and code >= 400:
+        return "http_4xx"
+    return "error"

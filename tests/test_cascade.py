@@ -1,0 +1,251 @@
+"""The sending cascade against real serve processes: one test per way tier 1 breaks.
+
+Each test checks which tier delivered (the receipt and the notification's meta
+tier) and that the session saw every response exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_cascade.cascade import Receipt, Sender
+from mcp_cascade.config import Config
+from mcp_cascade.faults import Fault, FaultProxy
+from mcp_cascade.response import Response, make_response
+from mcp_cascade.sessions import SessionPaths, read_session
+from mcp_cascade.testing import ServeProcess
+from tests.cascade_helpers import (
+    HttpStub,
+    Recorder,
+    config,
+    meta_tier,
+    point_webhook_at,
+    seen,
+    write_session_json,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def answer(n: int | str, text: str | None = None) -> Response:
+    return make_response(type="message", user_id=42, text=text or f"answer {n}", id=f"tg:1:{n}")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def sender(
+    home: Path, cfg: Config | None = None, **kw: object
+) -> AsyncIterator[tuple[Sender, Recorder]]:
+    recorder = Recorder()
+    async with Sender(home, cfg or config(), recorder, **kw) as s:  # type: ignore[arg-type]
+        yield s, recorder
+
+
+@asynccontextmanager
+async def running(home: Path, session: str) -> AsyncIterator[ServeProcess]:
+    async with ServeProcess(home, session) as serve:
+        await serve.wait_session()
+        await serve.initialize()
+        yield serve
+
+
+def tiers(receipt: Receipt) -> list[tuple[int, str]]:
+    return [(a.tier, a.outcome) for a in receipt.attempts]
+
+
+async def test_a_healthy_session_gets_the_response_through_tier_1(home: Path) -> None:
+    async with running(home, "c-ok") as serve, sender(home) as (s, recorder):
+        receipt = await s.deliver(answer(1), "c-ok")
+        assert receipt.status == "delivered"
+        assert receipt.tier == 1
+        assert tiers(receipt) == [(1, "ok")]
+        await serve.wait_channel(1)
+        assert meta_tier(serve, "tg:1:1") == "1"
+        assert seen(serve) == {"tg:1:1": 1}
+        assert list(s.outbox.entries()) == []
+        (sent,) = recorder.named("sent")
+        assert sent.fields["status"] == "delivered"
+        assert recorder.named("failover") == []
+        assert s.breakers()["c-ok"].state == "closed"
+    assert serve.bad_lines == []
+
+
+async def test_no_session_json_goes_to_tier_3_and_is_delivered_when_the_server_starts(home: Path) -> None:
+    async with sender(home) as (s, recorder):
+        receipt = await s.deliver(answer(2), "c-down")
+    assert receipt.status == "queued"
+    assert receipt.tier == 3
+    assert tiers(receipt) == [(1, "skipped"), (2, "skipped"), (3, "ok")]
+    assert "no session.json" in receipt.attempts[0].reason
+    assert [e.fields["kind"] for e in recorder.named("failover")] == ["session_down", "session_down"]
+    async with running(home, "c-down") as serve:
+        await serve.wait_channel(1)
+        assert meta_tier(serve, "tg:1:2") == "3"
+        assert seen(serve) == {"tg:1:2": 1}
+
+
+async def test_connection_refused_retries_in_tier_2_then_queues_in_tier_3(home: Path) -> None:
+    acks: list[str] = []
+
+    async def ack(response: Response, session: str, reason: str) -> None:
+        acks.append(reason)
+
+    # A discovery file whose process is alive (this test) but whose port refuses connections.
+    write_session_json(
+        home, "c-refused", os.getpid(), f"http://127.0.0.1:{closed_port()}/webhook/bridge-response"
+    )
+    async with sender(home, ack=ack) as (s, recorder):
+        receipt = await s.deliver(answer(3), "c-refused")
+        await recorder.wait_for(lambda: bool(recorder.named("acknowledged")))
+    assert receipt.status == "queued"
+    assert receipt.tier == 3
+    assert receipt.attempts[0].tier == 1
+    assert receipt.attempts[0].outcome == "refused"
+    tier2 = [a for a in receipt.attempts if a.tier == 2]
+    assert tier2 and all(a.outcome == "refused" for a in tier2)
+    assert receipt.attempts[-1].tier == 3
+    assert [(e.fields["from_tier"], e.fields["to_tier"]) for e in recorder.named("failover")] == [
+        (1, 2),
+        (2, 3),
+    ]
+    assert all(e.fields["kind"] == "refused" for e in recorder.named("failover"))
+    assert len(acks) == 1 and "refused" in acks[0]
+    async with running(home, "c-refused") as serve:
+        await serve.wait_channel(1)
+        assert meta_tier(serve, "tg:1:3") == "3"
+        assert seen(serve) == {"tg:1:3": 1}
+
+
+async def test_a_sigkilled_server_is_seen_as_down_and_its_answers_wait_in_the_inbox(home: Path) -> None:
+    async with ServeProcess(home, "c-killed") as serve:
+        await serve.wait_session()
+        await serve.initialize()
+        serve.kill(signal.SIGKILL)
+        await serve.wait_exit()
+        assert read_session(home, "c-killed") is not None  # left behind, its pid dead
+        async with sender(home) as (s, _):
+            receipt = await s.deliver(answer(4), "c-killed")
+        assert receipt.tier == 3
+        assert tiers(receipt) == [(1, "skipped"), (2, "skipped"), (3, "ok")]
+        assert "is gone" in receipt.attempts[0].reason
+        await serve.start()
+        await serve.wait_session()
+        await serve.initialize()
+        await serve.wait_channel(1)
+        assert meta_tier(serve, "tg:1:4") == "3"
+        assert seen(serve) == {"tg:1:4": 1}
+
+
+async def test_a_sigstopped_server_times_out_and_the_response_is_queued_within_the_budgets(
+    home: Path,
+) -> None:
+    cfg = config()
+    async with running(home, "c-stopped") as serve, sender(home, cfg) as (s, recorder):
+        serve.kill(signal.SIGSTOP)
+        try:
+            receipt = await s.deliver(answer(5), "c-stopped")
+        finally:
+            serve.kill(signal.SIGCONT)
+        assert receipt.status == "queued"
+        assert receipt.tier == 3
+        assert receipt.attempts[0].outcome == "timeout"
+        assert all(a.outcome in ("timeout", "skipped") for a in receipt.attempts[1:-1])
+        budget_ms = cfg.webhook_timeout_ms + cfg.bridge_timeout_ms
+        assert receipt.latency_ms < budget_ms + 400  # generous margin for a busy machine
+        # The breaker opened for slowness: the next response goes straight to the inbox.
+        assert s.breakers()["c-stopped"].state == "open"
+        (opened,) = recorder.named("breaker")
+        assert (opened.fields["state"], opened.reason) == ("open", "slow")
+        assert opened.response_id == "tg:1:5"  # the response whose attempt opened it
+        await serve.wait_channel(1)
+        # Requests the kernel accepted while the server was stopped are served after SIGCONT:
+        # whichever path arrived first carried it, and it came through a tier the sender used.
+        assert meta_tier(serve, "tg:1:5") in {str(a.tier) for a in receipt.attempts if a.outcome != "skipped"}
+        assert seen(serve) == {"tg:1:5": 1}
+
+
+@pytest.mark.parametrize("status", [503, 500])
+async def test_a_sidecar_answering_5xx_gets_tier_2_retries_then_tier_3(home: Path, status: int) -> None:
+    stub = HttpStub(status, b'{"status":"unavailable","error":"cannot persist"}')
+    async with running(home, "c-5xx") as serve, anyio.create_task_group() as tg:
+        await tg.start(stub.serve)
+        point_webhook_at(home, "c-5xx", stub.url)
+        async with sender(home) as (s, recorder):
+            receipt = await s.deliver(answer(6), "c-5xx")
+        assert receipt.status == "queued"
+        assert receipt.tier == 3
+        assert receipt.attempts[0].status_code == status
+        tier2 = [a for a in receipt.attempts if a.tier == 2]
+        assert tier2 and all(a.status_code == status for a in tier2)
+        assert [r.get("x-cascade-tier") for r in stub.requests] == [None] + ["2"] * len(tier2)
+        assert {e.fields["kind"] for e in recorder.named("failover")} == {"http_5xx"}
+        await serve.wait_channel(1)
+        assert meta_tier(serve, "tg:1:6") == "3"
+        assert seen(serve) == {"tg:1:6": 1}
+        tg.cancel_scope.cancel()
+
+
+async def test_a_response_the_server_rejects_as_invalid_is_not_retried_and_is_kept_aside(home: Path) -> None:
+    stub = HttpStub(422, b'{"status":"rejected","errors":[{"path":"$.text","message":"bad"}]}')
+    async with anyio.create_task_group() as tg:
+        await tg.start(stub.serve)
+        write_session_json(home, "c-422", os.getpid(), stub.url)
+        async with sender(home) as (s, _):
+            receipt = await s.deliver(answer(7), "c-422")
+        tg.cancel_scope.cancel()
+    assert receipt.status == "failed"
+    assert tiers(receipt) == [(1, "error")]
+    assert len(stub.requests) == 1
+    assert not (SessionPaths(home, "c-422").inbox / "new").exists()
+    failed = list((home / "outbox" / "failed").glob("*.reason"))
+    assert len(failed) == 1 and "HTTP 422" in failed[0].read_text()
+
+
+async def test_a_slow_sidecar_degrades_to_tier_3_and_recovers_to_tier_1_when_fast_again(home: Path) -> None:
+    cfg = config(breaker_reset_ms=100)
+    async with running(home, "c-slow") as serve, sender(home, cfg) as (s, recorder):
+        info = await serve.wait_session()
+        host, port = info.webhook_url.split("//")[1].split("/")[0].split(":")
+        async with FaultProxy(host, int(port)) as proxy:
+            point_webhook_at(home, "c-slow", proxy.url("/webhook/bridge-response"))
+            proxy.set(Fault.LATENCY, latency_s=1.0)
+            first = await s.deliver(answer(10), "c-slow")
+            assert first.tier == 3
+            assert first.attempts[0].outcome == "timeout"
+            assert s.breakers()["c-slow"].reason == "slow"
+            second = await s.deliver(answer(11), "c-slow")
+            assert second.tier == 3
+            assert second.attempts[0].outcome == "skipped"
+            assert "slow" in second.attempts[0].reason
+            assert recorder.named("failover")[-1].fields["kind"] == "slow"
+            proxy.set(Fault.PASS)
+            n = 12
+            with anyio.fail_after(20):
+                while True:
+                    receipt = await s.deliver(answer(n), "c-slow")
+                    if receipt.tier == 1:
+                        break
+                    n += 1
+                    probe_at = s.breakers()["c-slow"].next_probe_at
+                    if probe_at is not None:  # the breaker's own schedule: the next probe is due then
+                        await anyio.sleep(max(0.0, probe_at - time.time()))
+            assert s.breakers()["c-slow"].state == "closed"
+            await serve.wait_channel(n - 9)
+        assert meta_tier(serve, "tg:1:10") == "3"
+        assert meta_tier(serve, "tg:1:11") == "3"
+        assert meta_tier(serve, f"tg:1:{n}") == "1"
+        assert seen(serve) == {f"tg:1:{k}": 1 for k in range(10, n + 1)}
