@@ -20,6 +20,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import anyio
+from anyio.abc import Process, TaskGroup
 
 from mcp_cascade._fs import atomic_write, atomic_write_json
 from mcp_cascade.faults import FaultProxy
@@ -90,22 +91,42 @@ class Rig:
         self.freezes = 0
         self.frozen = False
         self.direct_url = ""
+        self.crashes: list[str] = []  # serve exits nobody asked for, with the end of its stderr
+        self._expected_exit = False
+        self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> Rig:
         await self.proxy.__aenter__()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
         await self.serve.__aenter__()
         await self._attach()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.thaw()
+        self._expected_exit = True
         try:
             await self.serve.__aexit__(None, None, None)
         finally:
+            assert self._tg is not None
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
             await self.proxy.__aexit__(None, None, None)
+
+    async def _watch(self, process: Process) -> None:
+        """A serve that exits by itself crashed: record it and start it again, as a supervisor would."""
+        code = await process.wait()
+        if self._expected_exit or process is not self.serve.process:
+            return
+        self.crashes.append(f"serve exited with {code}: {self.serve.stderr_tail(3)[-600:]}")
+        await self.serve.start()
+        await self._attach()
 
     async def _attach(self) -> None:
         """Wait for serve's sidecar, route senders through the proxy, and initialize like Claude Code."""
+        assert self._tg is not None and self.serve.process is not None
+        self._tg.start_soon(self._watch, self.serve.process)
         info = await self.serve.wait_session(timeout=30)
         url = urlsplit(info.webhook_url)
         assert url.hostname is not None and url.port is not None
@@ -130,11 +151,13 @@ class Rig:
     async def kill_and_restart(self, down_s: float = 0.0) -> None:
         """SIGKILL serve, leave it down ``down_s``, start it again (a crash and Claude Code's restart)."""
         self.thaw()
+        self._expected_exit = True
         self.serve.kill(signal.SIGKILL)
         await self.serve.wait_exit()
         self.kills += 1
         await anyio.sleep(down_s)
         await self.serve.start()
+        self._expected_exit = False
         await self._attach()
 
     def freeze(self) -> None:

@@ -250,6 +250,7 @@ async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path)
         "kills": {
             "serve": sum(r.kills for r in ctx.rigs),
             "serve_freezes": sum(r.freezes for r in ctx.rigs),
+            "serve_crashes": sum(len(r.crashes) for r in ctx.rigs),
             **(
                 {"sender": sender.kills, "oneshots": sender.oneshots, "oneshot_kills": sender.oneshot_kills}
                 if isinstance(sender, WorkerSender)
@@ -358,6 +359,7 @@ def _failures(
         failures.append(f"not settled: {dict(settled)}")
     if bad_lines:
         failures.append(f"{bad_lines} non-JSON-RPC lines on serve's stdout")
+    failures += [f"{rig.session}: {crash}" for rig in ctx.rigs for crash in rig.crashes]
     failures += [
         f"fault {f} applied {n} times (< {scenario.min_faults})"
         for f, n in applied.items()

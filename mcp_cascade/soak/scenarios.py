@@ -227,7 +227,7 @@ async def disk(ctx: Context) -> None:
             ctx.expect("inbox read-only (webhook fine)", 1, applied + 0.05, time.perf_counter())
             await webhook(ctx, "blackhole")
             ctx.log("inbox read-only + webhook black-holed", "apply", what="no path durable at the server")
-            await ctx.at(at(3.8))
+            await ctx.at(at(3.0))
             await webhook_ok(ctx)
             await disk.writable_inboxes()
             ctx.log("inbox read-only", "clear")
