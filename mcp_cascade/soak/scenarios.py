@@ -209,7 +209,7 @@ async def disk_prepare(ctx: Context) -> None:
 
 
 async def disk(ctx: Context) -> None:
-    """A read-only inbox (alone, then with the webhook down), a full filesystem, failing fsync."""
+    """A read-only inbox, then a full filesystem (each alone, then with the webhook down), failing fsync."""
     disk = ctx.disk
     assert isinstance(disk, SessionDisk)
     try:
@@ -234,14 +234,19 @@ async def disk(ctx: Context) -> None:
             ctx.log("inbox read-only + webhook black-holed", "clear")
             await ctx.back_on_tier1("inbox read-only")
 
-            await ctx.at(at(4.2))
+            await ctx.at(at(3.4))
             taken = await disk.fill()
             ctx.log(
                 "filesystem full", "apply", what=f"filler took {taken >> 20} MiB; writes fail with ENOSPC"
             )
+            await ctx.at(at(4.4))
+            await webhook(ctx, "blackhole")
+            ctx.log("filesystem full + webhook black-holed", "apply", what="only the inbox, on the full disk")
             await ctx.at(at(5.7))
+            await webhook_ok(ctx)
             disk.unfill()
             ctx.log("filesystem full", "clear")
+            ctx.log("filesystem full + webhook black-holed", "clear")
             await ctx.back_on_tier1("filesystem full")
 
             await ctx.at(at(6.0))
