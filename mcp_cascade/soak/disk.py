@@ -96,7 +96,8 @@ class SessionDisk:
             fh.truncate(_IMAGE_SIZE)
         # No journal: a journalled ext4 aborts its journal at the first failed write-back and stays
         # read-only until it is remounted, which would turn a transient fsync error into a dead disk.
-        await _run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(self.image))
+        # No blocks reserved for root either: the harness runs as root, and so may serve.
+        await _run("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", str(self.image))
         await _run("mount", "-o", "loop,errors=continue", str(self.image), str(self.sessions))
         self.mounted.append(self.sessions)
         self.sessions.chmod(0o700)
@@ -111,7 +112,7 @@ class SessionDisk:
     async def fill(self) -> int:
         """Take every free block of the filesystem; returns the bytes taken."""
         stat = os.statvfs(self.sessions)
-        size = stat.f_bavail * stat.f_frsize
+        size = stat.f_bfree * stat.f_frsize
         fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             while size > 0:
