@@ -20,6 +20,7 @@ import anyio
 import pytest
 
 from mcp_cascade.response import make_response
+from mcp_cascade.soak.load import run_load
 from mcp_cascade.soak.scenarios import SCENARIOS
 from mcp_cascade.soak.tally import Tally, percentiles
 
@@ -113,3 +114,19 @@ async def test_the_reduced_soak_loses_and_doubles_nothing_whatever_breaks(
     assert all(c["ok"] for c in result["carriers"])
     assert result["stdout_bad_lines"] == 0
     assert result["passed"] is True
+
+
+@pytest.mark.anyio
+async def test_the_load_test_forces_each_tier_and_loses_nothing(tmp_path: Path) -> None:
+    with anyio.fail_after(120):
+        result = await run_load(duration_s=1.0, rate=40, step_s=1.0, offered_rates=(40, 80), workdir=tmp_path)
+    modes = {m["mode"]: m for m in result["constant"]}
+    assert [(m["sent"], m["lost"], m["duplicated"]) for m in modes.values()] == [(40, 0, 0)] * 4
+    assert modes["tier 1 (webhook forced)"]["carried_by"] == {"tier1": 40}
+    assert modes["tier 3 (file forced)"]["carried_by"] == {"tier3": 40}
+    assert (
+        modes["tier 2 (first attempt fails)"]["carried_by"].get("tier2", 0) >= 36
+    )  # a stall may push a few on
+    assert [s["offered"] for s in result["steps"]] == [40, 80] or result["steps"][-1]["saturated"]
+    assert result["lost"] == 0
+    assert result["loopback_floor_ms"]["p50"] > 0

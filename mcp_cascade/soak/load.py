@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,7 @@ async def run_load(
     duration_s: float = 60.0,
     rate: float = 100.0,
     step_s: float = 5.0,
+    offered_rates: Sequence[int] = STEPS,
     seed: int = 1,
     workdir: Path | None = None,
 ) -> dict[str, Any]:
@@ -188,7 +190,7 @@ async def run_load(
         ):
             constant = [await _mode(rig, sender, *mode, rate, duration_s) for mode in MODES]
             steps: list[dict[str, Any]] = []
-            for offered in STEPS:
+            for offered in offered_rates:
                 steps.append(await _step(rig, sender, offered, step_s))
                 if steps[-1]["saturated"]:
                     break
