@@ -20,6 +20,7 @@ import anyio
 
 from mcp_cascade.response import Response
 from mcp_cascade.soak.audit import check_audit
+from mcp_cascade.soak.disk import SessionDisk
 from mcp_cascade.soak.rig import Progress, Rig, SoakAck, stream, write_config
 from mcp_cascade.soak.senders import InProcessSender, WorkerSender
 from mcp_cascade.soak.tally import Tally
@@ -43,11 +44,9 @@ class SenderSide(Protocol):
 class Context:
     """What a scenario's fault schedule works with."""
 
-    name: str
     home: Path
     workdir: Path
     logs: Path
-    count: int
     rigs: list[Rig]
     progress: Progress
     ack: SoakAck
@@ -55,7 +54,7 @@ class Context:
     config: dict[str, Any]
     tally: Tally = field(default_factory=Tally)
     sender: SenderSide | None = None
-    disk: Any = None  # the scenario's SessionDisk, when it has one
+    disk: SessionDisk | None = None
     expectations: list[dict[str, Any]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -170,7 +169,7 @@ async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path)
     started = time.perf_counter()
     async with AsyncExitStack() as stack:
         sender: InProcessSender | WorkerSender
-        ctx = Context(scenario.name, home, base, logs, count, [], progress, ack, random.Random(seed), config)
+        ctx = Context(home, base, logs, [], progress, ack, random.Random(seed), config)
         tally = ctx.tally
         if scenario.prepare is not None:
             await scenario.prepare(ctx)

@@ -212,7 +212,7 @@ async def disk_prepare(ctx: Context) -> None:
 async def disk(ctx: Context) -> None:
     """A read-only inbox, then a full filesystem (each alone, then with the webhook down), failing fsync."""
     disk = ctx.disk
-    assert isinstance(disk, SessionDisk)
+    assert disk is not None
     try:
         for n in range(2):
 
