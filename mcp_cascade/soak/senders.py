@@ -139,6 +139,8 @@ class WorkerSender:
         process.send_signal(signal.SIGKILL)
         await process.wait()
         self.kills += 1
+        for event in self._waiting.values():
+            event.set()  # sent to the dead process: no receipt will come (its reader may not have noticed yet)
         await anyio.sleep(down_s)
         await self.start()
 
