@@ -140,7 +140,7 @@ class WorkerSender:
         await process.wait()
         self.kills += 1
         for event in self._waiting.values():
-            event.set()  # sent to the dead process: no receipt will come (its reader may not have noticed yet)
+            event.set()  # sent to the dead process: no receipt will come (its reader may lag behind)
         await anyio.sleep(down_s)
         await self.start()
 
