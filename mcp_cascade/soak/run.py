@@ -62,6 +62,7 @@ class Context:
     checks: dict[str, bool] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     nominal_s: float = 10.0  # how long the paced streams take when nothing stalls them
+    total: int = 0  # responses the streams send in all
 
     def log(self, fault: str, action: str, **details: Any) -> None:
         """Record a fault being applied or cleared, with when (seconds into the run) and at which response."""
@@ -111,21 +112,25 @@ class Context:
     async def back_on_tier1(self, fault: str, timeout: float = 30.0) -> None:
         """After clearing ``fault``: how long until every session's traffic is carried by tier 1 again."""
         cleared = time.perf_counter()
-        marks = {rig.session: len(rig.serve.channel()) for rig in self.rigs}
+        marks = {rig.session: len(rig.serve.notifications) for rig in self.rigs}
         pending = set(marks)
 
         def fresh(meta: Mapping[str, Any]) -> bool:  # sent after the fault was cleared
             sent = self.tally.sent.get(str(meta.get("response_id")))
             return sent is not None and sent.began >= cleared
 
+        idle = 0
         with anyio.move_on_after(timeout):
-            while pending:
+            while pending and idle < 20:  # once the streams are done, 200 ms for the last notifications
                 for rig in self.rigs:
                     if rig.session in pending and any(
-                        n["params"]["meta"].get("tier") == "1" and fresh(n["params"]["meta"])
-                        for n in rig.serve.channel()[marks[rig.session] :]
+                        n.get("method") == "notifications/claude/channel"
+                        and n["params"]["meta"].get("tier") == "1"
+                        and fresh(n["params"]["meta"])
+                        for n in rig.serve.notifications[marks[rig.session] :]
                     ):
                         pending.discard(rig.session)
+                idle += self.progress.done >= self.total
                 await anyio.sleep(0.01)
         self.returns.append(
             {
@@ -186,7 +191,7 @@ async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path)
         per = [count // scenario.sessions + (i < count % scenario.sessions) for i in range(scenario.sessions)]
         rate = min(scenario.rate, max(per) / scenario.min_duration_s)
         start = time.perf_counter() + 0.05
-        ctx.started, ctx.nominal_s = start, max(per) / rate
+        ctx.started, ctx.nominal_s, ctx.total = start, max(per) / rate, count
         async with anyio.create_task_group() as tg:
             for rig, n in zip(ctx.rigs, per, strict=True):
                 tg.start_soon(_stream, rig, sender, tally, progress, scenario.name, n, rate, start)

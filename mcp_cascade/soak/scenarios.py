@@ -113,7 +113,7 @@ async def serve_kill(ctx: Context) -> None:
     """SIGKILL a session's serve several times (alternating sessions), down for a moment, restarted."""
     kills = 6
     for n in range(kills):
-        await ctx.at((n + 0.5) / (kills + 1))
+        await ctx.at((n + 0.5) / (kills + 2))  # a restart takes a second or two: room for the last return
         rig = ctx.rigs[n % len(ctx.rigs)]
         down = ctx.random.uniform(0.0, 0.5)
         ctx.log("serve SIGKILL", "apply", session=rig.session, down_s=round(down, 3))
@@ -322,7 +322,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "serve killed with SIGKILL and restarted",
         serve_kill,
         config=_BREAKER,
-        min_duration_s=8.0,
+        min_duration_s=12.0,
     ),
     Scenario(
         "sender-kill",
