@@ -72,10 +72,15 @@ def test_the_tally_finds_responses_pushed_out_of_order_within_one_path_only() ->
     assert tally.verdict()["out_of_order"] == 1
 
 
-def test_latency_counts_from_the_scheduled_time_and_percentiles_use_the_nearest_rank() -> None:
+def test_latency_counts_from_the_hand_over_or_the_scheduled_time_and_percentiles_use_the_nearest_rank() -> (
+    None
+):
     tally = _tally(1)
+    tally.sent["r:0"].began = 0.1  # handed to the sender 100 ms after it was due
     tally.record_pushes("s", [_note("r:0", 0.25)])
-    assert tally.verdict()["latency_ms"]["tier1"]["p50"] == 250.0
+    assert tally.verdict()["latency_ms"]["tier1"]["p50"] == 150.0
+    assert tally.verdict(from_scheduled=True)["latency_ms"]["tier1"]["p50"] == 250.0
+    assert tally.verdict()["stream_lag_ms"]["max"] == 100.0
     assert percentiles([float(n) for n in range(1, 1001)])["p99_9"] == 999.0
 
 

@@ -124,7 +124,7 @@ async def _mode(
     await _open_loop(rig, sender, tally, label, rate, seconds)
     await _drain(rig, tally)
     _collect(rig, tally, mark)
-    verdict = tally.verdict()
+    verdict = tally.verdict(from_scheduled=True)
     return {
         "mode": name,
         "rate": rate,
@@ -144,7 +144,7 @@ async def _step(rig: Rig, sender: InProcessSender, rate: int, seconds: float) ->
     start = await _open_loop(rig, sender, tally, f"step{rate}", rate, seconds)
     await _drain(rig, tally)
     _collect(rig, tally, mark)
-    verdict = tally.verdict()
+    verdict = tally.verdict(from_scheduled=True)
     arrivals = sorted(p.at for p in tally.pushes)
     span = (arrivals[-1] - start) if arrivals else seconds
     achieved = len(set(p.response_id for p in tally.pushes)) / max(span, 1e-9)

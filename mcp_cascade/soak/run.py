@@ -154,7 +154,7 @@ class Scenario:
     sessions: int = 2
     config: Mapping[str, Any] = field(default_factory=dict)
     sender: str = "inprocess"  # or "worker"
-    rate: float = 100.0  # responses per second per session
+    rate: float = 50.0  # responses per second per session (100 in all with two sessions)
     needs_mounts: bool = False
     prepare: Schedule | None = None  # before serve starts (e.g. mounts)
     late_after_ms: float | None = None  # when set, no response may reach its session later than this

@@ -328,7 +328,6 @@ SCENARIOS: tuple[Scenario, ...] = (
         "sender-kill",
         "sender processes killed with SIGKILL and restarted",
         sender_kill,
-        sessions=1,
         sender="worker",
         config=_BREAKER,
         min_duration_s=10.0,

@@ -4,8 +4,10 @@ The harness records every response it hands to a sender (when it was due, the
 receipt, whether the receipt acknowledged it) and, at the end, every channel
 notification the MCP client side of each session received. From those alone
 it counts lost, duplicated, redelivered and out-of-order responses and the
-latency per tier, from the *scheduled* send time (so a stalled sender shows
-up as latency instead of hiding it).
+latency per tier: from the hand-over to the sender for the soak's streams
+(each waits for the previous receipt; how far they fell behind their pace is
+reported as the stream lag), from the *scheduled* time for open-loop load (so
+a stalled sender shows up as latency instead of hiding it).
 """
 
 from __future__ import annotations
@@ -122,8 +124,14 @@ class Tally:
         """Every response id that reached its session at least once."""
         return {p.response_id for p in self.pushes}
 
-    def verdict(self, *, overall_timeout_ms: float | None = None) -> dict[str, Any]:
-        """The counts that decide the scenario, and the latency per tier (JSON-ready)."""
+    def verdict(
+        self, *, overall_timeout_ms: float | None = None, from_scheduled: bool = False
+    ) -> dict[str, Any]:
+        """The counts that decide the scenario, and the latency per tier (JSON-ready).
+
+        Latency runs from when a response was handed to a sender, or with ``from_scheduled``
+        from when it was due (open-loop load, where a late start must count too).
+        """
         by_id: dict[str, list[Push]] = {}
         for push in sorted(self.pushes, key=lambda p: p.at):
             by_id.setdefault(push.response_id, []).append(push)
@@ -141,7 +149,7 @@ class Tally:
             sent = self.sent.get(rid)
             if sent is None:
                 continue
-            ms = (ps[0].at - sent.scheduled) * 1000
+            ms = (ps[0].at - (sent.scheduled if from_scheduled else sent.began)) * 1000
             latency.setdefault(ps[0].tier, []).append(ms)
             if overall_timeout_ms is not None and ms > overall_timeout_ms:
                 late.append(rid)
@@ -165,6 +173,7 @@ class Tally:
             "carried_by": dict(sorted(Counter(f"tier{ps[0].tier}" for ps in by_id.values()).items())),
             "receipts": dict(sorted(receipts.items())),
             "latency_ms": {f"tier{t}": percentiles(v) for t, v in sorted(latency.items()) if v},
+            "stream_lag_ms": percentiles([(s.began - s.scheduled) * 1000 for s in self.sent.values()]),
             "examples": {
                 "lost": lost[:5],
                 "duplicated": duplicated[:5],
