@@ -130,7 +130,7 @@ class Walk:
                 return Result("failed", None)
 
     async def round(self) -> Result | None:
-        info = read_session(self.means.home, self.session)
+        info = await anyio.to_thread.run_sync(read_session, self.means.home, self.session)
         breaker = self.means.breaker(self.session, info, self.config)
         down = None
         if info is None:

@@ -65,8 +65,24 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     os._exit(code)
 
 
+def config_table() -> str:
+    """Every configuration key as a Markdown table: default, environment variable, flag, meaning."""
+    rows = ["| key | default | environment | flag | meaning |", "|---|---|---|---|---|"]
+    for key in KEYS:
+        info = Config.model_fields[key]
+        default = json.dumps(info.default if not isinstance(info.default, tuple) else list(info.default))
+        flag = "--" + key.replace("_", "-")
+        rows.append(
+            f"| `{key}` | `{default}` | `{ENV_PREFIX}{key.upper()}` | `{flag}` | {info.description} |"
+        )
+    return "\n".join(rows)
+
+
 def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the effective configuration and where each value came from."""
+    if args.markdown:
+        print(config_table())
+        return 0
     loaded = load(args, env)
     values = loaded.config.model_dump(mode="json")
     if args.json:
@@ -157,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("config", cmd_config, "print the effective configuration and where each value came from")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="print every key as a Markdown table and exit")
     add_config_flags(p)
 
     command("schema", cmd_schema, "print the response JSON Schema")
@@ -174,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=("auto", "webhook", "file"), default="auto", help="force one path")
     p.add_argument("--user-id", type=int, default=0, help="the answering user's Telegram id (default 0)")
     add_config_flags(p)
+
+    from mcp_cascade.bridge.commands import cmd_bridge, cmd_fake_telegram
+
+    p = command(
+        "bridge", cmd_bridge, "the Telegram bridge: one bot for every session (token: TELEGRAM_BOT_TOKEN)"
+    )
+    add_config_flags(p)
+    actions = p.add_subparsers(dest="bridge_command", metavar="ACTION")
+    pair = actions.add_parser("pair", help="allow the person a pairing code was given to")
+    pair.add_argument("code", help="the code the bot sent")
+    pair.add_argument("--home", dest="pair_home", help="state directory (as for the bridge)")
+    p = command("fake-telegram", cmd_fake_telegram, "a local fake Telegram Bot API (prints its base URL)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    p.add_argument("--token", help="accept only this bot token (default: any)")
 
     def cmd_soak(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         from mcp_cascade.soak.cli import cmd_soak as run

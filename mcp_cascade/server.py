@@ -60,8 +60,8 @@ class ServeState:
     health_url: str = ""
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind the sidecar's socket here, so a taken port is our clear error, not uvicorn's sys.exit."""
+def bind_socket(host: str, port: int, key: str = "sidecar_port") -> socket.socket:
+    """Bind here, so a taken port is our clear error (naming ``key``), not uvicorn's sys.exit."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit it: without it, Nagle holds the response body behind the headers.
@@ -70,7 +70,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError("sidecar_port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise ConfigError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -171,6 +171,15 @@ class Serve:
                 )
             )
             await anyio.sleep(1.0)
+
+    async def _retention(self) -> None:
+        """Forget delivered ids older than ``retention_days`` (at least 7), hourly."""
+        while True:
+            keep_s = self.live.current.retention_days * 86400
+            purged = await anyio.to_thread.run_sync(self.store.purge, keep_s)
+            if purged:
+                self.telemetry.emit(Event("purged", session=self.session, fields={"responses": purged}))
+            await anyio.sleep(3600)
 
     def _publish(self, host: str, port: int) -> None:
         base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -274,6 +283,7 @@ class Serve:
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self._monitor)
+                tg.start_soon(self._retention)
                 await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
                 tg.start_soon(self._stop_on_signal, tg.cancel_scope)
                 await self._mcp()

@@ -216,7 +216,8 @@ async def test_a_response_the_server_rejects_as_invalid_is_not_retried_and_is_ke
 
 
 async def test_a_slow_sidecar_degrades_to_tier_3_and_recovers_to_tier_1_when_fast_again(home: Path) -> None:
-    cfg = config(breaker_reset_ms=100)
+    # Long enough that the first response's own tier-2 retries cannot probe, short enough to wait for.
+    cfg = config(breaker_reset_ms=500)
     async with running(home, "c-slow") as serve, sender(home, cfg) as (s, recorder):
         info = await serve.wait_session()
         host, port = info.webhook_url.split("//")[1].split("/")[0].split(":")

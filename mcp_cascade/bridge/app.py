@@ -1,0 +1,222 @@
+"""``mcp-cascade bridge``: the pieces composed, in one event loop.
+
+Start-up: take the locks (one bridge per home and per token), check the token
+with Telegram, open the outbox and the ledger, start the sending cascade, bind
+the local API and publish ``bridge/bridge.json``; then poll, process, and watch
+for new pairings until SIGTERM/SIGINT. ``bridge.json`` and the locks go away on
+exit; after a SIGKILL the next bridge simply takes over (flocks die with their
+process, and the outbox resumes where it stopped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import uvicorn
+
+from mcp_cascade.bridge.access import Access
+from mcp_cascade.bridge.api import ApiDeps, build_app
+from mcp_cascade.bridge.inbound import Inbound
+from mcp_cascade.bridge.instance import (
+    Redacting,
+    acquire,
+    fingerprint,
+    publish,
+    quiet_libraries,
+    unpublish,
+)
+from mcp_cascade.bridge.ledger import Ledger
+from mcp_cascade.bridge.outbox import Outbox
+from mcp_cascade.bridge.prompts import Outbound
+from mcp_cascade.bridge.routing import Router
+from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
+from mcp_cascade.cascade import Sender
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home
+from mcp_cascade.events import Event
+from mcp_cascade.server import _Uvicorn, bind_socket, make_telemetry
+from mcp_cascade.signing import Signer, load_or_create_secret
+
+BRIDGE_DIR = Path("bridge")
+_RETENTION_S = 7 * 86400.0
+_MONITOR_S = 1.0
+
+
+@dataclass
+class _State:
+    started: float = field(default_factory=time.time)
+    depth: int = 0
+    oldest: float | None = None
+    api_url: str = ""
+
+
+class Bridge:
+    """One running bridge; :meth:`run` until SIGTERM/SIGINT (or a rejected token)."""
+
+    def __init__(self, loaded: Loaded, env: Mapping[str, str], token: str) -> None:
+        self.home = loaded.home
+        ensure_home(self.home)
+        (self.home / BRIDGE_DIR).mkdir(mode=0o700, exist_ok=True)
+        self.env = env
+        self.token = token
+        self.fingerprint = fingerprint(self.token)
+        quiet_libraries(self.token)
+        self.live = LiveConfig.from_loaded(loaded)
+        self.config = self.live.current
+        self.telemetry = make_telemetry(loaded, "bridge")
+        self.observer = Redacting(self.telemetry, self.token)
+        self.signer = Signer(load_or_create_secret(self.home))
+        self.state = _State()
+
+    def _health(self, telegram: TelegramClient, sender: Sender, part: str | None) -> Mapping[str, Any]:
+        reach = telegram.reach.snapshot()
+        breakers = {name: _plain(snap) for name, snap in sender.breakers().items()}
+        tripped = sorted(name for name, b in breakers.items() if b.get("state") not in (None, "closed"))
+        status = "ok" if reach["reachable"] and not tripped else "degraded"
+        oldest = round(time.time() - self.state.oldest, 3) if self.state.oldest else 0.0
+        tier = {
+            "status": status,
+            "telegram": reach,
+            "breakers": breakers,
+            "open_breakers": tripped,
+            "outbox_depth": self.state.depth,
+            "oldest_pending_age_s": oldest,
+        }
+        if part == "bridge":
+            return tier
+        return {
+            "status": status,
+            "component": "bridge",
+            "bot": "@" + telegram.username if telegram.username else None,
+            "token_fingerprint": self.fingerprint,
+            "api_url": self.state.api_url,
+            "tiers": {"bridge": tier},
+            "queue_depth": self.state.depth,
+            "oldest_pending_age_s": oldest,
+            "uptime_s": round(time.time() - self.state.started, 3),
+        }
+
+    async def run(self) -> None:
+        """Serve until a stop signal; always unpublish and release the locks."""
+        lock = acquire(self.home, self.token, self.env)
+        outbox = ledger = None
+        try:
+            sock = bind_socket("127.0.0.1", self.config.bridge_port, key="bridge_port")
+            outbox = Outbox(self.home / BRIDGE_DIR / "outbox.db")
+            ledger = Ledger(self.home / BRIDGE_DIR / "ledger.db")
+            access = Access(self.home, lambda: self.live.current)
+            async with TelegramClient(self.token, self.config.telegram_api_base, self.observer) as telegram:
+                await telegram.start(deadline_s=float("inf"))
+                self.observer.emit(
+                    Event("telegram_ready", fields={"bot": telegram.username, "token": self.fingerprint})
+                )
+                outbound = Outbound(telegram, ledger, access, self.observer)
+                async with Sender(self.home, self.live, self.observer, ack=outbound.ack) as sender:
+                    inbound = Inbound(
+                        telegram=telegram,
+                        outbox=outbox,
+                        ledger=ledger,
+                        router=Router(self.home, ledger, access),
+                        sender=sender,
+                        observer=self.observer,
+                    )
+                    deps = ApiDeps(
+                        outbound,
+                        self.signer,
+                        self.observer,
+                        lambda part: self._health(telegram, sender, part),
+                        self.telemetry.metrics.render if self.telemetry.metrics else None,
+                    )
+                    async with self._http(sock, deps), anyio.create_task_group() as tg:
+                        tg.start_soon(inbound.poll)
+                        tg.start_soon(inbound.process)
+                        tg.start_soon(self._monitor, outbox, ledger, access, telegram)
+                        await self._until_signal()
+                        tg.cancel_scope.cancel()
+        finally:
+            unpublish(self.home)
+            for db in (outbox, ledger):
+                if db is not None:
+                    db.close()
+            lock.release()
+            self.observer.emit(Event("stopped"))
+            self.telemetry.close()
+
+    @contextlib.asynccontextmanager
+    async def _http(self, sock: Any, deps: ApiDeps) -> AsyncIterator[None]:
+        host, port = sock.getsockname()[:2]
+        server = _Uvicorn(
+            uvicorn.Config(
+                build_app(deps),
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+            )
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(10):
+                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+                    await anyio.sleep(0.005)
+            self.state.api_url = f"http://{host}:{port}"
+            publish(self.home, self.state.api_url)
+            self.observer.emit(Event("bridge_listening", fields={"api_url": self.state.api_url}))
+            try:
+                yield
+            finally:
+                unpublish(self.home)
+                # Nothing an API call started is lost by cutting it short (its caller gets an error),
+                # so stop at once rather than wait out uvicorn's graceful shutdown.
+                server.should_exit = True
+                tg.cancel_scope.cancel()
+
+    async def _monitor(
+        self, outbox: Outbox, ledger: Ledger, access: Access, telegram: TelegramClient
+    ) -> None:
+        last_purge = 0.0
+        while True:
+            self.state.depth = await anyio.to_thread.run_sync(outbox.depth)
+            self.state.oldest = await anyio.to_thread.run_sync(outbox.oldest_pending)
+            age = time.time() - self.state.oldest if self.state.oldest else 0.0
+            self.observer.emit(
+                Event("queue_state", level="debug", fields={"depth": self.state.depth, "oldest_age_s": age})
+            )
+            for paired in await anyio.to_thread.run_sync(access.take_paired):
+                await anyio.to_thread.run_sync(ledger.seen, paired.chat_id)
+                self.observer.emit(Event("paired", fields={"user_id": paired.user_id}))
+                with contextlib.suppress(TelegramUnavailable):
+                    await telegram.send(
+                        paired.chat_id, "Paired. Your answers now reach your Claude Code sessions. /help"
+                    )
+            if time.time() - last_purge > 3600:
+                last_purge = time.time()
+                await anyio.to_thread.run_sync(outbox.purge, _RETENTION_S)
+            await anyio.sleep(_MONITOR_S)
+
+    async def _until_signal(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self.observer.emit(Event("signal", reason=signal.Signals(signum).name))
+                return
+
+
+def _plain(snapshot: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(snapshot) and not isinstance(snapshot, type):
+        return dataclasses.asdict(snapshot)
+    return dict(snapshot) if isinstance(snapshot, Mapping) else {"state": str(snapshot)}
+
+
+def run_bridge(loaded: Loaded, env: Mapping[str, str], token: str) -> int:
+    """Run the bridge to completion; returns the exit code."""
+    bridge = Bridge(loaded, env, token)
+    anyio.run(bridge.run)
+    return 0

@@ -1,0 +1,109 @@
+"""The fake Bot API's values: the people, the bot's messages, the calls it saw, the faults it plays."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+BOT_USER: dict[str, Any] = {
+    "id": 7_000_000_001,
+    "is_bot": True,
+    "first_name": "Cascade",
+    "username": "cascade_fake_bot",
+}
+MAX_TEXT = 4096
+MAX_CALLBACK_DATA = 64
+
+
+def utf16_len(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class FakeUser:
+    """A person talking to the bot; in a private chat the chat id equals the user id."""
+
+    id: int
+    first_name: str = "Alice"
+    username: str | None = "alice"
+
+    def to_api(self) -> dict[str, Any]:
+        """The Bot API ``User`` object."""
+        user: dict[str, Any] = {"id": self.id, "is_bot": False, "first_name": self.first_name}
+        if self.username:
+            user["username"] = self.username
+        return user
+
+
+@dataclass
+class BotMessage:
+    """A message the bot sent, as it looks now (after any edits)."""
+
+    chat_id: int
+    message_id: int
+    text: str
+    reply_markup: dict[str, Any] | None = None
+    reply_to: int | None = None
+    edits: int = 0
+
+    def buttons(self) -> list[dict[str, Any]]:
+        """Every inline button, row by row."""
+        rows = (self.reply_markup or {}).get("inline_keyboard", [])
+        return [button for row in rows for button in row]
+
+    def to_api(self) -> dict[str, Any]:
+        """The Bot API ``Message`` object."""
+        message: dict[str, Any] = {
+            "message_id": self.message_id,
+            "date": int(time.time()),
+            "chat": {"id": self.chat_id, "type": "private" if self.chat_id > 0 else "group"},
+            "from": BOT_USER,
+            "text": self.text,
+        }
+        if self.reply_markup and self.reply_markup.get("inline_keyboard"):
+            message["reply_markup"] = self.reply_markup
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One Bot API request as the fake saw it."""
+
+    method: str
+    at: float
+    status: int
+    params: Mapping[str, Any]
+
+
+@dataclass
+class Fault:
+    """The next ``times`` calls of ``method`` ("*" for any) wait ``delay_s``, then fail with ``status``."""
+
+    method: str
+    status: int | None = None
+    retry_after: int | None = None
+    delay_s: float = 0.0
+    times: int = 1
+    description: str | None = None
+
+
+class ApiError(Exception):
+    """A Bot API error answer."""
+
+    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.retry_after = retry_after
+
+    def response(self) -> JSONResponse:
+        """Telegram's error body."""
+        body: dict[str, Any] = {"ok": False, "error_code": self.status, "description": self.description}
+        if self.retry_after is not None:
+            body["parameters"] = {"retry_after": self.retry_after}
+        return JSONResponse(body, status_code=self.status)

@@ -1,0 +1,222 @@
+"""Inbound: long polling into the outbox, and the outbox through the cascade into the sessions.
+
+Two loops. The poller asks Telegram for updates from the outbox's offset and
+makes each batch durable (with the next offset) before it polls again, which
+is what commits the offset to Telegram. The processor takes the outbox in
+update order: decide (routing), record the decision, deliver through the
+sending cascade, give the person feedback, mark done. A failure waits and
+retries the same update; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from telegram import Update
+
+from mcp_cascade.bridge.ledger import Ledger
+from mcp_cascade.bridge.outbox import Entry, Outbox
+from mcp_cascade.bridge.routing import Deliver, Drop, Router, Say, answer_label
+from mcp_cascade.bridge.telegram import Backoff, TelegramClient, TelegramUnavailable, TokenRejected
+from mcp_cascade.bridge.updates import Incoming, incoming
+from mcp_cascade.cascade import Sender
+from mcp_cascade.errors import CascadeError
+from mcp_cascade.events import Event, Observer
+from mcp_cascade.response import Response
+
+T = TypeVar("T")
+POLL_TIMEOUT_S = 25
+
+
+class _NotYet(Exception):
+    """Nothing durable came of this attempt; retry the update later."""
+
+
+class Inbound:
+    """The poller and the processor; run both in one task group."""
+
+    def __init__(
+        self,
+        *,
+        telegram: TelegramClient,
+        outbox: Outbox,
+        ledger: Ledger,
+        router: Router,
+        sender: Sender,
+        observer: Observer,
+        poll_timeout_s: int = POLL_TIMEOUT_S,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._tg = telegram
+        self._outbox = outbox
+        self._ledger = ledger
+        self._router = router
+        self._sender = sender
+        self._observer = observer
+        self._poll_timeout_s = poll_timeout_s
+        self._backoff = backoff or Backoff()
+        self._wake = anyio.Event()
+        self._outbox_limiter = anyio.CapacityLimiter(1)
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._outbox_limiter)
+
+    # --- poller -------------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """Long-poll forever; a rejected token ends the bridge (TokenRejected)."""
+        attempt = 0
+        while True:
+            try:
+                offset = await self._io(self._outbox.offset)
+                updates = await self._tg.call(
+                    "getUpdates",
+                    partial(self._tg.get_updates, offset, self._poll_timeout_s),
+                    deadline_s=math.inf,
+                )
+                if updates:
+                    new = await self._io(self._outbox.ingest, [(u.update_id, u.to_json()) for u in updates])
+                    self._observer.emit(
+                        Event("polled", level="debug", fields={"updates": len(updates), "new": new})
+                    )
+                    self._wake.set()
+                attempt = 0
+            except TokenRejected:
+                raise
+            except (CascadeError, OSError) as exc:  # outbox not writable, or a 4xx on getUpdates
+                wait = self._backoff.delay(attempt)
+                attempt += 1
+                self._observer.emit(
+                    Event("poll_failed", level="error", reason=str(exc), fields={"wait_s": round(wait, 3)})
+                )
+                await anyio.sleep(wait)
+
+    # --- processor ----------------------------------------------------------------------------
+
+    async def process(self) -> None:
+        """Work through the outbox in update order, forever."""
+        self._wake.set()  # whatever a previous run left undone goes first
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while entries := await self._io(self._outbox.pending, 64):
+                for entry in entries:
+                    await self._until_done(entry)
+
+    async def _until_done(self, entry: Entry) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._handle(entry)
+                return
+            except Exception as exc:  # one update's boundary: log, wait, retry; never skip it
+                wait = self._backoff.delay(attempt)
+                attempt += 1
+                self._observer.emit(
+                    Event(
+                        "update_retry",
+                        level="warning" if isinstance(exc, _NotYet | CascadeError) else "error",
+                        response_id=entry.response.id if entry.response else None,
+                        session=entry.session,
+                        reason=str(exc) or repr(exc),
+                        fields={"update_id": entry.update_id, "attempt": attempt, "wait_s": round(wait, 3)},
+                    )
+                )
+                await anyio.sleep(wait)
+                refreshed = [
+                    e for e in await self._io(self._outbox.pending, 64) if e.update_id == entry.update_id
+                ]
+                if not refreshed:
+                    return
+                entry = refreshed[0]
+
+    async def _handle(self, entry: Entry) -> None:
+        inc = incoming(Update.de_json(entry.body, None))
+        if inc is None:
+            await self._io(self._outbox.done, entry.update_id, "not from a person")
+            return
+        response, session, status = entry.response, entry.session, entry.note
+        if entry.state == "new":
+            decision = await anyio.to_thread.run_sync(self._router.decide, inc)
+            if isinstance(decision, Drop):
+                self._reject(inc, decision.reason)
+                await self._io(self._outbox.done, entry.update_id, "dropped: " + decision.reason)
+                return
+            if isinstance(decision, Say):
+                await self._say(inc, decision.text)
+                await self._io(self._outbox.done, entry.update_id, "answered directly")
+                return
+            assert isinstance(decision, Deliver)
+            response, session = decision.response, decision.session
+            await self._io(self._outbox.route, entry.update_id, session, response)
+            self._observer.emit(
+                Event(
+                    "routed",
+                    response_id=response.id,
+                    correlation_id=response.correlation_id,
+                    session=session,
+                    fields={"update_id": entry.update_id, "type": response.type},
+                )
+            )
+        assert response is not None and session is not None
+        if entry.state in ("new", "routed"):
+            receipt = await self._sender.deliver(response, session)
+            if receipt.status == "failed":
+                reasons = "; ".join(f"tier {a.tier}: {a.reason}" for a in receipt.attempts)
+                raise _NotYet(f"not durable anywhere yet ({reasons})")
+            status = receipt.status
+            await self._io(self._outbox.delivered, entry.update_id, status)
+        await self._feedback(inc, response, session, status or "delivered")
+        await self._io(self._outbox.done, entry.update_id)
+
+    def _reject(self, inc: Incoming, reason: str) -> None:
+        self._observer.emit(
+            Event(
+                "rejected",
+                tier=2,
+                response_id=inc.response_id,
+                level="warning",
+                reason=reason,
+                fields={"user_id": inc.user.id, "chat_id": inc.chat_id, "kind": inc.kind},
+            )
+        )
+
+    async def _say(self, inc: Incoming, text: str) -> None:
+        try:
+            if inc.kind == "callback" and inc.callback_id:
+                await self._tg.toast(inc.callback_id, text)
+            else:
+                await self._tg.send(inc.chat_id, text, reply_to=inc.message_id)
+        except TelegramUnavailable as exc:
+            self._observer.emit(Event("say_failed", level="warning", reason=str(exc)))
+
+    async def _feedback(self, inc: Incoming, response: Response, session: str, status: str) -> None:
+        """The toast for a tap, and the prompt edited to show the answer with its buttons gone."""
+        queued = status == "queued"
+        prompt = await anyio.to_thread.run_sync(self._ledger.answered_by, response.id)
+        where = f"queued for {session}" if queued else f"sent to {session}"
+        try:
+            if inc.kind == "callback" and inc.callback_id:
+                label = answer_label(prompt) if prompt else "Answer"
+                await self._tg.toast(inc.callback_id, f"{label} — {where}")
+            if prompt is not None and prompt.message_id is not None:
+                await self._tg.edit(
+                    prompt.chat_id,
+                    prompt.message_id,
+                    f"{prompt.text}\n\n{answer_label(prompt)} ({inc.user.label()}, {where})",
+                )
+        except TelegramUnavailable as exc:
+            self._observer.emit(
+                Event(
+                    "feedback_failed",
+                    level="warning",
+                    response_id=response.id,
+                    session=session,
+                    reason=str(exc),
+                )
+            )

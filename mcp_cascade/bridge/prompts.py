@@ -1,0 +1,136 @@
+"""Outbound: questions, replies and permission prompts that sessions send to the person.
+
+Each prompt is recorded in the ledger *before* it is sent, so a tap on its
+button always finds it; the message it became is recorded right after, so a
+reply to it reaches the session that sent it. The person's chat is the one an
+allowed person last wrote from (a bot cannot open a conversation itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from mcp_cascade.bridge.access import Access
+from mcp_cascade.bridge.ledger import Ledger, Prompt
+from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable, split_text, truncate
+from mcp_cascade.bridge.updates import button_data
+from mcp_cascade.errors import CascadeError
+from mcp_cascade.events import Event, Observer
+from mcp_cascade.response import Response
+
+T = TypeVar("T")
+_LABEL_MAX = 60
+
+
+class NoRecipient(CascadeError):
+    """Nobody is allowed yet, so there is no chat to write to."""
+
+
+class ChatNotAllowed(CascadeError):
+    """A session asked to write into a chat no allowed person uses."""
+
+
+class Outbound:
+    """Sends for sessions; records what it sent in the ledger."""
+
+    def __init__(self, telegram: TelegramClient, ledger: Ledger, access: Access, observer: Observer) -> None:
+        self._tg = telegram
+        self._ledger = ledger
+        self._access = access
+        self._observer = observer
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def _chat(self) -> int:
+        users = await self._io(self._access.users)
+        if not users:
+            raise NoRecipient(
+                "nobody is paired with the bot yet: message the bot, then run mcp-cascade bridge pair CODE"
+            )
+        chats = await self._io(self._ledger.chats)
+        return chats[0] if chats else min(users)
+
+    async def _send_prompt(
+        self, prompt: Prompt, buttons: Sequence[Sequence[tuple[str, str]]] | None
+    ) -> dict[str, Any]:
+        message = await self._tg.send(prompt.chat_id, prompt.text, buttons=buttons)
+        await self._io(self._ledger.sent, prompt.chat_id, message.message_id, prompt.session, prompt.token)
+        self._observer.emit(
+            Event(
+                "prompt_sent",
+                session=prompt.session,
+                fields={
+                    "kind": prompt.kind,
+                    "request_id": prompt.request_id,
+                    "message_id": message.message_id,
+                },
+            )
+        )
+        return {"request_id": prompt.request_id, "chat_id": prompt.chat_id, "message_id": message.message_id}
+
+    async def ask(self, session: str, question: str, options: Sequence[str]) -> dict[str, Any]:
+        """A question with one button per option (or none: the person replies to it)."""
+        chat = await self._chat()
+        hint = "" if options else "\n\n(Reply to this message to answer.)"
+        text = truncate(f"❓ {session}\n\n{question}", 4096 - len(hint)) + hint
+        prompt = await self._io(self._ledger.new_prompt, "ask", session, chat, text, tuple(options))
+        buttons = [
+            [(truncate(option, _LABEL_MAX), button_data("q", prompt.token, str(i)))]
+            for i, option in enumerate(options)
+        ]
+        return await self._send_prompt(prompt, buttons or None)
+
+    async def permission(
+        self, session: str, request_id: str, tool_name: str, description: str, input_preview: str
+    ) -> dict[str, Any]:
+        """Claude Code's permission prompt, with Allow / Deny (and the ``yes CODE`` / ``no CODE`` hint)."""
+        chat = await self._chat()
+        footer = f'\n\nTap a button, or reply "yes {request_id}" / "no {request_id}".'
+        body = f"🔐 {session} wants to use {tool_name or 'a tool'}"
+        for part in (description, input_preview):
+            if part.strip():
+                body += f"\n\n{part.strip()}"
+        text = truncate(body, 4096 - len(footer)) + footer
+        prompt = await self._io(self._ledger.new_prompt, "permission", session, chat, text, (), request_id)
+        buttons = [
+            [
+                ("✅ Allow", button_data("p", prompt.token, "a")),
+                ("❌ Deny", button_data("p", prompt.token, "d")),
+            ]
+        ]
+        return await self._send_prompt(prompt, buttons)
+
+    async def reply(self, session: str, chat_id: int, text: str) -> dict[str, Any]:
+        """Plain text from a session, split into Telegram-sized messages."""
+        allowed = await self._io(self._access.users)
+        if chat_id not in allowed and chat_id not in await self._io(self._ledger.chats):
+            raise ChatNotAllowed(f"chat {chat_id} is not a chat of an allowed Telegram user")
+        ids: list[int] = []
+        for piece in split_text(f"💬 {session}\n{text}"):
+            message = await self._tg.send(chat_id, piece)
+            await self._io(self._ledger.sent, chat_id, message.message_id, session)
+            ids.append(message.message_id)
+        return {"chat_id": chat_id, "message_id": ids[0], "message_ids": ids}
+
+    async def ack(self, response: Response, session: str, reason: str) -> None:
+        """The Sender's AckHook: tier 2's direct word that the answer is kept (tier 1 did not take it)."""
+        if response.chat_id is None:
+            return
+        try:
+            message = await self._tg.send(
+                response.chat_id,
+                f"⏳ Queued for {session} ({reason}): it reaches the session as soon as it can take it.",
+                reply_to=response.message_id,
+            )
+        except TelegramUnavailable as exc:
+            self._observer.emit(
+                Event(
+                    "ack_failed", level="warning", response_id=response.id, session=session, reason=str(exc)
+                )
+            )
+            return
+        await self._io(self._ledger.sent, response.chat_id, message.message_id, session)

@@ -1,0 +1,258 @@
+"""The Telegram adapter: python-telegram-bot's ``Bot`` with retries that honour ``retry_after``.
+
+Every call the bridge makes to the Bot API goes through :meth:`TelegramClient.call`:
+a 429 waits exactly the ``retry_after`` Telegram asked for, a 5xx or network
+failure waits an exponential backoff, a 4xx that retrying cannot fix is raised
+at once. Reachability (last success, last failure) feeds ``/health/bridge``.
+"""
+
+from __future__ import annotations
+
+import datetime as dtm
+import random
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.request import HTTPXRequest
+
+from mcp_cascade.errors import CascadeError
+from mcp_cascade.events import Event, Observer
+
+T = TypeVar("T")
+MAX_TEXT = 4096
+_ELLIPSIS = "…"
+
+
+class TelegramUnavailable(CascadeError):
+    """A Bot API call failed for good (a 4xx, or retries ran out of time)."""
+
+
+class TokenRejected(CascadeError):
+    """Telegram does not know this bot token."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter, capped; a server's ``retry_after`` overrides it."""
+
+    initial_s: float = 0.5
+    cap_s: float = 30.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, retry_after: float | None = None, rand: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        ceiling = min(self.cap_s, self.initial_s * self.factor**attempt)
+        share = random.random() if rand is None else rand
+        return ceiling / 2 + ceiling / 2 * share
+
+
+def retry_after_s(exc: RetryAfter) -> float:
+    """The wait Telegram asked for, in seconds."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PTB 22 warns that the int form will become a timedelta
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Split ``text`` into Telegram-sized pieces (UTF-16 units), at line breaks where possible."""
+    pieces: list[str] = []
+    rest = text
+    while _units(rest) > limit:
+        cut = _fit(rest, limit)
+        newline = rest.rfind("\n", 0, cut)
+        if newline > cut // 2:
+            cut = newline + 1
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    if rest or not pieces:
+        pieces.append(rest)
+    return pieces
+
+
+def truncate(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` UTF-16 units, with an ellipsis when cut."""
+    if _units(text) <= limit:
+        return text
+    return text[: _fit(text, limit - 1)] + _ELLIPSIS
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fit(text: str, limit: int) -> int:
+    """The longest prefix length (in characters) whose UTF-16 length is at most ``limit``."""
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            return index
+    return len(text)
+
+
+@dataclass
+class Reachability:
+    """What the bridge knows of Telegram right now."""
+
+    last_ok: float | None = None
+    last_poll: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    failures: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """For /health/bridge."""
+        now = time.time()
+        return {
+            "reachable": self.failures == 0 and self.last_ok is not None,
+            "last_ok_age_s": None if self.last_ok is None else round(now - self.last_ok, 3),
+            "last_poll_age_s": None if self.last_poll is None else round(now - self.last_poll, 3),
+            "consecutive_failures": self.failures,
+            "last_error": self.last_error,
+            "last_error_age_s": None if self.last_error_at is None else round(now - self.last_error_at, 3),
+        }
+
+
+Buttons = Sequence[Sequence[tuple[str, str]]]
+
+
+class TelegramClient:
+    """One bot's Bot API, used as an async context manager."""
+
+    def __init__(
+        self, token: str, base_url: str, observer: Observer, *, backoff: Backoff | None = None
+    ) -> None:
+        self._bot = Bot(
+            token,
+            base_url=base_url,
+            request=HTTPXRequest(connection_pool_size=8, read_timeout=15.0, connect_timeout=5.0),
+            get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=5.0, connect_timeout=5.0),
+        )
+        self._observer = observer
+        self._backoff = backoff or Backoff()
+        self.reach = Reachability()
+        self.username = ""
+
+    async def __aenter__(self) -> TelegramClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            await self._bot.shutdown()
+
+    async def start(self, deadline_s: float) -> None:
+        """Check the token (getMe) and drop any webhook, so long polling is allowed."""
+        me = await self.call("getMe", self._bot.get_me, deadline_s=deadline_s)
+        self.username = me.username or ""
+        await self.call("deleteWebhook", self._bot.delete_webhook, deadline_s=deadline_s)
+
+    def _ok(self) -> None:
+        self.reach.last_ok = time.time()
+        self.reach.failures = 0
+
+    def _failed(self, method: str, reason: str) -> None:
+        self.reach.failures += 1
+        self.reach.last_error = f"{method}: {reason}"
+        self.reach.last_error_at = time.time()
+
+    async def call(self, method: str, fn: Callable[[], Awaitable[T]], *, deadline_s: float = 60.0) -> T:
+        """``fn()`` with retries until ``deadline_s``; 4xx other than 429 are raised at once."""
+        give_up = time.monotonic() + deadline_s
+        attempt = 0
+        while True:
+            try:
+                result = await fn()
+            except InvalidToken as exc:
+                self._failed(method, "token rejected")
+                raise TokenRejected(
+                    "Telegram rejected the bot token (check TELEGRAM_BOT_TOKEN or the token file)"
+                ) from exc
+            except (BadRequest, Forbidden) as exc:
+                self._ok()  # Telegram answered; the request itself is wrong
+                raise TelegramUnavailable(f"{method}: {exc.message}") from exc
+            except TelegramError as exc:
+                wait = self._backoff.delay(
+                    attempt, retry_after_s(exc) if isinstance(exc, RetryAfter) else None
+                )
+                self._failed(method, exc.message)
+                self._observer.emit(
+                    Event(
+                        "telegram_retry",
+                        level="warning",
+                        reason=f"{method}: {exc.message}",
+                        fields={
+                            "method": method,
+                            "attempt": attempt + 1,
+                            "wait_s": round(wait, 3),
+                            "conflict": isinstance(exc, Conflict),
+                        },
+                    )
+                )
+                if time.monotonic() + wait > give_up:
+                    raise TelegramUnavailable(
+                        f"{method}: {exc.message} (gave up after {deadline_s:g} s)"
+                    ) from exc
+                await anyio.sleep(wait)
+                attempt += 1
+                continue
+            self._ok()
+            return result
+
+    async def get_updates(self, offset: int | None, timeout_s: int) -> Sequence[Update]:
+        """One long poll; errors are raised (the poll loop owns the retry schedule)."""
+        self.reach.last_poll = time.time()
+        updates = await self._bot.get_updates(
+            offset=offset, timeout=timeout_s, allowed_updates=["message", "callback_query"]
+        )
+        self._ok()
+        return updates
+
+    async def send(
+        self, chat_id: int, text: str, *, buttons: Buttons | None = None, reply_to: int | None = None
+    ) -> Message:
+        """Send ``text`` (no parse mode, so nothing needs escaping) with optional inline buttons."""
+        markup = (
+            InlineKeyboardMarkup(
+                [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in buttons]
+            )
+            if buttons
+            else None
+        )
+        reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        return await self.call(
+            "sendMessage",
+            lambda: self._bot.send_message(
+                chat_id, truncate(text), reply_markup=markup, reply_parameters=reply
+            ),
+        )
+
+    async def edit(self, chat_id: int, message_id: int, text: str) -> None:
+        """Replace a message's text and remove its buttons ("not modified" counts as done)."""
+        try:
+            await self.call(
+                "editMessageText",
+                lambda: self._bot.edit_message_text(truncate(text), chat_id=chat_id, message_id=message_id),
+            )
+        except TelegramUnavailable as exc:
+            if "not modified" not in str(exc):
+                raise
+
+    async def toast(self, callback_query_id: str, text: str) -> None:
+        """Answer a button tap with a short notice; an expired query is not an error worth retrying."""
+        try:
+            await self.call(
+                "answerCallbackQuery",
+                lambda: self._bot.answer_callback_query(callback_query_id, text=truncate(text, 200)),
+                deadline_s=15.0,
+            )
+        except TelegramUnavailable as exc:
+            self._observer.emit(Event("toast_skipped", level="info", reason=str(exc)))

@@ -1,0 +1,128 @@
+"""Telegram updates in the few shapes the bridge acts on, and the small texts it parses.
+
+``callback_data`` of the bridge's own buttons is ``<kind>:<token>:<choice>``
+(at most 20 bytes): ``q:<token>:<option index>`` for an ask_user option and
+``p:<token>:a`` / ``p:<token>:d`` for Allow / Deny; the token names a prompt in
+the ledger.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from telegram import Update
+
+from mcp_cascade.response import User
+
+# Claude Code's permission request ids: five letters from a-z without l (it reads like 1 or I).
+_VERDICT = re.compile(r"^\s*(y|yes|n|no)\s+([a-km-z]{5})\s*$", re.IGNORECASE)
+_CALLBACK = re.compile(r"^(q|p):([0-9a-f]{10}):([0-9]{1,2}|a|d)$")
+_COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One update from a person: a message or a button tap."""
+
+    update_id: int
+    kind: Literal["message", "callback", "other"]
+    user: User
+    chat_id: int
+    message_id: int
+    timestamp: str
+    text: str | None = None
+    reply_to: int | None = None
+    callback_id: str | None = None
+    callback_data: str | None = None
+
+    @property
+    def response_id(self) -> str:
+        """The idempotency key of the response this update becomes (DESIGN 5)."""
+        if self.kind == "callback":
+            return f"tg:cb:{self.callback_id}"
+        return f"tg:{self.chat_id}:{self.message_id}"
+
+
+def _user(user: Any) -> User:
+    return User(int(user.id), user.username or None, (user.first_name or None) and user.first_name[:256])
+
+
+def _stamp(date: datetime | None) -> str:
+    moment = date or datetime.now(UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def incoming(update: Update) -> Incoming | None:
+    """What the bridge sees in an update; None for updates without a person behind them."""
+    query = update.callback_query
+    if query is not None:
+        message = query.message
+        if message is None or query.from_user is None:
+            return None
+        return Incoming(
+            update.update_id,
+            "callback",
+            _user(query.from_user),
+            message.chat.id,
+            message.message_id,
+            _stamp(None),
+            callback_id=query.id,
+            callback_data=query.data,
+        )
+    message = update.message
+    if message is None or message.from_user is None:
+        return None
+    text = message.text if message.text is not None else message.caption
+    return Incoming(
+        update.update_id,
+        "message" if text is not None else "other",
+        _user(message.from_user),
+        message.chat.id,
+        message.message_id,
+        _stamp(message.date),
+        text=text,
+        reply_to=message.reply_to_message.message_id if message.reply_to_message else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonData:
+    """A decoded button of the bridge's own."""
+
+    kind: Literal["q", "p"]
+    token: str
+    choice: str
+
+
+def button_data(kind: Literal["q", "p"], token: str, choice: str) -> str:
+    """Encode a button's callback_data."""
+    return f"{kind}:{token}:{choice}"
+
+
+def parse_button(data: str | None) -> ButtonData | None:
+    """Decode callback_data; None for anything the bridge did not make."""
+    match = _CALLBACK.match(data or "")
+    if match is None:
+        return None
+    kind: Literal["q", "p"] = "q" if match.group(1) == "q" else "p"
+    return ButtonData(kind, match.group(2), match.group(3))
+
+
+def parse_verdict(text: str) -> tuple[Literal["allow", "deny"], str] | None:
+    """``yes abcde`` / ``no abcde`` → (behavior, request id)."""
+    match = _VERDICT.match(text)
+    if match is None:
+        return None
+    behavior: Literal["allow", "deny"] = "allow" if match.group(1).lower().startswith("y") else "deny"
+    return behavior, match.group(2).lower()
+
+
+def parse_command(text: str) -> tuple[str, str] | None:
+    """``/use name`` → ("use", "name"); None when ``text`` is not a command."""
+    match = _COMMAND.match(text.strip())
+    if match is None:
+        return None
+    return match.group(1).lower(), (match.group(2) or "").strip()
