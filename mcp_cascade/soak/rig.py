@@ -120,8 +120,12 @@ class Rig:
         if self._expected_exit or process is not self.serve.process:
             return
         self.crashes.append(f"serve exited with {code}: {self.serve.stderr_tail(3)[-600:]}")
+        await anyio.sleep(1.0)  # a serve that cannot start (a full disk) is retried, not spun
         await self.serve.start()
-        await self._attach()
+        try:
+            await self._attach()
+        except (RuntimeError, TimeoutError):
+            return  # it died again: its own watch (started by _attach) restarts it
 
     async def _attach(self) -> None:
         """Wait for serve's sidecar, route senders through the proxy, and initialize like Claude Code."""
