@@ -3,15 +3,14 @@
 They need mounts, so the run enters a private mount namespace first
 (``unshare --mount``, as root): whatever it mounts is invisible to the rest of
 the machine and disappears with it. Inside, the sessions' directory
-(``$HOME/sessions``: every store and inbox) is an ext4 filesystem on a loop
-device, whose image file lives on a small tmpfs:
+(``$HOME/sessions``: every store) and each session's inbox are ext4
+filesystems on loop devices, whose image files live on small tmpfs:
 
 - *full*: a filler file takes every free block of the ext4 (ENOSPC on write);
-- *fsync errors*: the tmpfs under the image is shrunk to what it holds, so
-  the kernel cannot write back new blocks: ``write`` succeeds into the page
-  cache and ``fsync`` fails (ENOSPC/EIO), as on a failing disk (the ext4 has
-  no journal: with one, the first failed write-back aborts the journal and the
-  filesystem stays read-only until someone remounts it);
+- *fsync errors* (inboxes): the tmpfs under the inbox images is shrunk to
+  what it holds, so the kernel cannot write back new blocks: ``write``
+  succeeds into the page cache and ``fsync`` fails (ENOSPC/EIO), as on a
+  failing disk;
 - *inbox read-only*: the inbox is bind-mounted onto itself read-only (as root,
   permission bits would not stop a write; a read-only mount does).
 """
@@ -21,9 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
 NAMESPACE_MARK = "CASCADE_SOAK_NAMESPACE"
 _TMPFS_SIZE = 512 * 1024 * 1024
@@ -75,32 +77,68 @@ async def _run(*command: str) -> None:
         raise OSError(f"{' '.join(command)} failed: {result.stderr.decode(errors='replace').strip()}")
 
 
-class SessionDisk:
-    """The sessions' directory on its own small, breakable filesystem."""
+async def _ext4(image: Path, size: int, target: Path) -> None:
+    """A fresh ext4 in a sparse image, loop-mounted at ``target``.
 
-    def __init__(self, base: Path, sessions: Path) -> None:
-        self.base = base / "disk"
-        self.image = self.base / "sessions.img"
+    No journal: a journalled ext4 aborts its journal at the first failed
+    write-back and stays read-only until remounted, which would turn a
+    transient fsync error into a dead disk. No blocks reserved for root either:
+    the harness runs as root, and so may serve.
+    """
+    with image.open("wb") as fh:
+        fh.truncate(size)
+    await _run("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", str(image))
+    await anyio.to_thread.run_sync(partial(target.mkdir, parents=True, exist_ok=True))
+    await _run("mount", "-o", "loop,errors=continue", str(image), str(target))
+    await anyio.to_thread.run_sync(target.chmod, 0o700)
+
+
+def _fill(root: Path) -> int:
+    """Take every free block of the filesystem at ``root``; the bytes taken."""
+    stat = os.statvfs(root)
+    size = stat.f_bfree * stat.f_frsize
+    fd = os.open(root / ".filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while size > 0:
+            try:
+                os.posix_fallocate(fd, 0, size)
+                break
+            except OSError:
+                size -= 1 << 20  # metadata took a little: ask for slightly less
+    finally:
+        os.close(fd)
+    return max(size, 0)
+
+
+class SessionDisk:
+    """The sessions' stores on one breakable filesystem, each inbox on a breakable one of its own.
+
+    Stores and inboxes are apart so that fsync errors can be given to the
+    inboxes alone: under SQLite, write-back that fails and drops pages
+    corrupts the database file itself ("database disk image is malformed"),
+    which no sender can work around, and the store is then unusable until it is
+    rebuilt. A full disk and a read-only inbox reach both.
+    """
+
+    def __init__(self, base: Path, sessions: Path, names: Sequence[str]) -> None:
+        self.stores_tmpfs = base / "disk-stores"
+        self.inbox_tmpfs = base / "disk-inboxes"
         self.sessions = sessions
-        self.filler = sessions / ".filler"
+        self.inboxes = [sessions / name / "inbox" for name in names]
         self.read_only: list[Path] = []
         self.mounted: list[Path] = []
 
     async def mount(self) -> None:
-        """tmpfs, an ext4 image on it, loop-mounted as the sessions' directory."""
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.sessions.mkdir(parents=True, exist_ok=True)
-        await _run("mount", "-t", "tmpfs", "-o", f"size={_TMPFS_SIZE}", "soak-tmpfs", str(self.base))
-        self.mounted.append(self.base)
-        with self.image.open("wb") as fh:
-            fh.truncate(_IMAGE_SIZE)
-        # No journal: a journalled ext4 aborts its journal at the first failed write-back and stays
-        # read-only until it is remounted, which would turn a transient fsync error into a dead disk.
-        # No blocks reserved for root either: the harness runs as root, and so may serve.
-        await _run("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", str(self.image))
-        await _run("mount", "-o", "loop,errors=continue", str(self.image), str(self.sessions))
+        """Two tmpfs, ext4 images on them, loop-mounted as the sessions' folder and each inbox."""
+        for tmpfs in (self.stores_tmpfs, self.inbox_tmpfs):
+            tmpfs.mkdir(parents=True, exist_ok=True)
+            await _run("mount", "-t", "tmpfs", "-o", f"size={_TMPFS_SIZE}", "soak-tmpfs", str(tmpfs))
+            self.mounted.append(tmpfs)
+        await _ext4(self.stores_tmpfs / "sessions.img", _IMAGE_SIZE, self.sessions)
         self.mounted.append(self.sessions)
-        self.sessions.chmod(0o700)
+        for n, inbox in enumerate(self.inboxes):
+            await _ext4(self.inbox_tmpfs / f"inbox-{n}.img", _IMAGE_SIZE // 4, inbox)
+            self.mounted.append(inbox)
 
     async def unmount(self) -> None:
         """Undo every mount, innermost first."""
@@ -109,34 +147,26 @@ class SessionDisk:
             await _run("umount", "-l", str(path))
         self.mounted.clear()
 
-    async def fill(self) -> int:
-        """Take every free block of the filesystem; returns the bytes taken."""
-        stat = os.statvfs(self.sessions)
-        size = stat.f_bfree * stat.f_frsize
-        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while size > 0:
-                try:
-                    os.posix_fallocate(fd, 0, size)
-                    break
-                except OSError:
-                    size -= 1 << 20  # metadata took a little: ask for slightly less
-        finally:
-            os.close(fd)
-        return max(size, 0)
+    def fill(self) -> int:
+        """Take every free block of every one of the filesystems; the bytes taken."""
+        return sum(_fill(root) for root in (self.sessions, *self.inboxes))
 
     def unfill(self) -> None:
         """Give the space back."""
-        self.filler.unlink(missing_ok=True)
+        for root in (self.sessions, *self.inboxes):
+            (root / ".filler").unlink(missing_ok=True)
 
     async def break_fsync(self) -> None:
-        """Shrink the tmpfs under the image to what it holds: new blocks can no longer be written back."""
-        held = os.stat(self.image).st_blocks * 512
-        await _run("mount", "-o", f"remount,size={held + (256 << 10)}", str(self.base))
+        """Free blocks lose their backing (fstrim punches holes), then the tmpfs under the inbox images
+        shrinks to what they hold: no block can be written back that is not already there."""
+        for inbox in self.inboxes:
+            await _run("fstrim", str(inbox))
+        held = sum(os.stat(p).st_blocks * 512 for p in self.inbox_tmpfs.glob("*.img"))
+        await _run("mount", "-o", f"remount,size={held}", str(self.inbox_tmpfs))
 
     async def heal_fsync(self) -> None:
-        """Give the image room again."""
-        await _run("mount", "-o", f"remount,size={_TMPFS_SIZE}", str(self.base))
+        """Give the images room again."""
+        await _run("mount", "-o", f"remount,size={_TMPFS_SIZE}", str(self.inbox_tmpfs))
 
     async def read_only_inbox(self, inbox: Path) -> None:
         """Bind-mount ``inbox`` onto itself, read-only."""

@@ -121,11 +121,13 @@ class Rig:
             return
         self.crashes.append(f"serve exited with {code}: {self.serve.stderr_tail(3)[-600:]}")
         await anyio.sleep(1.0)  # a serve that cannot start (a full disk) is retried, not spun
-        await self.serve.start()
+        if self._expected_exit:
+            return
         try:
+            await self.serve.start()
             await self._attach()
-        except (RuntimeError, TimeoutError):
-            return  # it died again: its own watch (started by _attach) restarts it
+        except Exception as exc:  # task boundary: it died again, and its own watch restarts it
+            self.crashes.append(f"restart failed: {exc!r}"[:600])
 
     async def _attach(self) -> None:
         """Wait for serve's sidecar, route senders through the proxy, and initialize like Claude Code."""

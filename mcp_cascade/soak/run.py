@@ -52,6 +52,7 @@ class Context:
     ack: SoakAck
     random: random.Random
     config: dict[str, Any]
+    sessions: list[str] = field(default_factory=list)  # the names the rigs' sessions get
     tally: Tally = field(default_factory=Tally)
     sender: SenderSide | None = None
     disk: SessionDisk | None = None
@@ -175,13 +176,14 @@ async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path)
     async with AsyncExitStack() as stack:
         sender: InProcessSender | WorkerSender
         ctx = Context(home, base, logs, [], progress, ack, random.Random(seed), config)
+        ctx.sessions = [f"{scenario.name}-{i}" for i in range(scenario.sessions)]
         tally = ctx.tally
         if scenario.prepare is not None:
             await scenario.prepare(ctx)
             if ctx.disk is not None:
                 stack.push_async_callback(ctx.disk.unmount)
-        for i in range(scenario.sessions):
-            rig = Rig(home, f"{scenario.name}-{i}", logs, seed=seed + i)
+        for i, session in enumerate(ctx.sessions):
+            rig = Rig(home, session, logs, seed=seed + i)
             ctx.rigs.append(await stack.enter_async_context(rig))
         if scenario.sender == "worker":
             sender = await stack.enter_async_context(WorkerSender(home, logs, oneshot_every=40))

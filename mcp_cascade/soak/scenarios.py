@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from mcp_cascade.faults import Fault
 from mcp_cascade.soak.disk import SessionDisk
@@ -200,17 +201,18 @@ async def network(ctx: Context) -> None:
 
 async def disk_prepare(ctx: Context) -> None:
     """Put the sessions' directory on its own breakable filesystem before serve starts."""
-    disk = SessionDisk(ctx.workdir, ctx.home / "sessions")
+    disk = SessionDisk(ctx.workdir, ctx.home / "sessions", ctx.sessions)
     await disk.mount()
     ctx.disk = disk
     ctx.notes.append(
-        "$HOME/sessions (every store and inbox) is an ext4 image on a loop device over a small tmpfs, "
-        "in a private mount namespace; the sender's outbox and the audit trail stay on the root disk."
+        "$HOME/sessions (every store) and each inbox are ext4 images on loop devices over small tmpfs, "
+        "in a private mount namespace; the sender's outbox and the audit trail stay on the root disk. "
+        "fsync errors are given to the inboxes only (under SQLite they corrupt the database file)."
     )
 
 
 async def disk(ctx: Context) -> None:
-    """A read-only inbox, then a full filesystem (each alone, then with the webhook down), failing fsync."""
+    """A read-only inbox, a full filesystem, inbox fsync errors: each alone, then with the webhook down."""
     disk = ctx.disk
     assert disk is not None
     try:
@@ -236,7 +238,7 @@ async def disk(ctx: Context) -> None:
             await ctx.back_on_tier1("inbox read-only")
 
             await ctx.at(at(3.4))
-            taken = await disk.fill()
+            taken = await anyio.to_thread.run_sync(disk.fill)
             ctx.log(
                 "filesystem full", "apply", what=f"filler took {taken >> 20} MiB; writes fail with ENOSPC"
             )
@@ -252,11 +254,16 @@ async def disk(ctx: Context) -> None:
 
             await ctx.at(at(6.0))
             await disk.break_fsync()
-            ctx.log("fsync errors", "apply", what="image cannot grow: write-back of new blocks fails")
-            await ctx.at(at(7.5))
+            ctx.log("inbox fsync errors", "apply", what="inbox images cannot grow: write-back fails")
+            await ctx.at(at(6.5))
+            await webhook(ctx, "blackhole")
+            ctx.log("inbox fsync errors + webhook black-holed", "apply", what="only the failing inbox")
+            await ctx.at(at(7.7))
+            await webhook_ok(ctx)
             await disk.heal_fsync()
-            ctx.log("fsync errors", "clear")
-            await ctx.back_on_tier1("fsync errors")
+            ctx.log("inbox fsync errors", "clear")
+            ctx.log("inbox fsync errors + webhook black-holed", "clear")
+            await ctx.back_on_tier1("inbox fsync errors")
     finally:
         await webhook_ok(ctx)
         await disk.writable_inboxes()
