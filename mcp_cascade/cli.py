@@ -224,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("inspect", inspect_command.run, "the operator's view: status, queue, trace, watch, selftest")
     inspect_command.add_arguments(p)
+
+    def cmd_soak(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+        from mcp_cascade.soak.cli import cmd_soak as run
+
+        return run(args, env)
+
+    p = command("soak", cmd_soak, "reliability scenarios on real processes: lost, doubled, late answers")
+    p.add_argument("--scenario", default="all", help="a scenario name, several with commas, all, or none")
+    p.add_argument("--count", default="small", help="responses per scenario: small (CI), full (10000) or N")
+    p.add_argument("--seed", type=int, default=1, help="seed of every random choice (default 1)")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON here")
+    p.add_argument("--load", action="store_true", help="also run the open-loop load test and the step test")
+    p.add_argument("--load-duration", type=float, default=60.0, help="seconds per constant-rate mode")
+    p.add_argument("--workdir", help="keep every home and log here (default: a temporary folder, removed)")
     return parser
 
 

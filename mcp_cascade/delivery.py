@@ -270,10 +270,16 @@ class Engine:
         finally:
             # Whatever was written is recorded; the rest stays 'pushing' and is redelivered
             # (flagged) after a restart: its outcome is unknown, never silently repeated.
-            if done:
-                await self._io(self.store.mark_delivered, done)
-            if probes:
-                await self._io(partial(self.store.mark_delivered, probes, acked=True))
+            try:
+                if done:
+                    await self._io(self.store.mark_delivered, done)
+                if probes:
+                    await self._io(partial(self.store.mark_delivered, probes, acked=True))
+            except StoreUnavailable as exc:
+                # Written but not recorded (a full disk): the rows stay 'pushing', so only a restart
+                # pushes them again, flagged. The pump must live on: the disk may come back.
+                self.last_push_error = (time.time(), f"store: {exc}")
+                self._emit("push_unrecorded", reason=f"store: {exc}", level="error")
         now = time.perf_counter()
         for item in batch:
             if item.seq not in done and item.seq not in probes:

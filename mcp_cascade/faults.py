@@ -16,6 +16,13 @@ faults too. The plan can be switched at any time; new exchanges follow it.
   (FIN) without an answer.
 - ``trickle``: forward the request, then dribble the answer back
   ``trickle_bytes`` at a time every ``trickle_interval_s``.
+- ``http_503``: read the HTTP/1.1 request, never forward it, and answer
+  ``503 {"status":"unavailable"}`` as a sidecar that cannot persist does.
+
+``unless`` spares the exchanges whose first bytes contain it (case-insensitive),
+e.g. ``b"x-cascade-tier: 2"`` to fail only first attempts. :meth:`FaultProxy.refuse`
+stops listening altogether (connections are refused, open ones reset) until
+:meth:`FaultProxy.listen` opens the same port again.
 
 ``mix`` draws one of these per exchange with the given weights, from a seeded
 random generator, so a run can be repeated.
@@ -50,6 +57,7 @@ class Fault(StrEnum):
     BLACKHOLE = "blackhole"
     HALF_CLOSE = "half_close"
     TRICKLE = "trickle"
+    HTTP_503 = "http_503"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,14 @@ class Plan:
     latency_s: float = 0.5
     trickle_bytes: int = 1
     trickle_interval_s: float = 0.01
+    unless: bytes = b""
+
+
+_UNAVAILABLE = b'{"status":"unavailable","error":"cannot persist: injected fault"}'
+_ANSWER_503 = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_UNAVAILABLE), _UNAVAILABLE)
+)
 
 
 class _Connection:
@@ -72,6 +88,7 @@ class _Connection:
         self.answered = False  # the target has answered in the current exchange
         self.half_closed = False
         self.plan = Plan()
+        self.request = b""  # what an http_503 exchange has read of its request so far
         self.held_send, self.held_receive = anyio.create_memory_object_stream[tuple[float, bytes]](1024)
 
 
@@ -87,6 +104,8 @@ class FaultProxy:
         self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
         self._port = 0
+        self._serving: tuple[anyio.CancelScope, anyio.Event] | None = None
+        self._clients: set[SocketStream] = set()
 
     @property
     def port(self) -> int:
@@ -104,9 +123,10 @@ class FaultProxy:
         latency_s: float = 0.5,
         trickle_bytes: int = 1,
         trickle_interval_s: float = 0.01,
+        unless: bytes = b"",
     ) -> None:
-        """Apply ``fault`` to every new exchange."""
-        self.plan = Plan(Fault(fault), {}, latency_s, trickle_bytes, trickle_interval_s)
+        """Apply ``fault`` to every new exchange (but those whose first bytes contain ``unless``)."""
+        self.plan = Plan(Fault(fault), {}, latency_s, trickle_bytes, trickle_interval_s, unless.lower())
 
     def mix(
         self,
@@ -134,18 +154,18 @@ class FaultProxy:
             while self.exchanges < count:
                 await self._changed.wait()
 
-    def _draw(self, plan: Plan) -> Fault:
+    def _draw(self, plan: Plan, first: bytes) -> Fault:
+        if plan.unless and plan.unless in first.lower():
+            return Fault.PASS
         if not plan.mix:
             return plan.fault
         faults = list(plan.mix)
         return self._random.choices(faults, weights=[plan.mix[f] for f in faults])[0]
 
     async def __aenter__(self) -> FaultProxy:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        self._port = listener.extra(SocketAttribute.local_port)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(listener.serve, self._handle)
+        await self.listen()
         return self
 
     async def __aexit__(
@@ -155,26 +175,82 @@ class FaultProxy:
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(exc_type, exc, tb)
 
+    @property
+    def listening(self) -> bool:
+        """Whether the proxy accepts connections (False between :meth:`refuse` and :meth:`listen`)."""
+        return self._serving is not None
+
+    async def listen(self) -> None:
+        """Accept connections on the proxy's port (the same one again after :meth:`refuse`)."""
+        assert self._tg is not None, "use as an async context manager"
+        if self._serving is not None:
+            return
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self._port)
+        self._port = listener.extra(SocketAttribute.local_port)
+        scope, closed = anyio.CancelScope(), anyio.Event()
+        self._serving = (scope, closed)
+
+        async def serve() -> None:
+            try:
+                with scope:
+                    async with listener:
+                        await listener.serve(self._handle)
+            finally:
+                closed.set()
+
+        self._tg.start_soon(serve)
+
+    async def refuse(self) -> None:
+        """Stop listening and reset every open connection: from now on, connecting is refused."""
+        if self._serving is None:
+            return
+        (scope, closed), self._serving = self._serving, None
+        for client in list(self._clients):
+            _reset(client)
+        scope.cancel()
+        await closed.wait()
+
     async def _handle(self, client: SocketStream) -> None:
         self.connections += 1
-        async with client:
-            try:
-                upstream = await anyio.connect_tcp(*self.target)
-            except OSError:
-                _reset(client)
-                return
-            async with upstream, anyio.create_task_group() as tg:
-                conn = _Connection(client, upstream, tg)
-                tg.start_soon(self._to_target, conn)
-                tg.start_soon(self._to_client, conn)
-                tg.start_soon(self._release_held, conn)
+        self._clients.add(client)
+        try:
+            async with client:
+                try:
+                    upstream = await anyio.connect_tcp(*self.target)
+                except OSError:
+                    _reset(client)
+                    return
+                async with upstream, anyio.create_task_group() as tg:
+                    conn = _Connection(client, upstream, tg)
+                    tg.start_soon(self._to_target, conn)
+                    tg.start_soon(self._to_client, conn)
+                    tg.start_soon(self._release_held, conn)
+        finally:
+            self._clients.discard(client)
+
+    async def _answer_503(self, conn: _Connection, chunk: bytes) -> None:
+        """Read one request (headers, then content-length bytes) and answer it 503 without forwarding."""
+        conn.request += chunk
+        head, sep, body = conn.request.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        if len(body) < length:
+            return
+        conn.request = b""  # the clients here never pipeline: nothing follows the body
+        conn.answered = True
+        await conn.client.send(_ANSWER_503)
 
     async def _to_target(self, conn: _Connection) -> None:
         try:
             async for chunk in conn.client:
                 if conn.fault is None or conn.answered:
                     conn.plan = self.plan
-                    conn.fault = self._draw(conn.plan)
+                    conn.fault = self._draw(conn.plan, chunk)
                     conn.answered = False
                     self.counts[conn.fault] += 1
                     changed, self._changed = self._changed, anyio.Event()
@@ -183,6 +259,9 @@ class FaultProxy:
                     _reset(conn.client)
                     conn.tg.cancel_scope.cancel()
                     return
+                if conn.fault == Fault.HTTP_503:
+                    await self._answer_503(conn, chunk)
+                    continue
                 if conn.fault == Fault.LATENCY:
                     await conn.held_send.send((time.monotonic() + conn.plan.latency_s, chunk))
                 elif conn.fault != Fault.BLACKHOLE:

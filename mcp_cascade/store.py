@@ -183,6 +183,8 @@ class Store:
                     "acked_at = COALESCE(acked_at, ?) WHERE seq = ?",
                     [(now, now if acked else None, s) for s in seqs],
                 )
+            except sqlite3.OperationalError as exc:  # disk full, read-only, locked past the timeout
+                raise StoreUnavailable(str(exc)) from exc
             finally:
                 self._db.execute("PRAGMA synchronous=FULL")
 

@@ -271,7 +271,9 @@ class InboxWatcher:
         start = time.perf_counter()
         if full and self.legacy_dir is not None:
             await self._legacy_listing()
-        if full or self._dirty:
+        if (full or self._dirty) and not self._stalled:
+            # A response the store refused waits in cur/ until the next tick puts it back in new/:
+            # draining past it meanwhile would let later files overtake it (the inbox keeps name order).
             self._dirty = False
             await self._drain()
         if self.legacy_dir is not None:

@@ -145,3 +145,49 @@ async def test_a_refused_target_resets_the_client() -> None:
         proxy.target = ("127.0.0.1", 1)  # nothing listens on port 1
         assert await exchange(proxy.port, b"nowhere") == b"<reset>"
     assert target.received == []
+
+
+async def test_http_503_reads_the_whole_request_and_answers_503_without_forwarding_it() -> None:
+    request = b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n"
+    async with proxied() as (target, proxy), await anyio.connect_tcp("127.0.0.1", proxy.port) as stream:
+        proxy.set(Fault.HTTP_503)
+        await stream.send(request)
+        await stream.send(b"hel")  # the body arrives in pieces: no answer before the last one
+        with anyio.move_on_after(0.1):
+            assert await stream.receive() == b"never"
+        await stream.send(b"lo")
+        with anyio.fail_after(2):
+            answer = await stream.receive()
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert answer.endswith(b'{"status":"unavailable","error":"cannot persist: injected fault"}')
+        proxy.set(Fault.PASS)
+        await stream.send(b"next")  # the same kept-alive connection serves the next exchange
+        assert await stream.receive() == b"ok:next"
+    assert [c for _, c in target.received] == [b"next"]
+    assert proxy.counts[Fault.HTTP_503] == 1
+
+
+async def test_unless_spares_the_exchanges_that_carry_the_marker() -> None:
+    async with proxied() as (target, proxy):
+        proxy.set(Fault.RESET, unless=b"X-Cascade-Tier: 2")
+        assert await exchange(proxy.port, b"first try") == b"<reset>"
+        assert await exchange(proxy.port, b"x-cascade-tier: 2 retry") == b"ok:x-cascade-tier: 2 retry"
+    assert [c for _, c in target.received] == [b"x-cascade-tier: 2 retry"]
+
+
+async def test_refuse_resets_open_connections_refuses_new_ones_and_listen_reopens_the_same_port() -> None:
+    async with proxied() as (_target, proxy), await anyio.connect_tcp("127.0.0.1", proxy.port) as stream:
+        port = proxy.port
+        await stream.send(b"before")
+        assert await stream.receive() == b"ok:before"
+        await proxy.refuse()
+        assert not proxy.listening
+        with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
+            await stream.send(b"after")
+            await stream.receive()
+        with pytest.raises(OSError) as refused:
+            await anyio.connect_tcp("127.0.0.1", port)
+        assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+        await proxy.listen()
+        assert proxy.port == port
+        assert await exchange(port, b"again") == b"ok:again"

@@ -1,0 +1,98 @@
+"""Audit completeness: every response's path through the tiers is in ``$HOME/audit.jsonl``, in order.
+
+For each acknowledged response, the receipt that acknowledged it says which
+tiers the sender tried; the session's first push says which tier carried it
+into the session. The audit trail (written by every sender and serve process
+on the home) must hold, under the receipt's correlation id, each of those
+attempts in the receipt's order, a failover record for each step to a later
+tier, and the final ``sent``; and from serve, ``durable`` (after ``claimed``
+for the inbox) before ``pushed``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mcp_cascade.audit import read_audit
+from mcp_cascade.soak.tally import Tally
+
+
+def _subsequence(wanted: Sequence[Any], found: Sequence[Any]) -> bool:
+    it = iter(found)
+    return all(any(item == got for got in it) for item in wanted)
+
+
+def _problems(
+    receipt: Mapping[str, Any], records: list[tuple[int, Mapping[str, Any]]], carrier: int | None
+) -> list[str]:
+    problems: list[str] = []
+    cid = receipt.get("correlation_id")
+    mine = [
+        (pos, r) for pos, r in records if r.get("component") != "serve" and r.get("correlation_id") == cid
+    ]
+    attempts = [(a["tier"], a["outcome"]) for a in receipt.get("attempts", [])]
+    recorded = [(r.get("tier"), r.get("outcome")) for _, r in mine if r.get("event") == "attempt"]
+    if not _subsequence(attempts, recorded):
+        problems.append(f"attempts {attempts} not all recorded in order (found {recorded})")
+    failovers = [(r.get("from_tier"), r.get("to_tier")) for _, r in mine if r.get("event") == "failover"]
+    for (a, _), (b, _) in itertools.pairwise(attempts):
+        # From a to a later tier: failover records leave a and reach b (through a tier with no attempt,
+        # e.g. tier 2 when its budget was already spent, there are two: a→2, 2→b).
+        if b > a and not (any(f == a for f, _ in failovers) and any(t == b for _, t in failovers)):
+            problems.append(f"no failover record {a}→{b}")
+    if not any(r.get("event") == "sent" and r.get("status") == receipt.get("status") for _, r in mine):
+        problems.append(f"no 'sent' record with status {receipt.get('status')}")
+    serve = [(pos, r) for pos, r in records if r.get("component") == "serve"]
+    durable = [pos for pos, r in serve if r.get("event") == "durable"]
+    pushed = [pos for pos, r in serve if r.get("event") == "pushed"]
+    if not durable:
+        problems.append("no 'durable' record from serve")
+    if not pushed:
+        problems.append("no 'pushed' record from serve")
+    if durable and pushed and min(durable) > max(pushed):
+        problems.append("'pushed' recorded before 'durable'")
+    if (
+        carrier is not None
+        and durable
+        and not any(r.get("event") == "durable" and r.get("tier") == carrier for _, r in serve)
+    ):
+        problems.append(f"no 'durable' record for tier {carrier}, the tier that carried it")
+    if carrier == 3:
+        claimed = [pos for pos, r in serve if r.get("event") == "claimed"]
+        first_durable_3 = [pos for pos, r in serve if r.get("event") == "durable" and r.get("tier") == 3]
+        if not claimed:
+            problems.append("carried by the inbox but no 'claimed' record")
+        elif first_durable_3 and min(claimed) > min(first_durable_3):
+            problems.append("'durable' (tier 3) recorded before 'claimed'")
+    return problems
+
+
+def check_audit(home: Path, tally: Tally) -> dict[str, Any]:
+    """Check every acknowledged response's audit records; the counts and a few examples."""
+    records: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    total = 0
+    for pos, record in enumerate(read_audit(home)):
+        total += 1
+        rid = record.get("response_id")
+        if isinstance(rid, str) and rid in tally.sent:
+            records.setdefault(rid, []).append((pos, record))
+    carriers: dict[str, int] = {}
+    for push in sorted(tally.pushes, key=lambda p: p.at):
+        carriers.setdefault(push.response_id, push.tier)
+    checked = 0
+    examples: dict[str, list[str]] = {}
+    incomplete = 0
+    for rid, sent in tally.sent.items():
+        receipt = sent.final
+        if not sent.acked or receipt is None:
+            continue
+        checked += 1
+        problems = _problems(receipt, records.get(rid, []), carriers.get(rid))
+        if problems:
+            incomplete += 1
+            if len(examples) < 5:
+                examples[rid] = problems
+    return {"records": total, "checked": checked, "incomplete": incomplete, "examples": examples}

@@ -1,0 +1,50 @@
+"""``mcp-cascade soak``: parse the choice of scenarios and size, run them, print and save the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+
+from mcp_cascade.errors import ConfigError
+from mcp_cascade.soak import SCENARIOS, soak
+from mcp_cascade.soak.disk import enter_namespace
+from mcp_cascade.soak.report import render
+
+SIZES = {"small": 240, "full": 10_000}
+
+
+def cmd_soak(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the reliability scenarios and/or the load test; exit 1 when any response is lost or doubled."""
+    known = {s.name: s for s in SCENARIOS}
+    names = (
+        list(known) if args.scenario == "all" else [] if args.scenario == "none" else args.scenario.split(",")
+    )
+    for name in names:
+        if name not in known:
+            raise ConfigError("scenario", f"{name!r} is not one of all, none, {', '.join(known)}")
+    count = SIZES.get(args.count) or (int(args.count) if args.count.isdigit() else 0)
+    if count < 10:
+        raise ConfigError("count", f"{args.count!r}: give small, full or a number of responses (at least 10)")
+    if any(known[n].needs_mounts for n in names):
+        enter_namespace(sys.argv[1:])  # disk faults need mounts: re-run in a private mount namespace
+    command = "mcp-cascade soak " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["soak"] else sys.argv[1:])
+    workdir = Path(args.workdir) if args.workdir else None
+    json_path = Path(args.json) if args.json else None
+    report = anyio.run(
+        lambda: soak(names, count, args.seed, workdir=workdir, json_path=json_path, command=command)
+    )
+    if args.load:
+        from mcp_cascade.soak.load import run_load
+
+        report["load"] = anyio.run(lambda: run_load(duration_s=args.load_duration, seed=args.seed))
+        report["summary"]["passed"] = report["summary"]["passed"] and not report["load"]["lost"]
+        if json_path is not None:
+            json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    render(report)
+    return 0 if report["summary"]["passed"] else 1

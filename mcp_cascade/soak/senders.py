@@ -1,0 +1,231 @@
+"""The sending side of a soak run: the Sender in this process, or sender processes that can be killed.
+
+Whatever carries a response, the harness acts as the upstream (Telegram's
+update queue): a response without an acknowledging receipt is sent again,
+with the same id, until one acknowledges it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import Process, TaskGroup
+from anyio.streams.text import TextReceiveStream
+
+from mcp_cascade.cascade import Sender
+from mcp_cascade.config import LiveConfig
+from mcp_cascade.outbox import Outbox
+from mcp_cascade.response import Response
+from mcp_cascade.soak.rig import SoakAck, TierChoice
+from mcp_cascade.telemetry import AuditTrail, JsonLog, Telemetry
+
+_REPO = str(Path(__file__).resolve().parent.parent.parent)
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_CASCADE_")}
+    env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+class InProcessSender:
+    """A :class:`Sender` in the harness's own process, reloading the home's config.toml live."""
+
+    def __init__(self, home: Path, logs: Path, ack: SoakAck, *, tier: TierChoice = "auto") -> None:
+        self.home = home
+        self.tier: TierChoice = tier
+        self.live = LiveConfig(home, {}, {})
+        self._log = (logs / "sender.log").open("a", encoding="utf-8")
+        self.telemetry = Telemetry(
+            log=JsonLog(self._log, "info", component="soak-sender"),
+            audit=AuditTrail(home / "audit.jsonl", self.live.current.audit_max_bytes, "send"),
+            metrics=None,
+        )
+        self.sender = Sender(home, self.live, self.telemetry, ack=ack)
+
+    async def __aenter__(self) -> InProcessSender:
+        await self.sender.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.sender.__aexit__(*exc)
+        finally:
+            self.telemetry.close()
+            self._log.close()
+
+    async def deliver(self, response: Response, session: str) -> Mapping[str, Any] | None:
+        """Deliver through the cascade (or the forced tier); the receipt as a dict."""
+        receipt = await self.sender.deliver(response, session, tier=self.tier)
+        return receipt.to_dict()
+
+    def outbox_pending(self) -> int:
+        """Entries still in the sender's outbox."""
+        return len(Outbox(self.home / "outbox").names())
+
+
+class WorkerSender:
+    """A sender *process* (:mod:`mcp_cascade.soak.worker`) that the scenario kills and restarts.
+
+    Every ``oneshot_every``-th response instead goes through its own
+    ``mcp-cascade send`` process, some of which are killed mid-flight.
+    """
+
+    def __init__(self, home: Path, logs: Path, *, oneshot_every: int = 0) -> None:
+        self.home = home
+        self.logs = logs
+        self.oneshot_every = oneshot_every
+        self.kills = 0
+        self.oneshots = 0
+        self.oneshot_kills = 0
+        self.kill_next_oneshot_after: float | None = None
+        self._process: Process | None = None
+        self._waiting: dict[str, anyio.Event] = {}
+        self._receipts: dict[str, Mapping[str, Any]] = {}
+        self._up = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        self._sent = 0
+
+    async def __aenter__(self) -> WorkerSender:
+        async with AsyncExitStack() as stack:
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._tg.cancel_scope.cancel)
+            await self.start()
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            assert process.stdin is not None
+            await process.stdin.aclose()  # EOF: it finishes what it has, then exits
+            with anyio.move_on_after(30):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+        if self._stack is not None:
+            await self._stack.aclose()
+
+    async def start(self) -> None:
+        """Start a worker process and read its receipts."""
+        assert self._tg is not None
+        stderr = (self.logs / "worker.log").open("ab")
+        self._process = await anyio.open_process(
+            [sys.executable, "-m", "mcp_cascade.soak.worker", "--home", str(self.home)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=_child_env(),
+        )
+        stderr.close()
+        self._tg.start_soon(self._read, self._process)
+        self._up.set()
+
+    async def kill_and_restart(self, down_s: float = 0.0) -> None:
+        """SIGKILL the worker (what it had in flight gets no receipt), then start another."""
+        process = self._process
+        assert process is not None
+        self._up = anyio.Event()
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        self.kills += 1
+        for event in self._waiting.values():
+            event.set()  # sent to the dead process: no receipt will come (its reader may lag behind)
+        await anyio.sleep(down_s)
+        await self.start()
+
+    async def _read(self, process: Process) -> None:
+        assert process.stdout is not None
+        buffer = ""
+        async for chunk in TextReceiveStream(process.stdout):
+            buffer += chunk
+            while "\n" in buffer:
+                line, buffer = buffer.split("\n", 1)
+                try:
+                    receipt = json.loads(line)["receipt"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                rid = receipt.get("response_id")
+                self._receipts[rid] = receipt
+                if (event := self._waiting.get(rid)) is not None:
+                    event.set()
+        await process.wait()
+        if process is self._process:
+            for event in self._waiting.values():
+                event.set()  # no receipt will come from this process
+
+    async def deliver(self, response: Response, session: str) -> Mapping[str, Any] | None:
+        """Hand ``response`` to the worker (or a one-shot ``mcp-cascade send``); None when it died first."""
+        self._sent += 1
+        if self.oneshot_every and self._sent % self.oneshot_every == 0:
+            return await self.oneshot(response, session)
+        await self._up.wait()
+        process = self._process
+        assert process is not None and process.stdin is not None
+        done = self._waiting[response.id] = anyio.Event()
+        self._receipts.pop(response.id, None)
+        try:
+            line = json.dumps({"response": response.to_dict(), "session": session}) + "\n"
+            await process.stdin.send(line.encode())
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            del self._waiting[response.id]
+            return None
+        await done.wait()
+        del self._waiting[response.id]
+        return self._receipts.pop(response.id, None)
+
+    async def oneshot(self, response: Response, session: str) -> Mapping[str, Any] | None:
+        """``mcp-cascade send`` as a script runs it; killed with SIGKILL when a kill is pending."""
+        self.oneshots += 1
+        text = response.text or ""
+        command = [
+            sys.executable,
+            "-m",
+            "mcp_cascade",
+            "send",
+            "--home",
+            str(self.home),
+            "--session",
+            session,
+            "--text",
+            text,
+            "--id",
+            response.id,
+            "--user-id",
+            str(response.user.id),
+        ]
+        stderr = (self.logs / "send.log").open("ab")
+        process = await anyio.open_process(command, stdout=subprocess.PIPE, stderr=stderr, env=_child_env())
+        stderr.close()
+        kill_after, self.kill_next_oneshot_after = self.kill_next_oneshot_after, None
+        async with process:
+            if kill_after is not None:
+                with anyio.move_on_after(kill_after) as scope:
+                    await process.wait()
+                if scope.cancelled_caught and process.returncode is None:
+                    process.send_signal(signal.SIGKILL)
+                    await process.wait()
+                    self.oneshot_kills += 1
+                    return None
+            assert process.stdout is not None
+            out = b"".join([chunk async for chunk in process.stdout])
+            await process.wait()
+        try:
+            receipt: Mapping[str, Any] = json.loads(out)
+        except ValueError:
+            return None
+        return receipt
+
+    def outbox_pending(self) -> int:
+        """Entries still in the outbox shared by every sender process on this home."""
+        return len(Outbox(self.home / "outbox").names())
