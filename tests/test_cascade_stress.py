@@ -64,7 +64,7 @@ async def test_every_response_through_a_faulty_network_arrives_exactly_once(home
     assert max(counts.values()) == 1, "a response reached the session twice"
     assert len(serve.channel()) == COUNT
     faults = dict(proxy.counts)
-    assert all(faults.get(f, 0) >= 3 for f in Fault), faults
+    assert all(faults.get(f, 0) >= 3 for f in MIX), faults
     by_tier = Counter(r.tier for r in receipts)
     meta = Counter(n["params"]["meta"]["tier"] for n in serve.channel())
     print(
