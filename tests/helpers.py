@@ -6,8 +6,12 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 
@@ -47,3 +51,18 @@ def body(
 
 def encode(data: Any) -> bytes:
     return json.dumps(data).encode()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_inspect(home: Path, *args: str, columns: int = 220) -> subprocess.CompletedProcess[str]:
+    """``mcp-cascade inspect ARGS --home HOME`` as a subprocess, on this checkout's code."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": str(columns)}
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_cascade", "inspect", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,21 +16,9 @@ import pytest
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import make_response
 from mcp_cascade.testing import ServeProcess
-from tests.helpers import body, encode, sign
+from tests.helpers import body, encode, run_inspect, sign
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_inspect(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "220"}
-    return subprocess.run(
-        [sys.executable, "-m", "mcp_cascade", "inspect", *args, "--home", str(home)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 async def inspect(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,9 +15,9 @@ import pytest
 from mcp_cascade._fs import atomic_write_json, read_json
 from mcp_cascade.bridge.fake_api import FakeTelegram
 from tests.bridge_helpers import ALICE, bridge, greet, message_with, sessions, tool_json
+from tests.helpers import run_inspect
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -29,14 +27,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 
 def inspect(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "mcp_cascade", "inspect", *args, "--home", str(home)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    return run_inspect(home, *args, columns=200)
 
 
 def refuse_webhook(home: Path, session: str) -> None:

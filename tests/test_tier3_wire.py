@@ -80,6 +80,15 @@ async def drained(inbox: Path, timeout: float = 10.0) -> bool:
     return True
 
 
+async def restart_then_mark(serve: ServeProcess, inbox: Path, marker_id: str) -> None:
+    """Start serve again as Claude Code would, drop a marker file, and wait for two notifications."""
+    await serve.start()
+    await serve.wait_session()
+    await serve.initialize()
+    enqueue(inbox, from_dict(body(id=marker_id, text="marker")))
+    await serve.wait_channel(2)
+
+
 async def recorded_delivered(home: Path, session: str, rid: str, timeout: float = 10.0) -> None:
     """Wait until the store records ``rid`` as delivered (it does so just after the frame is written)."""
 
@@ -148,11 +157,7 @@ async def test_a_claimed_file_left_by_a_kill_before_the_store_saw_it_is_delivere
         # The state a SIGKILL leaves right after the claim: the file in cur/, nothing in the store.
         claimed = enqueue(inbox, from_dict(body(id="c:1", text="claimed then killed")))
         claimed.path.rename(inbox / "cur" / claimed.path.name)
-        await serve.start()
-        await serve.wait_session()
-        await serve.initialize()
-        enqueue(inbox, from_dict(body(id="c:marker", text="marker")))
-        await serve.wait_channel(2)
+        await restart_then_mark(serve, inbox, "c:marker")
         assert contents(serve) == ["claimed then killed", "marker"]
         assert await drained(inbox)
 
@@ -169,11 +174,7 @@ async def test_a_sigkill_between_claim_and_push_redelivers_once_not_twice(home: 
         await serve.wait_exit()
         # Killed before the push, and before the claimed file was removed: put it back in cur/.
         (inbox / "cur" / done.path.name).write_bytes(encode(data))
-        await serve.start()
-        await serve.wait_session()
-        await serve.initialize()
-        enqueue(inbox, from_dict(body(id="d:marker", text="marker")))
-        await serve.wait_channel(2)
+        await restart_then_mark(serve, inbox, "d:marker")
         assert contents(serve) == ["only once", "marker"]
         assert await drained(inbox)
 
@@ -192,11 +193,7 @@ async def test_a_file_for_a_response_already_delivered_is_removed_without_a_seco
         await serve.wait_exit()
         # Killed after the push but before the unlink: the claimed file is still in cur/.
         (inbox / "cur" / done.path.name).write_bytes(encode(data))
-        await serve.start()
-        await serve.wait_session()
-        await serve.initialize()
-        enqueue(inbox, from_dict(body(id="e:marker", text="marker")))
-        await serve.wait_channel(2)
+        await restart_then_mark(serve, inbox, "e:marker")
         assert contents(serve) == ["delivered", "marker"]
         assert await drained(inbox)
 
