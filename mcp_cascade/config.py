@@ -59,6 +59,27 @@ class Config(BaseModel):
     audit_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="audit file size before rotation")
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
+    flood_chat_per_s: float = Field(1.0, gt=0, le=1000, description="bridge: messages a second to one person")
+    flood_burst: int = Field(3, ge=1, le=100, description="bridge: messages at once to one person")
+    flood_group_per_min: float = Field(
+        20.0, gt=0, le=60_000, description="bridge: messages a minute to a group"
+    )
+    flood_global_per_s: float = Field(30.0, gt=0, le=1000, description="bridge: messages a second in all")
+    receipt_accepted: str = Field("👀", description="bridge: reaction once an answer is durable")
+    receipt_delivered: str = Field("👌", description="bridge: reaction once the session has it")
+    receipt_waiting: str = Field("😴", description="bridge: reaction when not delivered in time")
+    file_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, le=20 * 1024 * 1024, description="bridge: largest file taken from a person"
+    )
+
+    @field_validator("receipt_accepted", "receipt_delivered", "receipt_waiting")
+    @classmethod
+    def _reaction(cls, value: str) -> str:
+        from mcp_cascade.bridge.receipts import REACTIONS
+
+        if value not in REACTIONS:
+            raise ValueError(f"{value!r} is not in Telegram's reaction set: {' '.join(sorted(REACTIONS))}")
+        return value
 
     @field_validator("tier_order")
     @classmethod

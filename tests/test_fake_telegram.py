@@ -116,10 +116,13 @@ async def test_faults_answer_429_with_retry_after_then_5xx_then_recover(fake: Fa
         await bot.send_message(ALICE.id, "a")
     assert "Retry in 3 seconds" in str(flood.value)
     with pytest.raises(NetworkError):
-        await bot.send_message(ALICE.id, "b")
-    await bot.send_message(ALICE.id, "c")
-    assert [c.status for c in fake.calls_of("sendMessage")] == [429, 502, 200]
+        await bot.send_message(ALICE.id + 1, "b")
+    await bot.send_message(ALICE.id + 1, "c")
+    with pytest.raises(RetryAfter):  # back before retry_after: refused again, as Telegram does
+        await bot.send_message(ALICE.id, "early")
+    assert [c.status for c in fake.calls_of("sendMessage")] == [429, 502, 200, 429]
     assert [m.text for m in fake.messages()] == ["c"]
+    assert fake.flood.violations == 1
     fake.fail("getMe", delay_s=0.3)
     started = time.monotonic()
     await bot.get_me()
