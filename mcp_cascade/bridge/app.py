@@ -47,7 +47,6 @@ from mcp_cascade.server import _Uvicorn, bind_socket, make_telemetry
 from mcp_cascade.signing import Signer, load_or_create_secret
 
 BRIDGE_DIR = Path("bridge")
-_RETENTION_S = 7 * 86400.0
 _MONITOR_S = 1.0
 
 
@@ -225,7 +224,16 @@ class Bridge:
                     )
             if time.time() - last_purge > 3600:
                 last_purge = time.time()
-                await anyio.to_thread.run_sync(outbox.purge, _RETENTION_S)
+                keep_s = self.live.current.retention_days * 86400.0
+                updates = await anyio.to_thread.run_sync(outbox.purge, keep_s)
+                prompts, messages = await anyio.to_thread.run_sync(ledger.purge, keep_s)
+                if updates or prompts or messages:
+                    self.observer.emit(
+                        Event(
+                            "purged",
+                            fields={"updates": updates, "prompts": prompts, "messages": messages},
+                        )
+                    )
             await anyio.sleep(_MONITOR_S)
 
     async def _until_signal(self) -> None:
