@@ -80,7 +80,7 @@ class Bridge:
     def _health(self, telegram: TelegramClient, sender: Sender, part: str | None) -> Mapping[str, Any]:
         """DESIGN 5 health of the bridge; the status follows :mod:`mcp_cascade.health`."""
         now = time.time()
-        reach = telegram.reach.snapshot()
+        reach = telegram.reachability()
         breakers = {name: _plain(snap) for name, snap in sender.breakers().items()}
         tripped = {
             name: (str(b["state"]), b.get("next_probe_at"))
