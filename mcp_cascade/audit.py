@@ -20,7 +20,6 @@ everything handed over to be written.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import queue
@@ -30,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mcp_cascade import _lock
 from mcp_cascade.events import Event
 
 AUDIT_FILE = "audit.jsonl"
@@ -42,7 +42,6 @@ class AuditTrail:
     def __init__(self, path: Path, max_bytes: int, component: str) -> None:
         self.path = path
         self._rotated = path.with_name(path.name + ".1")
-        self._lockfile = path.with_name(path.name + ".lock")
         self._max_bytes = max_bytes
         self._component = component
         self._pid = os.getpid()
@@ -118,7 +117,7 @@ class AuditTrail:
         """Make ``_fd`` the current file, rotating first when this record would pass the limit."""
         size = self._current_size()
         if size + incoming > self._max_bytes and size > 0:
-            with _FileLock(self._lockfile):
+            with _lock.take(self.path.parent, self.path.name + ".lock", wait_s=float("inf")):
                 # Re-check under the lock: another process may have rotated in the meantime.
                 if self._current_size() + incoming > self._max_bytes:
                     os.replace(self.path, self._rotated)
@@ -151,21 +150,6 @@ class AuditTrail:
                 os.close(self._fd)
                 self._fd = -1
                 self._ino = -1
-
-
-class _FileLock:
-    """An exclusive ``flock`` held for a ``with`` block (between processes; threads use their own lock)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._fd = -1
-
-    def __enter__(self) -> None:
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)  # closing the descriptor releases the lock
 
 
 def read_audit(home: Path) -> Iterator[dict[str, Any]]:
