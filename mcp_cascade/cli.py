@@ -68,7 +68,8 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     loaded = load(args, env)
     session = resolve_session(args.session, env, Path.cwd())
-    code = serve(loaded, session, Path.cwd())
+    explicit = args.session is not None or ENV_PREFIX + "SESSION" in env
+    code = serve(loaded, session, Path.cwd(), explicit=explicit)
     # Everything is closed and durable by now; skip the interpreter's slow teardown (~150 ms of
     # atexit hooks and module finalisation) so the client's shutdown grace period is kept.
     sys.stderr.flush()
