@@ -63,7 +63,7 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> Loaded:
 
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the MCP server for one Claude Code session (stdio)."""
-    from mcp_cascade.config import resolve_session
+    from mcp_cascade.config import ENV_PREFIX, resolve_session
     from mcp_cascade.server import serve
 
     loaded = load(args, env)
