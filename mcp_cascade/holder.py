@@ -15,22 +15,23 @@ closing, which is what a reconnect looks like (Claude Code starts the new
 server while the old one closes), so the newcomer keeps ``live.lock`` and waits
 for ``serve.lock``.
 
-Lock files are opened with ``O_NOFOLLOW``, and a lock is only trusted while
-its path still names the locked file: ``sessions prune`` renames a directory
+Locks are taken with :func:`mcp_cascade._lock.take` (a verified private
+directory, no symlink followed), and a lock is only trusted while its path
+still names the locked file: ``sessions prune`` renames a directory
 away while holding both locks, and a serve that locked a file in it retries.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_cascade.errors import CascadeError, ConfigError
+from mcp_cascade._fs import pid_alive, read_json
+from mcp_cascade._lock import HeldFile, LockHeld, private_dir, take
+from mcp_cascade.errors import CascadeError
 
 LIVE_LOCK = "live.lock"
 SERVE_LOCK = "serve.lock"
@@ -52,46 +53,24 @@ class SessionBusy(CascadeError):
         self.pid = pid
 
 
-def lock_path(session_dir: Path, name: str) -> Path:
-    """Where a session's lock file lives (one place, so a private runtime directory can take it over)."""
-    return session_dir / name
-
-
-def try_lock(path: Path) -> int | None:
-    """An exclusive ``flock`` on ``path`` (created 0600, never through a symlink), or None when held."""
-    while True:
+def _try(session_dir: Path, name: str, note: dict[str, int] | None = None) -> HeldFile | None:
+    """One lock of a session, at once, or None when another process holds it."""
+    while session_dir.is_dir():
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            return None  # the directory is being pruned away
-        except OSError as exc:  # ELOOP: a symlink planted where the lock belongs
-            raise ConfigError("home", f"{path} is not a regular file: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            held = take(session_dir, name, note=note)
+        except LockHeld:
             return None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)  # locked a file that was renamed or removed meanwhile: lock the one there now
-        if not path.parent.is_dir():
-            return None
+        if held.in_place():
+            return held
+        held.release()  # locked a file that was pruned away meanwhile: lock the one there now
+    return None
 
 
 def holder_pid(session_dir: Path) -> int | None:
-    """The pid written into ``serve.lock`` by its holder (None when absent or not yet written)."""
-    try:
-        raw = lock_path(session_dir, SERVE_LOCK).read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(raw) if raw.isdigit() else None
+    """The pid noted in ``serve.lock`` by its holder (None when absent or unreadable)."""
+    note = read_json(session_dir / SERVE_LOCK)
+    pid = note.get("pid") if isinstance(note, dict) else None
+    return pid if isinstance(pid, int) else None
 
 
 @dataclass
@@ -100,23 +79,18 @@ class Hold:
 
     session: str
     dir: Path
-    _live: int | None
-    _serve: int | None
+    _live: HeldFile
+    _serve: HeldFile
     waited_s: float = 0.0
-    _closed: bool = field(default=False, repr=False)
 
     def closing(self) -> None:
-        """Let a reconnecting serve know it may take over as soon as this one is gone."""
-        if self._live is not None:
-            os.close(self._live)
-            self._live = None
+        """Let a reconnecting serve know it may take over as soon as this one is gone (idempotent)."""
+        self._live.release()
 
     def release(self) -> None:
         """Give the session up (idempotent); the kernel does the same if the process dies."""
-        self.closing()
-        if self._serve is not None:
-            os.close(self._serve)
-            self._serve = None
+        self._live.release()
+        self._serve.release()
 
 
 Sleep = Callable[[float], None]
@@ -124,21 +98,19 @@ Sleep = Callable[[float], None]
 
 def _take(session_dir: Path, wait_s: float, *, running: bool, sleep: Sleep) -> Hold | None:
     """Both locks of a session, waiting up to ``wait_s`` for a closing holder (or any, if ``running``)."""
-    session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(session_dir)
     started = time.monotonic()
     while True:
-        live = try_lock(lock_path(session_dir, LIVE_LOCK))
+        live = _try(session_dir, LIVE_LOCK)
         if live is not None:
             # Ours now; a holder still closing keeps serve.lock a moment longer.
             while True:
-                serve = try_lock(lock_path(session_dir, SERVE_LOCK))
+                serve = _try(session_dir, SERVE_LOCK, {"pid": os.getpid()})
                 if serve is not None:
-                    os.ftruncate(serve, 0)
-                    os.pwrite(serve, f"{os.getpid()}\n".encode(), 0)
                     waited = time.monotonic() - started
                     return Hold(session_dir.name, session_dir, live, serve, waited)
                 if time.monotonic() - started >= wait_s:
-                    os.close(live)
+                    live.release()
                     return None
                 sleep(_POLL_S)
         if not running or time.monotonic() - started >= wait_s:
@@ -169,19 +141,14 @@ def hold(home: Path, base: str, *, explicit: bool, wait_s: float, sleep: Sleep =
 def is_held(session_dir: Path) -> bool:
     """Whether a live process holds this session, without taking any lock (safe beside a starting serve)."""
     pid = holder_pid(session_dir)
-    if pid is None or not lock_path(session_dir, SERVE_LOCK).exists():
+    if pid is None or not pid_alive(pid):
         return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, 0)
-        return _locked_by_someone(session_dir)
-    return False
-
-
-def _locked_by_someone(session_dir: Path) -> bool:
-    # flock has no "test" operation; /proc/locks lists every flock with the inode it covers.
+    # flock has no "test" operation; /proc/locks lists every flock with the inode it covers (a live pid
+    # alone could be a recycled one).
     try:
-        ino = os.stat(lock_path(session_dir, SERVE_LOCK)).st_ino
+        ino = os.stat(session_dir / SERVE_LOCK).st_ino
         with open("/proc/locks", encoding="ascii") as fh:
-            return any(line.split()[5].endswith(f":{ino}") for line in fh if len(line.split()) > 5)
+            # Each line names the locked file as MAJOR:MINOR:INODE.
+            return any(t.count(":") == 2 and t.endswith(f":{ino}") for line in fh for t in line.split())
     except OSError:
         return True  # no /proc: trust the live pid

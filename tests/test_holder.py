@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.errors import ConfigError
+from mcp_cascade._lock import UnsafeDirectory
 from mcp_cascade.holder import Hold, SessionBusy, hold, holder_pid, is_held
 from tests.helpers import ROOT
 
@@ -21,7 +21,7 @@ from tests.helpers import ROOT
 _HOLDER = """
 import sys
 from pathlib import Path
-from mcp_cascade.errors import ConfigError
+from mcp_cascade._lock import UnsafeDirectory
 from mcp_cascade.holder import hold
 held = hold(Path(sys.argv[1]), sys.argv[2], explicit=True, wait_s=0)
 print(held.session, flush=True)
@@ -104,8 +104,8 @@ def test_a_killed_holder_leaves_the_session_free_at_once(home: Path) -> None:
 
 def test_a_lock_file_that_is_a_symlink_is_not_followed(home: Path, tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
-    (home / "sessions" / "pinned").mkdir(parents=True)
+    (home / "sessions" / "pinned").mkdir(parents=True, mode=0o700)
     (home / "sessions" / "pinned" / "live.lock").symlink_to(target)
-    with pytest.raises(ConfigError, match="not a regular file"):
+    with pytest.raises(UnsafeDirectory, match="cannot open lock"):
         hold(home, "pinned", explicit=True, wait_s=0)
     assert not target.exists()
