@@ -25,8 +25,7 @@ from mcp_cascade.inbox import enqueue
 from mcp_cascade.outbox import TierChoice
 from mcp_cascade.response import Response
 from mcp_cascade.retry import RetrySchedule
-from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
-from mcp_cascade.sidecar import TIER_HEADER
+from mcp_cascade.sessions import TIER_HEADER, SessionInfo, SessionPaths, read_session
 from mcp_cascade.signing import Signer
 
 Status = Literal["delivered", "queued", "failed"]

@@ -471,10 +471,10 @@ def send_one(loaded: Loaded, response: Response, session: str, tier: TierChoice 
     While it runs, the sender also re-drives outbox entries left by senders
     that died; whatever that pass has not finished stays for the next one.
     """
-    from mcp_cascade.server import make_telemetry
+    from mcp_cascade.telemetry import make_telemetry
 
     async def main() -> Receipt:
-        telemetry = make_telemetry(loaded, "send", session)
+        telemetry = make_telemetry(loaded, "send", session, metrics_served=False)
         try:
             async with Sender(loaded.home, loaded.config, telemetry) as sender:
                 return await sender.deliver(response, session, tier=tier)

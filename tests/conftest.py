@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,3 +20,14 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir(mode=0o700)
     return path
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A world-writable sticky directory (like ``/tmp``) that a second local account also reaches."""
+    path = Path(tempfile.mkdtemp(prefix="cascade-shared-", dir="/tmp"))
+    path.chmod(0o1777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

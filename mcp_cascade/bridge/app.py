@@ -43,8 +43,9 @@ from mcp_cascade.cascade import Sender
 from mcp_cascade.config import LiveConfig, Loaded, ensure_home
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
-from mcp_cascade.server import _Uvicorn, bind_socket, make_telemetry
+from mcp_cascade.server import _Uvicorn, bind_socket
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.telemetry import make_telemetry
 
 BRIDGE_DIR = Path("bridge")
 _RETENTION_S = 7 * 86400.0
