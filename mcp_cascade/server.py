@@ -41,7 +41,7 @@ from mcp_cascade.sidecar import WEBHOOK_PATH, SidecarDeps, build_app
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.stdio import protocol_stdio
 from mcp_cascade.store import Store
-from mcp_cascade.telemetry import AuditTrail, JsonLog, Metrics, Telemetry, open_log_stream
+from mcp_cascade.telemetry import make_telemetry
 from mcp_cascade.watch import InboxWatcher
 
 
@@ -86,19 +86,6 @@ def bind_socket(host: str, port: int, key: str = "sidecar_port") -> socket.socke
     sock.listen(1024)
     sock.setblocking(False)
     return sock
-
-
-def make_telemetry(loaded: Loaded, component: str, session: str | None = None) -> Telemetry:
-    """The process's observer: JSON logs (stderr or file), the home's audit trail, metrics."""
-    cfg = loaded.config
-    static: dict[str, Any] = {"component": component}
-    if session:
-        static["session"] = session
-    return Telemetry(
-        log=JsonLog(open_log_stream(cfg.log_file), cfg.log_level, **static),
-        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component),
-        metrics=Metrics() if cfg.metrics else None,
-    )
 
 
 class Serve:

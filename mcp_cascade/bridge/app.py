@@ -43,8 +43,9 @@ from mcp_cascade.cascade import Sender
 from mcp_cascade.config import LiveConfig, Loaded, ensure_home
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
-from mcp_cascade.server import _Uvicorn, bind_socket, make_telemetry
+from mcp_cascade.server import _Uvicorn, bind_socket
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.telemetry import make_telemetry
 
 BRIDGE_DIR = Path("bridge")
 _MONITOR_S = 1.0
@@ -79,7 +80,7 @@ class Bridge:
     def _health(self, telegram: TelegramClient, sender: Sender, part: str | None) -> Mapping[str, Any]:
         """DESIGN 5 health of the bridge; the status follows :mod:`mcp_cascade.health`."""
         now = time.time()
-        reach = telegram.reach.snapshot()
+        reach = telegram.reachability()
         breakers = {name: _plain(snap) for name, snap in sender.breakers().items()}
         tripped = {
             name: (str(b["state"]), b.get("next_probe_at"))
