@@ -223,6 +223,7 @@ class LiveConfig:
         self._observer: Observer = observer or NullObserver()
         self._watching = False
         self._subscribers: list[Callable[[Config], None]] = []
+        self._on_hangup: list[Callable[[], None]] = []
 
     @classmethod
     def from_loaded(cls, loaded: Loaded, *, observer: Observer | None = None) -> LiveConfig:
@@ -246,6 +247,10 @@ class LiveConfig:
         rescan period); everything else reads :attr:`current` when it starts.
         """
         self._subscribers.append(callback)
+
+    def on_hangup(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on each SIGHUP, before the reload (reopening a rotated log file)."""
+        self._on_hangup.append(callback)
 
     def reload(self) -> bool:
         """Re-read the configuration; True when the new one is in force, False when it was rejected."""
@@ -307,6 +312,8 @@ class LiveConfig:
 
     async def _on_signals(self, signals: AsyncIterator[int]) -> None:
         async for _ in signals:
+            for callback in self._on_hangup:
+                callback()
             self.reload()
 
     @contextlib.contextmanager

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import uvicorn
 
+from mcp_cascade._capture import capture_into
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.inbound import POLL_TIMEOUT_S, Inbound
@@ -31,7 +32,6 @@ from mcp_cascade.bridge.instance import (
     acquire,
     fingerprint,
     publish,
-    quiet_libraries,
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
@@ -69,11 +69,14 @@ class Bridge:
         self.env = env
         self.token = token
         self.fingerprint = fingerprint(self.token)
-        quiet_libraries(self.token)
         self.live = LiveConfig.from_loaded(loaded)
         self.config = self.live.current
         self.telemetry = make_telemetry(loaded, "bridge")
         self.observer = Redacting(self.telemetry, self.token)
+        # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
+        # only, through the redacting observer.
+        capture_into(self.observer)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.signer = Signer(load_or_create_secret(self.home))
         self.state = _State()
 
