@@ -245,6 +245,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Entry point of the console script."""
     env = dict(os.environ) if env is None else env
     args = build_parser().parse_args(argv)
+    # Everything this process creates (SQLite's -wal and -shm files too) is for this user alone.
+    if hasattr(os, "umask"):
+        os.umask(0o077)
     handler: Handler = args.handler
     try:
         return handler(args, env)

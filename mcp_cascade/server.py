@@ -26,7 +26,7 @@ from mcp.shared.message import SessionMessage
 
 from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event
@@ -111,10 +111,11 @@ class Serve:
         self.cwd = cwd
         self.paths = SessionPaths(self.home, session)
         self.state = ServeState()
-        ensure_home(self.home)
+        tightened = ensure_home(self.home)
         self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.signer = Signer(load_or_create_secret(self.home))
         self.telemetry = make_telemetry(loaded, "serve", session)
+        warn_tightened(self.telemetry, self.home, tightened)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
         cfg = self.config
