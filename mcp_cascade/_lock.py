@@ -117,6 +117,13 @@ class HeldFile:
         os.lseek(self._fd, 0, os.SEEK_SET)
         os.write(self._fd, data)
 
+    def in_place(self) -> bool:
+        """Whether :attr:`path` still names the locked file (not renamed or removed since it was opened)."""
+        try:
+            return os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self._fd).st_ino
+        except OSError:
+            return False
+
     def release(self) -> None:
         """Drop the lock (idempotent)."""
         if self._fd >= 0:

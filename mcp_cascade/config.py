@@ -53,6 +53,9 @@ class Config(BaseModel):
     sidecar_port: int = Field(0, ge=0, le=65_535, description="sidecar port, 0 for any free one")
     bridge_port: int = Field(0, ge=0, le=65_535, description="bridge API port, 0 for any free one")
     retention_days: int = Field(7, ge=7, le=3650, description="how long delivered ids are kept")
+    session_wait_ms: int = Field(
+        5000, ge=0, le=600_000, description="how long serve waits for a session's closing holder"
+    )
     legacy_dir: Path | None = Field(None, description="a legacy responses folder to watch")
     log_file: Path | None = Field(None, description="JSON log lines go here instead of stderr")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log threshold")
@@ -239,6 +242,7 @@ RESTART_KEYS = frozenset(
         "telegram_api_base",
         "legacy_dir",
         "retention_days",
+        "session_wait_ms",
     }
 )
 _WATCH_MASK = (

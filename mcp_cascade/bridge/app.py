@@ -43,11 +43,11 @@ from mcp_cascade.cascade import Sender
 from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
-from mcp_cascade.server import _Uvicorn, bind_socket, make_telemetry
+from mcp_cascade.server import _Uvicorn, bind_socket
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.telemetry import make_telemetry
 
 BRIDGE_DIR = Path("bridge")
-_RETENTION_S = 7 * 86400.0
 _MONITOR_S = 1.0
 
 
@@ -81,7 +81,7 @@ class Bridge:
     def _health(self, telegram: TelegramClient, sender: Sender, part: str | None) -> Mapping[str, Any]:
         """DESIGN 5 health of the bridge; the status follows :mod:`mcp_cascade.health`."""
         now = time.time()
-        reach = telegram.reach.snapshot()
+        reach = telegram.reachability()
         breakers = {name: _plain(snap) for name, snap in sender.breakers().items()}
         tripped = {
             name: (str(b["state"]), b.get("next_probe_at"))
@@ -226,7 +226,16 @@ class Bridge:
                     )
             if time.time() - last_purge > 3600:
                 last_purge = time.time()
-                await anyio.to_thread.run_sync(outbox.purge, _RETENTION_S)
+                keep_s = self.live.current.retention_days * 86400.0
+                updates = await anyio.to_thread.run_sync(outbox.purge, keep_s)
+                prompts, messages = await anyio.to_thread.run_sync(ledger.purge, keep_s)
+                if updates or prompts or messages:
+                    self.observer.emit(
+                        Event(
+                            "purged",
+                            fields={"updates": updates, "prompts": prompts, "messages": messages},
+                        )
+                    )
             await anyio.sleep(_MONITOR_S)
 
     async def _until_signal(self) -> None:
