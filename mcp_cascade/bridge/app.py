@@ -40,7 +40,7 @@ from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
 from mcp_cascade.server import _Uvicorn, bind_socket
@@ -64,7 +64,7 @@ class Bridge:
 
     def __init__(self, loaded: Loaded, env: Mapping[str, str], token: str) -> None:
         self.home = loaded.home
-        ensure_home(self.home)
+        tightened = ensure_home(self.home)
         (self.home / BRIDGE_DIR).mkdir(mode=0o700, exist_ok=True)
         self.env = env
         self.token = token
@@ -73,6 +73,7 @@ class Bridge:
         self.config = self.live.current
         self.telemetry = make_telemetry(loaded, "bridge")
         self.observer = Redacting(self.telemetry, self.token)
+        warn_tightened(self.observer, self.home, tightened)
         # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
         # only, through the redacting observer.
         capture_into(self.observer)
