@@ -30,10 +30,10 @@ from mcp_cascade.response import (
     is_legacy_webhook,
     parse_body,
 )
+from mcp_cascade.sessions import TIER_HEADER, WEBHOOK_PATH
 from mcp_cascade.signing import Signer
 
-WEBHOOK_PATH = "/webhook/bridge-response"
-TIER_HEADER = "x-cascade-tier"
+__all__ = ["TIER_HEADER", "WEBHOOK_PATH", "SidecarDeps", "build_app"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,15 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mcp_cascade.audit import AuditTrail
 from mcp_cascade.events import Event
 from mcp_cascade.health import LastError
-from mcp_cascade.metrics import Metrics
+
+if TYPE_CHECKING:
+    from mcp_cascade.config import Loaded
+    from mcp_cascade.metrics import Metrics
 
 __all__ = [
     "AuditTrail",
@@ -23,8 +26,19 @@ __all__ = [
     "Metrics",
     "RecentLatencies",
     "Telemetry",
+    "make_telemetry",
     "open_log_stream",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # OpenTelemetry and the Prometheus client load only where metrics are on (not for ``send``).
+    if name == "Metrics":
+        from mcp_cascade.metrics import Metrics
+
+        return Metrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 # Keys every log line carries (null where unknown), in this order.
@@ -223,3 +237,26 @@ def open_log_stream(path: Path | None) -> IO[str]:
     if path is None:
         return sys.stderr
     return path.open("a", encoding="utf-8", buffering=1)
+
+
+def make_telemetry(
+    loaded: Loaded, component: str, session: str | None = None, *, metrics_served: bool = True
+) -> Telemetry:
+    """The process's observer: JSON logs (stderr or file), the home's audit trail, metrics.
+
+    ``metrics_served=False`` for a process nobody scrapes (one ``send``): no meters at all.
+    """
+    cfg = loaded.config
+    static: dict[str, Any] = {"component": component}
+    if session:
+        static["session"] = session
+    metrics = None
+    if cfg.metrics and metrics_served:
+        from mcp_cascade.metrics import Metrics
+
+        metrics = Metrics()
+    return Telemetry(
+        log=JsonLog(open_log_stream(cfg.log_file), cfg.log_level, **static),
+        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component),
+        metrics=metrics,
+    )

@@ -15,7 +15,6 @@ which means the response is durable in the store.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from mcp_cascade import legacy
+from mcp_cascade.clock import SYSTEM, Clock
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import InvalidResponse, StoreUnavailable
 from mcp_cascade.events import Event, Observer
@@ -56,7 +56,7 @@ class InboxWatcher:
         legacy_dir: Path | None = None,
         debounce_s: float = 0.5,
         legacy_max_age_s: float = 7 * 86400,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
         watcher: WatcherSetting = "auto",
     ) -> None:
         self.maildir = maildir
@@ -76,7 +76,7 @@ class InboxWatcher:
         self._stalled: list[str] = []
         self._stuck: set[str] = set()
         self._unsettled: dict[str, float] = {}
-        self._debounce = legacy.Debounce(debounce_s, clock)
+        self._debounce = legacy.Debounce(debounce_s, clock.monotonic)
         self._seen: dict[str, legacy.Signature] = {}
         self.alive = False
         self.writable = False
@@ -188,7 +188,7 @@ class InboxWatcher:
     # --- the loop -----------------------------------------------------------------------------
 
     async def _loop(self, watcher: Watcher) -> None:
-        self._next_rescan = self._clock() + self.rescan_s
+        self._next_rescan = self._clock.monotonic() + self.rescan_s
         while True:
             try:
                 await self._cycle()
@@ -204,11 +204,11 @@ class InboxWatcher:
         if (legacy_due := self._debounce.next_due()) is not None:
             deadlines.append(legacy_due)
         if self._unsettled:
-            deadlines.append(self._clock() + min(self._unsettled.values()) - time.time())
-        timeout = max(0.0, min(deadlines) - self._clock())
+            deadlines.append(self._clock.monotonic() + min(self._unsettled.values()) - self._clock.wall())
+        timeout = max(0.0, min(deadlines) - self._clock.monotonic())
         self._on_changes(await watcher.changes(timeout))
-        now = self._clock()
-        if self._unsettled and min(self._unsettled.values()) <= time.time():
+        now = self._clock.monotonic()
+        if self._unsettled and min(self._unsettled.values()) <= self._clock.wall():
             self._dirty = True
         if now >= self._next_rescan:
             self.rescan_lag_ms = (now - self._next_rescan) * 1000
@@ -258,7 +258,7 @@ class InboxWatcher:
 
     async def _cycle(self) -> None:
         full, self._full = self._full, None
-        start = time.perf_counter()
+        start = self._clock.monotonic()
         if (full or self._relist_legacy) and self.legacy_dir is not None:
             self._relist_legacy = False
             await self._legacy_listing()
@@ -270,12 +270,12 @@ class InboxWatcher:
         if self.legacy_dir is not None:
             await self._legacy_due()
         if full:
-            self.last_rescan_at = time.time()
+            self.last_rescan_at = self._clock.wall()
             self._emit(
                 "rescan",
                 level="debug" if full == "periodic" else "info",
                 reason=full,
-                latency_ms=(time.perf_counter() - start) * 1000,
+                latency_ms=(self._clock.monotonic() - start) * 1000,
                 fields={"pending": self.pending},
             )
 
@@ -300,7 +300,7 @@ class InboxWatcher:
         """List new/ and take the next batch in durable order, in one trip to a worker thread."""
         names = self.maildir.scan()
         todo = [n for n in names if n not in self._stuck and n not in attempted][:_BATCH]
-        now = time.time()
+        now = self._clock.wall()
         return names, [self.maildir.take(name, now) for name in todo]
 
     async def _deliver(self, taken: list[Taken]) -> bool:
@@ -359,7 +359,7 @@ class InboxWatcher:
         self._healed("legacy folder")
         for name in set(self._seen) - set(found):
             del self._seen[name]
-        now_wall, now = time.time(), self._clock()
+        now_wall, now = self._clock.wall(), self._clock.monotonic()
         for name, (signature, mtime) in found.items():
             if self._seen.get(name) != signature:
                 # Quiet since its mtime: a file untouched for the window is due right away.
@@ -391,7 +391,7 @@ class InboxWatcher:
     async def _legacy_deliver(self, file: legacy.LegacyFile) -> bool:
         if self._seen.get(file.name) == file.signature:
             return True
-        if time.time() - file.mtime > self.legacy_max_age_s:
+        if self._clock.wall() - file.mtime > self.legacy_max_age_s:
             self._seen[file.name] = file.signature  # older than the dedup retention: never replayed
             return True
         try:
@@ -424,7 +424,7 @@ class InboxWatcher:
 
     def health(self) -> dict[str, Any]:
         """The file tier's live state (``/health/file``); its status follows :mod:`mcp_cascade.health`."""
-        age = time.time() - self.last_rescan_at if self.last_rescan_at is not None else None
+        age = self._clock.wall() - self.last_rescan_at if self.last_rescan_at is not None else None
         problems = file_problems(
             FileFacts(
                 inbox_writable=self.writable,

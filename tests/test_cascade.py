@@ -68,7 +68,12 @@ def tiers(receipt: Receipt) -> list[tuple[int, str]]:
 
 
 async def test_a_healthy_session_gets_the_response_through_tier_1(home: Path) -> None:
-    async with running(home, "c-ok") as serve, sender(home) as (s, recorder):
+    # Real processes on a machine that may be busy: the budget is not what this test is about
+    # (the walk's budgets are proven on a fake clock in test_walk.py), so it is generous here.
+    async with (
+        running(home, "c-ok") as serve,
+        sender(home, config(webhook_timeout_ms=10_000)) as (s, recorder),
+    ):
         receipt = await s.deliver(answer(1), "c-ok")
         assert receipt.status == "delivered"
         assert receipt.tier == 1
@@ -164,8 +169,9 @@ async def test_a_sigstopped_server_times_out_and_the_response_is_queued_within_t
         assert receipt.tier == 3
         assert receipt.attempts[0].outcome == "timeout"
         assert all(a.outcome in ("timeout", "skipped") for a in receipt.attempts[1:-1])
-        budget_ms = cfg.webhook_timeout_ms + cfg.bridge_timeout_ms
-        assert receipt.latency_ms < budget_ms + 400  # generous margin for a busy machine
+        # That the walk keeps to its budgets is proven exactly on a fake clock (test_walk.py);
+        # here, on real processes, only that it is nowhere near the overall timeout.
+        assert receipt.latency_ms < cfg.overall_timeout_ms / 2
         # The breaker opened for slowness: the next response goes straight to the inbox.
         assert s.breakers()["c-stopped"].state == "open"
         (opened,) = recorder.named("breaker")
