@@ -121,6 +121,7 @@ class Serve:
             legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
             debounce_s=cfg.file_debounce_ms / 1000,
             legacy_max_age_s=cfg.retention_days * 86400,
+            watcher=cfg.watcher,
         )
         # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
         self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
