@@ -12,7 +12,8 @@ is newer than this release knows is refused before anything is written to it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from mcp_cascade.errors import StoreUnavailable
@@ -53,8 +54,7 @@ def migrate(db: sqlite3.Connection, path: Path, steps: Sequence[str]) -> int:
     check_readable(db, path, steps)
     if version(db) == len(steps):
         return len(steps)
-    try:
-        db.execute("BEGIN IMMEDIATE")
+    with transaction(db, f"cannot upgrade {path}"):
         found = version(db)  # again under the write lock: another process may have migrated it
         if found > len(steps):
             raise StoreTooNew(path, found, len(steps))
@@ -62,14 +62,22 @@ def migrate(db: sqlite3.Connection, path: Path, steps: Sequence[str]) -> int:
             for statement in _statements(step):
                 db.execute(statement)
         db.execute(f"PRAGMA user_version = {len(steps)}")
+    return found
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, what: str) -> Iterator[sqlite3.Connection]:
+    """One durable commit, rolled back on any error; a database failure becomes StoreUnavailable."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        yield db
         db.execute("COMMIT")
     except BaseException as exc:
         if db.in_transaction:
             db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.Error):
-            raise StoreUnavailable(f"cannot upgrade {path}: {exc}") from exc
+            raise StoreUnavailable(f"{what}: {exc}") from exc
         raise
-    return found
 
 
 def _statements(script: str) -> list[str]:

@@ -38,7 +38,7 @@ from anyio.abc import TaskGroup
 from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
 from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
-from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home
+from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.outbox import TIER_CHOICES, Claimed, CorruptEntry, Outbox, TierChoice
@@ -145,7 +145,7 @@ class Sender:
         return self._config.current if isinstance(self._config, LiveConfig) else self._config
 
     def _prepare(self) -> Signer:
-        ensure_home(self.home)
+        warn_tightened(self._observer, self.home, ensure_home(self.home))
         self.outbox.ensure()
         return Signer(load_or_create_secret(self.home))
 

@@ -299,6 +299,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and not argv[0].startswith("-") else ""
     args = build_parser(chosen).parse_args(argv)
+    # Everything this process creates (SQLite's -wal and -shm files too) is for this user alone.
+    if hasattr(os, "umask"):
+        os.umask(0o077)
     handler: Handler = args.handler
     try:
         return handler(args, env)

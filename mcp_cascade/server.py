@@ -24,9 +24,10 @@ import uvicorn
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
+from mcp_cascade._capture import capture_into
 from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event
@@ -91,7 +92,9 @@ def bind_socket(host: str, port: int, key: str = "sidecar_port") -> socket.socke
 class Serve:
     """Everything one session runs; :meth:`run` until stdin closes or SIGTERM."""
 
-    def __init__(self, loaded: Loaded, held: Hold, *, cwd: Path, label: str) -> None:
+    def __init__(
+        self, loaded: Loaded, held: Hold, *, cwd: Path, label: str, tightened: list[str] | None = None
+    ) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.home = loaded.home
@@ -101,10 +104,12 @@ class Serve:
         self.label = label
         self.paths = SessionPaths(self.home, session)
         self.state = ServeState()
-        ensure_home(self.home)
+        tightened = (tightened or []) + ensure_home(self.home)
         self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.signer = Signer(load_or_create_secret(self.home))
         self.telemetry = make_telemetry(loaded, "serve", session)
+        warn_tightened(self.telemetry, self.home, tightened)
+        capture_into(self.telemetry)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
         cfg = self.config
@@ -116,9 +121,11 @@ class Serve:
             legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
             debounce_s=cfg.file_debounce_ms / 1000,
             legacy_max_age_s=cfg.retention_days * 86400,
+            watcher=cfg.watcher,
         )
         # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
         self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.live.subscribe(
             lambda c: self.watcher.retune(
                 rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000
@@ -375,11 +382,11 @@ def _latest(candidates: list[LastError | None]) -> LastError | None:
 
 def serve(loaded: Loaded, session: str, cwd: Path, *, explicit: bool) -> int:
     """Hold the session (or the next free one for a second window), then run serve to completion."""
-    ensure_home(loaded.home)
+    tightened = ensure_home(loaded.home)
     held = hold(loaded.home, session, explicit=explicit, wait_s=loaded.config.session_wait_ms / 1000)
     try:
         window = "" if held.session == session else " #" + held.session.rsplit("-", 1)[1]
-        app = Serve(loaded, held, cwd=cwd, label=cwd.name + window)
+        app = Serve(loaded, held, cwd=cwd, label=cwd.name + window, tightened=tightened)
     except BaseException:
         held.release()
         raise

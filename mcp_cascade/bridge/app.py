@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import uvicorn
 
+from mcp_cascade._capture import capture_into
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.inbound import POLL_TIMEOUT_S, Inbound
@@ -31,7 +32,6 @@ from mcp_cascade.bridge.instance import (
     acquire,
     fingerprint,
     publish,
-    quiet_libraries,
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
@@ -40,7 +40,7 @@ from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
 from mcp_cascade.server import _Uvicorn, bind_socket
@@ -64,16 +64,20 @@ class Bridge:
 
     def __init__(self, loaded: Loaded, env: Mapping[str, str], token: str) -> None:
         self.home = loaded.home
-        ensure_home(self.home)
+        tightened = ensure_home(self.home)
         (self.home / BRIDGE_DIR).mkdir(mode=0o700, exist_ok=True)
         self.env = env
         self.token = token
         self.fingerprint = fingerprint(self.token)
-        quiet_libraries(self.token)
         self.live = LiveConfig.from_loaded(loaded)
         self.config = self.live.current
         self.telemetry = make_telemetry(loaded, "bridge")
         self.observer = Redacting(self.telemetry, self.token)
+        warn_tightened(self.observer, self.home, tightened)
+        # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
+        # only, through the redacting observer.
+        capture_into(self.observer)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.signer = Signer(load_or_create_secret(self.home))
         self.state = _State()
 

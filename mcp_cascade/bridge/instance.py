@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -152,30 +151,3 @@ class Redacting:
                 fields={k: self._clean(v) for k, v in event.fields.items()},
             )
         )
-
-
-class _RedactingFilter(logging.Filter):
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self._token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self._token)
-        record.args = None
-        if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self._token)
-            record.exc_info = None
-        return True
-
-
-def quiet_libraries(token: str) -> None:
-    """Library log records (python-telegram-bot, httpx, uvicorn) go to stderr at WARNING, token removed.
-
-    httpx logs every request URL at INFO, and the Bot API URL contains the token.
-    """
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
-    handler.addFilter(_RedactingFilter(token))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)

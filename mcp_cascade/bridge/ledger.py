@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_cascade._schema import open_versioned
-from mcp_cascade.bridge._db import transaction
+from mcp_cascade._schema import open_versioned, transaction
 
 PromptKind = Literal["ask", "permission"]
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._schema import open_versioned
-from mcp_cascade.bridge._db import transaction
+from mcp_cascade._schema import open_versioned, transaction
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.response import Response, from_dict
 
