@@ -224,9 +224,9 @@ class Engine:
         arrival.set()
         return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
 
-    async def wait_arrival(self) -> None:
-        """Return when the next new response has been made durable."""
-        await self._arrival.wait()
+    def next_arrival(self) -> anyio.Event:
+        """Set when the next new response has been made durable; take it before looking, so none is missed."""
+        return self._arrival
 
     async def _pump(self) -> None:
         while True:

@@ -40,6 +40,13 @@ def unavailable(request: httpx.Request) -> httpx.Response:
     return httpx.Response(503, json={"status": "unavailable", "error": "cannot persist"})
 
 
+def failing(status: int) -> Script:
+    def script(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"status": "unavailable", "error": "cannot persist"})
+
+    return script
+
+
 class Webhook(httpx.AsyncBaseTransport):
     """A sidecar that answers by ``script``; every exchange costs ``cost_s`` of fake time."""
 
@@ -91,9 +98,12 @@ async def test_a_healthy_webhook_takes_the_response_on_tier_1_in_one_attempt(hom
     assert recorder.named("failover") == []
 
 
-async def test_tier_2_retries_on_its_backoff_within_its_budget_then_the_inbox_takes_it(home: Path) -> None:
+@pytest.mark.parametrize("status", [503, 500])
+async def test_tier_2_retries_on_its_backoff_within_its_budget_then_the_inbox_takes_it(
+    home: Path, status: int
+) -> None:
     clock = FakeClock()
-    webhook = Webhook(clock, unavailable)
+    webhook = Webhook(clock, failing(status))
     cfg = config(webhook_timeout_ms=100, bridge_timeout_ms=500, breaker_threshold=100)
     async with walking(home, clock, webhook, cfg, draw=1.0) as (sender, recorder):
         receipt = await sender.deliver(answer(2), "w")
@@ -102,6 +112,7 @@ async def test_tier_2_retries_on_its_backoff_within_its_budget_then_the_inbox_ta
     # (each exchange took 1 ms); after that attempt none fits, and the inbox takes the response.
     assert clock.slept == pytest.approx([0.1, 0.2, 0.098], abs=1e-9)
     assert [a.tier for a in receipt.attempts] == [1, 2, 2, 2, 3]
+    assert [a.status_code for a in receipt.attempts[:-1]] == [status] * 4
     assert [r.headers.get("x-cascade-tier") for r in webhook.requests] == [None, "2", "2", "2"]
     assert [(e.fields["from_tier"], e.fields["to_tier"]) for e in recorder.named("failover")] == [
         (1, 2),

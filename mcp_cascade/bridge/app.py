@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import uvicorn
 
+from mcp_cascade._capture import capture_into
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.inbound import POLL_TIMEOUT_S, Inbound
@@ -30,7 +31,6 @@ from mcp_cascade.bridge.instance import (
     acquire,
     fingerprint,
     publish,
-    quiet_libraries,
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
@@ -70,12 +70,15 @@ class Bridge:
         self.token = token
         self.fingerprint = fingerprint(self.token)
         keep_secret(self.token)
-        quiet_libraries()
         self.live = LiveConfig.from_loaded(loaded)
         self.config = self.live.current
         self.telemetry = make_telemetry(loaded, "bridge")
         self.observer = self.telemetry
         warn_tightened(self.observer, self.home, tightened)
+        # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
+        # only, into the JSON log, which scrubs every secret (mcp_cascade.redact).
+        capture_into(self.observer)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.signer = Signer(load_or_create_secret(self.home))
         self.state = _State()
 

@@ -11,7 +11,6 @@ otherwise answer both pollers 409 Conflict).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from mcp_cascade import _lock
 from mcp_cascade._fs import atomic_write_json, read_json
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.outbound import BRIDGE_JSON
-from mcp_cascade.redact import keep_secret, scrub
+from mcp_cascade.redact import keep_secret
 from mcp_cascade.sessions import PROTOCOL
 
 TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
@@ -124,26 +123,3 @@ def unpublish(home: Path) -> None:
     data = read_json(home / BRIDGE_JSON)
     if isinstance(data, dict) and data.get("pid") == os.getpid():
         (home / BRIDGE_JSON).unlink(missing_ok=True)
-
-
-class _ScrubbingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = scrub(record.getMessage())
-        record.args = None
-        if record.exc_info:
-            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        return True
-
-
-def quiet_libraries() -> None:
-    """Library log records (python-telegram-bot, httpx, uvicorn) go to stderr at WARNING, token removed.
-
-    httpx logs every request URL at INFO, and the Bot API URL contains the token.
-    """
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
-    handler.addFilter(_ScrubbingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
