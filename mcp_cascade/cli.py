@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp_cascade.errors import CascadeError
+from mcp_cascade.redact import scrub
 
 if TYPE_CHECKING:
     from mcp_cascade.config import Loaded
@@ -329,7 +330,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         return handler(args, env)
     except CascadeError as exc:
-        print(f"mcp-cascade {args.command}: {exc}", file=sys.stderr)
+        print(f"mcp-cascade {args.command}: {scrub(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
