@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 from mcp_cascade.audit import AuditTrail
 from mcp_cascade.events import Event
 from mcp_cascade.health import LastError
+from mcp_cascade.redact import scrub
 
 if TYPE_CHECKING:
     from mcp_cascade.config import Loaded
@@ -112,7 +113,7 @@ class JsonLog:
             record["reason"] = event.reason or event.event.replace("_", " ")
         for key, value in event.fields.items():
             record.setdefault(key, value)
-        line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+        line = scrub(json.dumps(record, default=str, separators=(",", ":"))) + "\n"
         with self._lock:
             try:
                 self._stream.write(line)
