@@ -8,15 +8,15 @@ receipt always lists every attempt, including the last one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
-import httpx
 
+from mcp_cascade._http import LazyClient
 from mcp_cascade.breaker import Breaker, Permit
 from mcp_cascade.clock import Clock, Random
 from mcp_cascade.config import Config
@@ -70,7 +70,7 @@ class Means:
     """What a walk uses from its sender."""
 
     home: Path
-    client: httpx.AsyncClient
+    client: LazyClient
     signer: Signer
     observer: Observer
     clock: Clock
@@ -268,7 +268,8 @@ class Walk:
         started = self.clock()
         reported = False
         try:
-            outcome, reason, code, payload = await self.exchange(url, body, headers, timeout)
+            answer, reason, code, payload = await self.means.client.exchange(url, body, headers, timeout)
+            outcome: Outcome = answer
             result: Result | None = None
             if outcome == "ok" and code is not None:
                 result, outcome, reason = _interpret(code, payload, tier)
@@ -284,26 +285,6 @@ class Walk:
         finally:
             if not reported:
                 breaker.abandon(permit)
-
-    async def exchange(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
-    ) -> tuple[Outcome, str, int | None, Any]:
-        with anyio.move_on_after(timeout):
-            try:
-                answer = await self.means.client.post(url, content=body, headers=headers)
-            except httpx.ConnectError as exc:
-                text = str(exc)
-                return "refused", "connection refused" if "refused" in text.lower() else text, None, None
-            except httpx.TimeoutException as exc:
-                return "timeout", f"timed out: {exc}", None, None
-            except httpx.HTTPError as exc:
-                return "error", str(exc) or type(exc).__name__, None, None
-            try:
-                payload = answer.json()
-            except ValueError:
-                payload = answer.text[:200]
-            return "ok", "", answer.status_code, payload
-        return "timeout", f"no answer within {timeout * 1000:.0f} ms", None, None
 
     def acknowledge(self) -> None:
         if self.acked:

@@ -28,13 +28,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 import anyio.to_thread
-import httpx
 from anyio.abc import TaskGroup
 
+from mcp_cascade._http import LazyClient
 from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
 from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
@@ -47,13 +47,14 @@ from mcp_cascade.retry import Backoff, RetrySchedule
 from mcp_cascade.sessions import SessionInfo
 from mcp_cascade.signing import Signer, load_or_create_secret
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
 
 _REDRIVE_EVERY_S = 2.0
 # The response whose attempt moved a breaker, for the breaker event (each task has its own value).
 _CAUSE: ContextVar[Response | None] = ContextVar("mcp_cascade_breaker_cause", default=None)
-# Below uvicorn's 5 s keep-alive, so a pooled connection is never reused just as the server closes it.
-_KEEPALIVE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +153,8 @@ class Sender:
     async def __aenter__(self) -> Sender:
         signer = await anyio.to_thread.run_sync(self._prepare)
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    trust_env=False,
-                    timeout=httpx.Timeout(30.0),
-                    limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_S),
-                    transport=self._transport,
-                )
-            )
+            client = LazyClient(self._transport)
+            stack.push_async_callback(client.aclose)
             self._means = Means(
                 self.home,
                 client,
