@@ -31,6 +31,7 @@ from typing import Any
 
 from mcp_cascade import _lock
 from mcp_cascade.events import Event
+from mcp_cascade.redact import scrub
 
 AUDIT_FILE = "audit.jsonl"
 _RECORD_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms", "reason")
@@ -82,7 +83,7 @@ class AuditTrail:
                 record[key] = value
         for key, value in event.fields.items():
             record.setdefault(key, value)
-        return (json.dumps(record, default=str, separators=(",", ":")) + "\n").encode()
+        return (scrub(json.dumps(record, default=str, separators=(",", ":"))) + "\n").encode()
 
     def _drain(self) -> None:
         while True:

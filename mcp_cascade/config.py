@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import inotify_simple
 from anyio.abc import TaskStatus
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
+from mcp_cascade.watchers import Watcher, WatcherSetting, open_watcher
 
 ENV_PREFIX = "MCP_CASCADE_"
 Tier = Literal["webhook", "bridge", "file"]
@@ -41,6 +41,9 @@ class Config(BaseModel):
     bridge_timeout_ms: int = Field(500, ge=1, le=60_000, description="tier-2 redelivery budget")
     file_debounce_ms: int = Field(500, ge=0, le=60_000, description="quiet time for legacy in-place files")
     file_rescan_ms: int = Field(1000, ge=10, le=3_600_000, description="periodic inbox rescan")
+    watcher: WatcherSetting = Field(
+        "auto", description="inbox and config.toml wake-ups: auto, inotify, watchfiles or poll"
+    )
     overall_timeout_ms: int = Field(10_000, ge=1, le=3_600_000, description="report undelivered after")
     tier_order: tuple[Tier, ...] = Field(
         ("webhook", "bridge", "file"), min_length=1, description="sender's tier priorities"
@@ -242,15 +245,12 @@ RESTART_KEYS = frozenset(
         "telegram_api_base",
         "legacy_dir",
         "retention_days",
+        "watcher",
         "session_wait_ms",
     }
 )
-_WATCH_MASK = (
-    inotify_simple.flags.CLOSE_WRITE
-    | inotify_simple.flags.MOVED_TO
-    | inotify_simple.flags.MOVED_FROM
-    | inotify_simple.flags.DELETE
-)
+# config.toml changes rarely and a reload may wait: the poll backend looks twice a second.
+_CONFIG_POLL_S = 0.5
 
 
 class LiveConfig:
@@ -275,6 +275,7 @@ class LiveConfig:
         self._observer: Observer = observer or NullObserver()
         self._watching = False
         self._subscribers: list[Callable[[Config], None]] = []
+        self._on_hangup: list[Callable[[], None]] = []
 
     @classmethod
     def from_loaded(cls, loaded: Loaded, *, observer: Observer | None = None) -> LiveConfig:
@@ -298,6 +299,10 @@ class LiveConfig:
         rescan period); everything else reads :attr:`current` when it starts.
         """
         self._subscribers.append(callback)
+
+    def on_hangup(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on each SIGHUP, before the reload (reopening a rotated log file)."""
+        self._on_hangup.append(callback)
 
     def reload(self) -> bool:
         """Re-read the configuration; True when the new one is in force, False when it was rejected."""
@@ -335,11 +340,12 @@ class LiveConfig:
     async def watch(
         self, observer: Observer | None = None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Reload on SIGHUP and whenever config.toml is written, renamed into place or removed.
+        """Reload on SIGHUP (where there is one) and whenever config.toml is written, replaced or removed.
 
-        Runs until cancelled; ``task_status`` is set once both are being
-        watched. Only one watch per LiveConfig installs the signal handler and
-        the file watch; a second call just waits.
+        The file is watched by the backend the ``watcher`` key chooses (see
+        :mod:`mcp_cascade.watchers`). Runs until cancelled; ``task_status`` is
+        set once both are being watched. Only one watch per LiveConfig installs
+        the signal handler and the file watch; a second call just waits.
         """
         if observer is not None:
             self._observer = observer
@@ -348,39 +354,51 @@ class LiveConfig:
             await anyio.sleep_forever()
         self._watching = True
         try:
-            with anyio.open_signal_receiver(signal.SIGHUP) as signals, self._file_watch() as watcher:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._on_signals, signals)
-                    if watcher is not None:
+            async with (
+                open_watcher(self.current.watcher, poll_s=_CONFIG_POLL_S) as watcher,
+                anyio.create_task_group() as tg,
+            ):
+                with _hangups() as signals:
+                    if signals is not None:
+                        tg.start_soon(self._on_signals, signals)
+                    if self._arm(watcher):
                         tg.start_soon(self._on_file, watcher)
                     task_status.started()
+                    await anyio.sleep_forever()
         finally:
             self._watching = False
 
     async def _on_signals(self, signals: AsyncIterator[int]) -> None:
         async for _ in signals:
+            for callback in self._on_hangup:
+                callback()
             self.reload()
 
-    @contextlib.contextmanager
-    def _file_watch(self) -> Iterator[inotify_simple.INotify | None]:
+    def _arm(self, watcher: Watcher) -> bool:
         home = self._loaded.home
-        watcher = inotify_simple.INotify(nonblocking=True)
         try:
-            try:
-                watcher.add_watch(home, _WATCH_MASK)
-            except OSError as exc:
-                self._observer.emit(
-                    Event("config_watch", level="warning", reason=f"cannot watch {home}: {exc}; SIGHUP only")
-                )
-                yield None
-                return
-            yield watcher
-        finally:
-            watcher.close()
+            watcher.add("config", home, writes=False, removals=True)
+        except OSError as exc:
+            self._observer.emit(
+                Event("config_watch", level="warning", reason=f"cannot watch {home}: {exc}; SIGHUP only")
+            )
+            return False
+        return True
 
-    async def _on_file(self, watcher: inotify_simple.INotify) -> None:
+    async def _on_file(self, watcher: Watcher) -> None:
         name = self._loaded.file.name
         while True:
-            await anyio.wait_readable(watcher.fileno())
-            if any(event.name == name for event in watcher.read(timeout=0)):
+            changes = await watcher.changes(3600.0)
+            if any(c.name in (name, None) and c.kind != "gone" for c in changes):
                 self.reload()
+
+
+@contextlib.contextmanager
+def _hangups() -> Iterator[AsyncIterator[int] | None]:
+    """SIGHUP as an async iterator; None where the platform has no SIGHUP (Windows)."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None:
+        yield None
+        return
+    with anyio.open_signal_receiver(hangup) as signals:
+        yield signals

@@ -34,6 +34,8 @@ EventName = Literal[
     "http_request",
     "inbox_recovered",
     "inotify_overflow",
+    "library_log",
+    "log_reopened",
     "not_delivered",
     "outbox",
     "paired",
@@ -45,6 +47,7 @@ EventName = Literal[
     "push_stalled",
     "push_unrecorded",
     "pushed",
+    "python_warning",
     "queue_state",
     "queued",
     "received",
@@ -62,9 +65,11 @@ EventName = Literal[
     "telegram_retry",
     "tier_state",
     "toast_skipped",
+    "uncaught",
     "update_retry",
     "watch_error",
     "watch_restored",
+    "watcher_chosen",
 ]
 """Every event's name. A reader comparing against a name not listed here is a type error
 (``strict_equality``), so a typo cannot silently yield an empty metric label."""

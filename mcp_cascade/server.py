@@ -24,6 +24,7 @@ import uvicorn
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
+from mcp_cascade._capture import capture_into
 from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
 from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
@@ -109,6 +110,7 @@ class Serve:
         self.signer = Signer(load_or_create_secret(self.home))
         self.telemetry = make_telemetry(loaded, "serve", session)
         warn_tightened(self.telemetry, self.home, tightened)
+        capture_into(self.telemetry)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
         cfg = self.config
@@ -120,9 +122,11 @@ class Serve:
             legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
             debounce_s=cfg.file_debounce_ms / 1000,
             legacy_max_age_s=cfg.retention_days * 86400,
+            watcher=cfg.watcher,
         )
         # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
         self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.live.subscribe(
             lambda c: self.watcher.retune(
                 rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000

@@ -23,15 +23,14 @@ import anyio
 import anyio.to_thread
 import uvicorn
 
+from mcp_cascade._capture import capture_into
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.inbound import POLL_TIMEOUT_S, Inbound
 from mcp_cascade.bridge.instance import (
-    Redacting,
     acquire,
     fingerprint,
     publish,
-    quiet_libraries,
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
@@ -43,6 +42,7 @@ from mcp_cascade.cascade import Sender
 from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
+from mcp_cascade.redact import keep_secret
 from mcp_cascade.server import _Uvicorn, bind_socket
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.telemetry import make_telemetry
@@ -69,12 +69,16 @@ class Bridge:
         self.env = env
         self.token = token
         self.fingerprint = fingerprint(self.token)
-        quiet_libraries(self.token)
+        keep_secret(self.token)
         self.live = LiveConfig.from_loaded(loaded)
         self.config = self.live.current
         self.telemetry = make_telemetry(loaded, "bridge")
-        self.observer = Redacting(self.telemetry, self.token)
+        self.observer = self.telemetry
         warn_tightened(self.observer, self.home, tightened)
+        # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
+        # only, into the JSON log, which scrubs every secret (mcp_cascade.redact).
+        capture_into(self.observer)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.signer = Signer(load_or_create_secret(self.home))
         self.state = _State()
 
