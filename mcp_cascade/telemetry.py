@@ -291,6 +291,6 @@ def make_telemetry(
         metrics = Metrics()
     return Telemetry(
         log=JsonLog(None, cfg.log_level, path=cfg.log_file, **static),
-        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component),
+        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component, cfg.audit_generations),
         metrics=metrics,
     )
