@@ -136,20 +136,64 @@ class Walk:
             down = "session not running (no session.json)"
         elif not info.alive:
             down = f"session not running (pid {info.pid} is gone)"
-        previous: int | None = None
-        for tier in self.plan():
+        return await self.sequence(self.plan(), None, info, breaker, down)
+
+    async def sequence(
+        self,
+        plan: tuple[int, ...],
+        previous: int | None,
+        info: SessionInfo | None,
+        breaker: Breaker,
+        down: str | None,
+    ) -> Result | None:
+        """Try ``plan`` in order, never waiting on a tier 1 that cannot help soon.
+
+        Refused (nobody listens): the inbox at once, tier 2 only if it fails. Timed out
+        (frozen or slow): the inbox now while tier 2 keeps trying; first acknowledgment
+        wins (the session's dedup keeps a late twin to one push).
+        """
+        for index, tier in enumerate(plan):
             if previous is not None:
                 self.failover(previous, tier)
             if tier == 1:
                 result = await self.tier1(info, breaker, down)
             elif tier == 2:
-                result = await self.tier2(info, breaker, down)
+                result = await self.tier2(info, breaker, down, give_up_refused=3 in plan[index + 1 :])
             else:
                 result = await self.tier3(down)
             if result is not None:
                 return result
-            previous = tier
+            previous, rest = tier, plan[index + 1 :]
+            if tier == 1 and 3 in rest and self.kind == "refused":
+                if 2 in rest:
+                    self.acknowledge()  # the person hears back as if tier 2 had started
+                return await self.sequence((3, *(t for t in rest if t != 3)), 1, info, breaker, down)
+            if tier == 1 and 3 in rest and 2 in rest and self.kind == "timeout":
+                self.failover(1, 2)
+                self.failover(1, 3)
+                return await self.race(info, breaker, down)
         return None
+
+    async def race(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
+        """Tier 2 and tier 3 together; the first to acknowledge wins and the other stops."""
+        won: Result | None = None
+
+        async def run(tier: int) -> None:
+            nonlocal won
+            try:
+                result = await (self.tier2(info, breaker, down) if tier == 2 else self.tier3(down))
+            except anyio.get_cancelled_exc_class():
+                self.record(tier, "skipped", f"stopped: tier {won.tier if won else '?'} answered first", now)
+                raise
+            if result is not None and won is None:
+                won = result
+                tg.cancel_scope.cancel()
+
+        now = self.clock()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, 2)
+            tg.start_soon(run, 3)
+        return won
 
     async def tier1(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
         if down is not None or info is None:
@@ -162,7 +206,9 @@ class Walk:
         self.tier1_tried = True
         return await self.post(info.webhook_url, breaker, 1, permit, min(self.webhook_s, self.remaining()))
 
-    async def tier2(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
+    async def tier2(
+        self, info: SessionInfo | None, breaker: Breaker, down: str | None, *, give_up_refused: bool = False
+    ) -> Result | None:
         self.acknowledge()
         if down is not None or info is None:
             self.skip(2, down or "", "session_down")
@@ -187,7 +233,7 @@ class Walk:
             if timeout <= 0:
                 return None
             result = await self.post(info.webhook_url, breaker, 2, permit, timeout)
-            if result is not None:
+            if result is not None or (give_up_refused and self.kind == "refused"):
                 return result
 
     async def tier3(self, down: str | None) -> Result | None:
@@ -322,7 +368,14 @@ def _interpret(code: int, payload: Any, tier: int) -> tuple[Result | None, Outco
     """What a sidecar's answer means for the delivery."""
     status = payload.get("status") if isinstance(payload, dict) else None
     if code == 200 and status in ("delivered", "duplicate"):
-        return Result("delivered", tier), "ok", f"HTTP 200 {status}"
+        # A duplicate names the tier that reached the session first (a late tier-1 answer, say).
+        first = payload.get("first_tier") if status == "duplicate" else None
+        by = first if first in (1, 2, 3) else tier
+        return (
+            Result("delivered", by),
+            "ok",
+            f"HTTP 200 {status}" + (f" (first by tier {by})" if by != tier else ""),
+        )
     if code == 202 and status == "queued":
         return Result("queued", tier), "ok", "HTTP 202 queued"
     detail = payload.get("error") if isinstance(payload, dict) else payload

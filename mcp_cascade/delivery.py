@@ -45,6 +45,7 @@ class Outcome:
     correlation_id: str
     tier: int
     latency_ms: float
+    first_tier: int | None = None  # a duplicate's: the tier that brought the response first
 
 
 @dataclass(eq=False, slots=True)
@@ -218,7 +219,9 @@ class Engine:
                 latency_ms=elapsed,
                 reason=f"first received by tier {slot.accepted.tier}, now {slot.accepted.state}",
             )
-            return Outcome("duplicate", response.id, response.correlation_id, tier, elapsed)
+            return Outcome(
+                "duplicate", response.id, response.correlation_id, tier, elapsed, slot.accepted.tier
+            )
         self._emit("durable", response, tier=tier, latency_ms=elapsed)
         arrival, self._arrival = self._arrival, anyio.Event()
         arrival.set()

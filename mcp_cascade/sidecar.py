@@ -132,6 +132,7 @@ def build_app(deps: SidecarDeps) -> Starlette:
                 "correlation_id": outcome.correlation_id,
                 "tier": outcome.tier,
                 "latency_ms": round(outcome.latency_ms, 3),
+                **({"first_tier": outcome.first_tier} if outcome.first_tier is not None else {}),
             },
             status_code=code,
             headers={"x-correlation-id": outcome.correlation_id},
