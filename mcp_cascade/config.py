@@ -59,6 +59,9 @@ class Config(BaseModel):
     session_wait_ms: int = Field(
         5000, ge=0, le=600_000, description="how long serve waits for a session's closing holder"
     )
+    legacy_webhook_unsigned: bool = Field(
+        False, description="accept cctelegram's unsigned webhook body from any local process (loopback)"
+    )
     legacy_dir: Path | None = Field(None, description="a legacy responses folder to watch")
     log_file: Path | None = Field(None, description="JSON log lines go here instead of stderr")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log threshold")

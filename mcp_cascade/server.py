@@ -276,6 +276,7 @@ class Serve:
                 self.telemetry,
                 self.fresh_health,
                 self.scrape if metrics else None,
+                legacy_unsigned=lambda: self.live.current.legacy_webhook_unsigned,
             )
         )
         server = _Uvicorn(
