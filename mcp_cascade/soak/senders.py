@@ -8,7 +8,6 @@ with the same id, until one acknowledges it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,15 +26,12 @@ from mcp_cascade.outbox import Outbox
 from mcp_cascade.response import Response
 from mcp_cascade.soak.rig import SoakAck
 from mcp_cascade.telemetry import AuditTrail, JsonLog, Telemetry
+from mcp_cascade.testing import child_env
 from mcp_cascade.wire import TierChoice
-
-_REPO = str(Path(__file__).resolve().parent.parent.parent)
 
 
 def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_CASCADE_")}
-    env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return child_env(clean=True)
 
 
 class InProcessSender:
