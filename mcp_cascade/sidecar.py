@@ -32,10 +32,10 @@ from mcp_cascade.response import (
     is_legacy_webhook,
     parse_body,
 )
-from mcp_cascade.sessions import TIER_HEADER, WEBHOOK_PATH
 from mcp_cascade.signing import Signer
+from mcp_cascade.wire import CORRELATION_HEADER, TIER_HEADER, WEBHOOK_PATH, Tier
 
-__all__ = ["TIER_HEADER", "WEBHOOK_PATH", "SidecarDeps", "build_app"]
+__all__ = ["SidecarDeps", "build_app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +99,8 @@ def build_app(deps: SidecarDeps) -> Starlette:
         return timed
 
     async def webhook(request: Request) -> Response:
-        header_cid = request.headers.get("x-correlation-id")
-        tier_header = request.headers.get(TIER_HEADER, "1")
-        tier = 2 if tier_header == "2" else 1
+        header_cid = request.headers.get(CORRELATION_HEADER)
+        tier = Tier.BRIDGE if request.headers.get(TIER_HEADER) == "2" else Tier.WEBHOOK
         try:
             response = await _parse(request, deps, header_cid)
             outcome = await deps.engine.receive(response, tier)
@@ -135,7 +134,7 @@ def build_app(deps: SidecarDeps) -> Starlette:
                 **({"first_tier": outcome.first_tier} if outcome.first_tier is not None else {}),
             },
             status_code=code,
-            headers={"x-correlation-id": outcome.correlation_id},
+            headers={CORRELATION_HEADER: outcome.correlation_id},
         )
 
     async def health(request: Request) -> Response:
