@@ -15,7 +15,7 @@ not already need (anyio, the package's own modules).
 """
 
 from mcp_cascade.testing.bridge import BridgeProcess, random_token
-from mcp_cascade.testing.process import ChildProcess, child_env, module_command
+from mcp_cascade.testing.process import ChildProcess, child_env, module_command, stdout_lines
 from mcp_cascade.testing.route import point_webhook_at, route_through, sidecar_address
 from mcp_cascade.testing.serve import HANDSHAKE_VERSION, ServeProcess
 
@@ -30,4 +30,5 @@ __all__ = [
     "random_token",
     "route_through",
     "sidecar_address",
+    "stdout_lines",
 ]

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import IO, TypeVar
 
 import anyio
 from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
 
-__all__ = ["ChildProcess", "child_env", "module_command"]
+__all__ = ["ChildProcess", "child_env", "module_command", "stdout_lines"]
 
 T = TypeVar("T")
 
@@ -120,6 +121,19 @@ class ChildProcess:
     def stderr_tail(self, lines: int = 20) -> str:
         """The last lines of stderr."""
         return "\n".join(self.stderr_text().splitlines()[-lines:])
+
+
+async def stdout_lines(process: Process) -> AsyncIterator[str]:
+    """The child's stdout, line by line (a last line without a newline included), until it closes."""
+    assert process.stdout is not None
+    buffer = ""
+    async for chunk in TextReceiveStream(process.stdout):
+        buffer += chunk
+        while "\n" in buffer:
+            line, buffer = buffer.split("\n", 1)
+            yield line
+    if buffer.strip():
+        yield buffer
 
 
 def module_command(*args: str | Path) -> list[str]:

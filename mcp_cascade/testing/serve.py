@@ -16,10 +16,9 @@ from typing import Any
 
 import anyio
 from anyio.abc import Process
-from anyio.streams.text import TextReceiveStream
 
 from mcp_cascade.sessions import SessionInfo, list_sessions, read_session
-from mcp_cascade.testing.process import ChildProcess, module_command
+from mcp_cascade.testing.process import ChildProcess, module_command, stdout_lines
 
 HANDSHAKE_VERSION = "2025-11-25"
 
@@ -88,15 +87,8 @@ class ServeProcess(ChildProcess):
         self._tg.start_soon(self._read, process)
 
     async def _read(self, process: Process) -> None:
-        assert process.stdout is not None
-        buffer = ""
-        async for chunk in TextReceiveStream(process.stdout):
-            buffer += chunk
-            while "\n" in buffer:
-                line, buffer = buffer.split("\n", 1)
-                self._line(line)
-        if buffer.strip():
-            self._line(buffer)
+        async for line in stdout_lines(process):
+            self._line(line)
         code = await process.wait()
         if process is self.process:  # a reader of an earlier, restarted process must not report
             self.exit_code = code
