@@ -28,8 +28,9 @@ Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
 
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the MCP server for one Claude Code session (stdio)."""
-    from mcp_cascade.config import ENV_PREFIX, resolve_session
+    from mcp_cascade.config import ENV_PREFIX
     from mcp_cascade.server import serve
+    from mcp_cascade.sessions import resolve_session
 
     loaded = load(args, env)
     session = resolve_session(args.session, env, Path.cwd())

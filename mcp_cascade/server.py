@@ -346,13 +346,9 @@ def _latest(candidates: list[LastError | None]) -> LastError | None:
 def serve(loaded: Loaded, session: str, cwd: Path, *, explicit: bool) -> int:
     """Hold the session (or the next free one for a second window), then run serve to completion."""
     tightened = ensure_home(loaded.home)
-    held = hold(
-        loaded.home,
-        session,
-        explicit=explicit,
-        wait_s=loaded.config.session_wait_ms / 1000,
-        about={"cwd": str(cwd), "started_at": now_rfc3339()},
-    )
+    about = {"cwd": str(cwd), "started_at": now_rfc3339()}
+    wait_s = loaded.config.session_wait_ms / 1000
+    held = hold(loaded.home, session, explicit=explicit, wait_s=wait_s, about=about)
     try:
         window = "" if held.session == session else " #" + held.session.rsplit("-", 1)[1]
         app = Serve(loaded, held, cwd=cwd, label=cwd.name + window, tightened=tightened)
