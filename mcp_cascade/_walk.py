@@ -25,8 +25,8 @@ from mcp_cascade.inbox import enqueue
 from mcp_cascade.outbox import TierChoice
 from mcp_cascade.response import Response
 from mcp_cascade.retry import RetrySchedule
-from mcp_cascade.sessions import TIER_HEADER, SessionInfo, SessionPaths, read_session
-from mcp_cascade.signing import Signer
+from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
+from mcp_cascade.signing import Signer, sign_tier
 
 Status = Literal["delivered", "queued", "failed"]
 Outcome = Literal["ok", "error", "timeout", "refused", "skipped"]
@@ -218,7 +218,7 @@ class Walk:
         headers["content-type"] = "application/json"
         headers["x-correlation-id"] = self.response.correlation_id
         if tier == 2:
-            headers[TIER_HEADER] = "2"
+            headers.update(sign_tier(self.means.signer, headers, 2))
         started = self.clock()
         reported = False
         try:

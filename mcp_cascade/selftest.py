@@ -31,7 +31,7 @@ from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import Response, make_response
 from mcp_cascade.scrape import Scrape, fetch
 from mcp_cascade.sessions import SessionPaths
-from mcp_cascade.signing import Signer
+from mcp_cascade.signing import Signer, sign_tier
 from mcp_cascade.store import Store, Stored
 
 TierStatus = Literal["delivered", "queued", "failed"]
@@ -132,7 +132,7 @@ async def _via_webhook(
     body = response.to_json()
     headers = {**signer.headers(response.id, body), "content-type": "application/json"}
     if tier == 2:
-        headers["x-cascade-tier"] = "2"
+        headers.update(sign_tier(signer, headers, 2))
     started = time.time()
     try:
         answer = await client.post(url, content=body, headers=headers)

@@ -32,7 +32,7 @@ from mcp_cascade.response import (
     parse_body,
 )
 from mcp_cascade.sessions import TIER_HEADER, WEBHOOK_PATH
-from mcp_cascade.signing import Signer
+from mcp_cascade.signing import Signer, signed_tier
 
 __all__ = ["TIER_HEADER", "WEBHOOK_PATH", "SidecarDeps", "build_app"]
 
@@ -97,8 +97,8 @@ def build_app(deps: SidecarDeps) -> Starlette:
 
     async def webhook(request: Request) -> Response:
         header_cid = request.headers.get("x-correlation-id")
-        tier_header = request.headers.get(TIER_HEADER, "1")
-        tier = 2 if tier_header == "2" else 1
+        # The tier only labels metrics and meta; a claim the signature does not cover is ignored.
+        tier = 2 if signed_tier(deps.signer, request.headers) == 2 else 1
         try:
             response = await _parse(request, deps, header_cid)
             outcome = await deps.engine.receive(response, tier)
