@@ -3,7 +3,8 @@
 serve, the bridge and ``send`` all append to the same file. Each record is one
 ``write`` on an ``O_APPEND`` descriptor, so records from several processes never
 interleave. Rotation (``audit.jsonl`` → ``audit.jsonl.1`` once it reaches
-``audit_max_bytes``) is decided under an exclusive ``flock`` on a lock file
+``audit_max_bytes``, the older ones shifted up to ``audit.jsonl.<audit_generations>``,
+the oldest dropped) is decided under an exclusive ``flock`` on a lock file
 beside it and re-checked there, so two processes crossing the limit together
 rotate once: neither renames the other's fresh file over the previous
 generation. A writer whose file was rotated away notices the new inode before
@@ -40,9 +41,10 @@ _RECORD_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms"
 class AuditTrail:
     """Appends audit records for one process (``component`` names it: serve, bridge, send)."""
 
-    def __init__(self, path: Path, max_bytes: int, component: str) -> None:
+    def __init__(self, path: Path, max_bytes: int, component: str, generations: int = 1) -> None:
         self.path = path
-        self._rotated = path.with_name(path.name + ".1")
+        # Previous generations, newest first: audit.jsonl.1, audit.jsonl.2, ...
+        self._rotated = [path.with_name(f"{path.name}.{n}") for n in range(1, generations + 1)]
         self._max_bytes = max_bytes
         self._component = component
         self._pid = os.getpid()
@@ -121,7 +123,10 @@ class AuditTrail:
             with _lock.take(self.path.parent, self.path.name + ".lock", wait_s=float("inf")):
                 # Re-check under the lock: another process may have rotated in the meantime.
                 if self._current_size() + incoming > self._max_bytes:
-                    os.replace(self.path, self._rotated)
+                    for older, newer in reversed(list(zip(self._rotated[1:], self._rotated, strict=False))):
+                        if newer.exists():
+                            os.replace(newer, older)
+                    os.replace(self.path, self._rotated[0])
                     self._reopen()
 
     def _current_size(self) -> int:
@@ -156,13 +161,18 @@ class AuditTrail:
 def read_audit(home: Path) -> Iterator[dict[str, Any]]:
     """Every audit record under ``home``, oldest generation first.
 
-    Both files are opened before either is read, and the current one first, so
-    a rotation in between can repeat a generation (skipped by inode) but never
-    hide one.
+    Every file is opened before any is read, the current one first, then the
+    generations from newest to oldest, so a rotation in between can repeat a
+    generation (skipped by inode) but never hide one.
     """
     handles = []
     seen: set[int] = set()
-    for name in (AUDIT_FILE, AUDIT_FILE + ".1"):
+    numbers = sorted(
+        int(p.name.rsplit(".", 1)[1])
+        for p in home.glob(AUDIT_FILE + ".*")
+        if p.name.rsplit(".", 1)[1].isdigit()
+    )
+    for name in (AUDIT_FILE, *(f"{AUDIT_FILE}.{n}" for n in numbers)):
         try:
             fh = (home / name).open("rb")
         except (FileNotFoundError, NotADirectoryError):

@@ -40,12 +40,13 @@ from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
 from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
-from mcp_cascade.events import Event, Observer
-from mcp_cascade.outbox import TIER_CHOICES, Claimed, CorruptEntry, Outbox, TierChoice
+from mcp_cascade.events import Event, EventName, Observer
+from mcp_cascade.outbox import Claimed, CorruptEntry, Outbox
 from mcp_cascade.response import Response, with_session
 from mcp_cascade.retry import Backoff, RetrySchedule
 from mcp_cascade.sessions import SessionInfo
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.wire import TIER_CHOICES, TierChoice
 
 __all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
 
@@ -417,7 +418,7 @@ class Sender:
 
     def _emit(
         self,
-        name: str,
+        name: EventName,
         response: Response,
         session: str,
         *,
@@ -442,7 +443,13 @@ class Sender:
         )
 
     def _emit_receipt(
-        self, name: str, receipt: Receipt, *, level: str, fields: Mapping[str, Any], reason: str | None = None
+        self,
+        name: EventName,
+        receipt: Receipt,
+        *,
+        level: str,
+        fields: Mapping[str, Any],
+        reason: str | None = None,
     ) -> None:
         self._observer.emit(
             Event(

@@ -182,6 +182,16 @@ def _lazy(module: str, name: str) -> Handler:
     return run
 
 
+def _version() -> str:
+    """The installed distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mcp-cascade")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of every command (``only``: give arguments to that command alone).
 
@@ -189,12 +199,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     command's arguments; the others are listed by name and help text only.
     """
     parser = argparse.ArgumentParser(
-        prog="mcp-cascade", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="mcp-cascade",
+        description="Telegram answers into the right Claude Code session, effectively once.",
     )
+    version = f"mcp-cascade {_version()}"
+    parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser | None:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--version", action="version", version=version)
         p.add_argument("--home", help="state directory (default $MCP_CASCADE_HOME or ~/.mcp-cascade)")
         p.set_defaults(handler=handler)
         return p if only is None or only == name else None
@@ -272,6 +286,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         from mcp_cascade import inspect as inspect_command
 
         inspect_command.add_arguments(p)
+
+    if p := command(
+        "sessions",
+        _lazy("mcp_cascade.lifecycle", "cmd_sessions"),
+        "list sessions (live, closed with pending answers, stale); prune removes closed ones",
+    ):
+        from mcp_cascade import lifecycle
+
+        lifecycle.add_arguments(p)
 
     if p := command(
         "soak",

@@ -59,11 +59,17 @@ class Config(BaseModel):
     session_wait_ms: int = Field(
         5000, ge=0, le=600_000, description="how long serve waits for a session's closing holder"
     )
+    legacy_webhook_unsigned: bool = Field(
+        False, description="accept cctelegram's unsigned webhook body from any local process (loopback)"
+    )
     legacy_dir: Path | None = Field(None, description="a legacy responses folder to watch")
     log_file: Path | None = Field(None, description="JSON log lines go here instead of stderr")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log threshold")
     metrics: bool = Field(True, description="record OpenTelemetry metrics")
     audit_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="audit file size before rotation")
+    audit_generations: int = Field(
+        3, ge=1, le=1000, description="rotated audit files kept (audit.jsonl.1...N)"
+    )
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
 
@@ -242,6 +248,7 @@ RESTART_KEYS = frozenset(
         "log_level",
         "metrics",
         "audit_max_bytes",
+        "audit_generations",
         "telegram_api_base",
         "legacy_dir",
         "retention_days",

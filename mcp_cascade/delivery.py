@@ -20,12 +20,11 @@ import anyio.to_thread
 
 from mcp_cascade.clock import SYSTEM, Clock
 from mcp_cascade.errors import StoreUnavailable
-from mcp_cascade.events import Event, Observer
+from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.response import Response
 from mcp_cascade.store import Accepted, Store, Stored
 
 T = TypeVar("T")
-TIER_NAMES = {1: "webhook", 2: "bridge", 3: "file"}
 _BATCH = 64
 
 
@@ -45,6 +44,7 @@ class Outcome:
     correlation_id: str
     tier: int
     latency_ms: float
+    first_tier: int | None = None  # a duplicate's: the tier that brought the response first
 
 
 @dataclass(eq=False, slots=True)
@@ -120,7 +120,7 @@ class Engine:
     async def _io(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    def _emit(self, name: str, response: Response | None = None, **kw: object) -> None:
+    def _emit(self, name: EventName, response: Response | None = None, **kw: object) -> None:
         self._observer.emit(
             Event(
                 name,
@@ -218,7 +218,9 @@ class Engine:
                 latency_ms=elapsed,
                 reason=f"first received by tier {slot.accepted.tier}, now {slot.accepted.state}",
             )
-            return Outcome("duplicate", response.id, response.correlation_id, tier, elapsed)
+            return Outcome(
+                "duplicate", response.id, response.correlation_id, tier, elapsed, slot.accepted.tier
+            )
         self._emit("durable", response, tier=tier, latency_ms=elapsed)
         arrival, self._arrival = self._arrival, anyio.Event()
         arrival.set()

@@ -98,9 +98,9 @@ Sleep = Callable[[float], None]
 
 def _take(session_dir: Path, wait_s: float, *, running: bool, sleep: Sleep) -> Hold | None:
     """Both locks of a session, waiting up to ``wait_s`` for a closing holder (or any, if ``running``)."""
-    private_dir(session_dir)
     started = time.monotonic()
     while True:
+        private_dir(session_dir)  # again each time: ``sessions prune`` may have just removed it
         live = _try(session_dir, LIVE_LOCK)
         if live is not None:
             # Ours now; a holder still closing keeps serve.lock a moment longer.

@@ -24,15 +24,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mcp_cascade._fs import atomic_write, fsync_dir
 from mcp_cascade.config import SESSION_ID_RE
 from mcp_cascade.errors import CascadeError, InvalidResponse
 from mcp_cascade.response import Response, from_dict
+from mcp_cascade.wire import TIER_CHOICES, TierChoice
 
-TierChoice = Literal["auto", "webhook", "file"]
-TIER_CHOICES: tuple[TierChoice, ...] = ("auto", "webhook", "file")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _STALE_TMP_S = 3600.0
 

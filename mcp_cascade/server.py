@@ -38,12 +38,13 @@ from mcp_cascade.outbound import BridgeClient, allowed_users
 from mcp_cascade.response import now_rfc3339
 from mcp_cascade.selftest import run_selftest
 from mcp_cascade.sessions import PROTOCOL, SessionPaths
-from mcp_cascade.sidecar import WEBHOOK_PATH, SidecarDeps, build_app
+from mcp_cascade.sidecar import SidecarDeps, build_app
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.stdio import protocol_stdio
 from mcp_cascade.store import Store
 from mcp_cascade.telemetry import make_telemetry
 from mcp_cascade.watch import InboxWatcher
+from mcp_cascade.wire import WEBHOOK_PATH
 
 
 class _Uvicorn(uvicorn.Server):
@@ -277,6 +278,7 @@ class Serve:
                 self.telemetry,
                 self.fresh_health,
                 self.scrape if metrics else None,
+                legacy_unsigned=lambda: self.live.current.legacy_webhook_unsigned,
             )
         )
         server = _Uvicorn(

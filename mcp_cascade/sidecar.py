@@ -7,6 +7,7 @@ sender to fall back to another tier.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -31,10 +32,10 @@ from mcp_cascade.response import (
     is_legacy_webhook,
     parse_body,
 )
-from mcp_cascade.sessions import TIER_HEADER, WEBHOOK_PATH
 from mcp_cascade.signing import Signer, signed_tier
+from mcp_cascade.wire import CORRELATION_HEADER, WEBHOOK_PATH, Tier
 
-__all__ = ["TIER_HEADER", "WEBHOOK_PATH", "SidecarDeps", "build_app"]
+__all__ = ["SidecarDeps", "build_app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,8 @@ class SidecarDeps:
     observer: Observer
     health: Callable[[str | None], Mapping[str, Any]]
     metrics: Callable[[], bytes] | None
+    # legacy_webhook_unsigned, read per request (a config reload turns it off without a restart).
+    legacy_unsigned: Callable[[], bool] = bool
 
 
 class _Rejected(Exception):
@@ -96,9 +99,9 @@ def build_app(deps: SidecarDeps) -> Starlette:
         return timed
 
     async def webhook(request: Request) -> Response:
-        header_cid = request.headers.get("x-correlation-id")
+        header_cid = request.headers.get(CORRELATION_HEADER)
         # The tier only labels metrics and meta; a claim the signature does not cover is ignored.
-        tier = 2 if signed_tier(deps.signer, request.headers) == 2 else 1
+        tier = Tier.BRIDGE if signed_tier(deps.signer, request.headers) == 2 else Tier.WEBHOOK
         try:
             response = await _parse(request, deps, header_cid)
             outcome = await deps.engine.receive(response, tier)
@@ -129,9 +132,10 @@ def build_app(deps: SidecarDeps) -> Starlette:
                 "correlation_id": outcome.correlation_id,
                 "tier": outcome.tier,
                 "latency_ms": round(outcome.latency_ms, 3),
+                **({"first_tier": outcome.first_tier} if outcome.first_tier is not None else {}),
             },
             status_code=code,
-            headers={"x-correlation-id": outcome.correlation_id},
+            headers={CORRELATION_HEADER: outcome.correlation_id},
         )
 
     async def health(request: Request) -> Response:
@@ -162,6 +166,29 @@ def build_app(deps: SidecarDeps) -> Starlette:
     )
 
 
+def _loopback(request: Request) -> bool:
+    """Whether the request comes from this machine (the only place unsigned legacy bodies may come from)."""
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _unsigned_legacy(body: bytes) -> Any:
+    """cctelegram's webhook body, which it never signs (legacy_webhook_unsigned on, loopback only)."""
+    try:
+        data = parse_body(body)
+        if not is_legacy_webhook(data):
+            raise _Rejected(
+                401,
+                "webhook-signature missing: only cctelegram's legacy body shape may come unsigned",
+            )
+        return from_legacy(data, id_source=body)
+    except InvalidResponse as exc:
+        raise _Rejected(400 if exc.kind == "malformed" else 422, str(exc), exc.errors) from exc
+
+
 async def _parse(request: Request, deps: SidecarDeps, header_cid: str | None) -> Any:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
@@ -176,6 +203,8 @@ async def _parse(request: Request, deps: SidecarDeps, header_cid: str | None) ->
         raise _Rejected(400, f"body is not UTF-8 ({exc.reason})") from exc
     if header_cid is not None and not CORRELATION_RE.match(header_cid):
         raise _Rejected(400, "x-correlation-id must be a UUID (8-4-4-4-12 hex digits)")
+    if "webhook-signature" not in request.headers and deps.legacy_unsigned() and _loopback(request):
+        return _unsigned_legacy(body)
     try:
         msg_id = deps.signer.verify(request.headers, body)
     except SignatureError as exc:

@@ -9,12 +9,13 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mcp_cascade.audit import AuditTrail
-from mcp_cascade.events import Event
+from mcp_cascade.events import Event, EventName
 from mcp_cascade.health import LastError
 from mcp_cascade.redact import scrub
 
@@ -46,7 +47,7 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 # Keys every log line carries (null where unknown), in this order.
 _LOG_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms")
 # Events that change the state of one response: these go to the audit trail.
-AUDIT_EVENTS = frozenset(
+AUDIT_EVENTS: frozenset[EventName] = frozenset(
     {
         "received",
         "durable",
@@ -67,7 +68,7 @@ AUDIT_EVENTS = frozenset(
     }
 )
 # Events that count towards responses_total, with the outcome they count as.
-_OUTCOME_OF = {
+_OUTCOME_OF: Mapping[EventName, str] = {
     "pushed": "delivered",
     "queued": "queued",
     "duplicate": "duplicate",
@@ -290,6 +291,6 @@ def make_telemetry(
         metrics = Metrics()
     return Telemetry(
         log=JsonLog(None, cfg.log_level, path=cfg.log_file, **static),
-        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component),
+        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component, cfg.audit_generations),
         metrics=metrics,
     )

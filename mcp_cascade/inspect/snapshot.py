@@ -56,6 +56,8 @@ class SessionView:
     detail: str
     pid: int | None = None
     label: str = ""
+    folder: str = ""  # the project folder and start time tell two windows of one folder apart
+    started_at: str = ""
     status: str | None = None  # ok / degraded / down, from its /health
     tiers: Mapping[str, str] = field(default_factory=dict)  # webhook/file → status
     problems: tuple[str, ...] = ()
@@ -143,7 +145,7 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         metrics = await fetch(client, base + "/metrics")
     except (httpx.HTTPError, ValueError) as exc:
         view = await _offline(home, name, "unreachable", f"pid {info.pid} does not answer: {exc!r}", info.pid)
-        return replace(view, label=info.label)
+        return replace(view, label=info.label, folder=info.cwd, started_at=info.started_at)
     tiers = health.get("tiers", {}) if isinstance(health, dict) else {}
     latency: dict[str, Latency] = {}
     for tier in tiers.values():
@@ -155,6 +157,8 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         detail=f"pid {info.pid}, {info.webhook_url}",
         pid=info.pid,
         label=info.label,
+        folder=info.cwd,
+        started_at=info.started_at,
         status=health.get("status"),
         tiers={tier_name: str(tier.get("status")) for tier_name, tier in tiers.items()},
         problems=_problems(health),

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -30,7 +30,6 @@ from mcp_cascade.soak.tally import Tally
 from mcp_cascade.testing import ServeProcess
 
 Deliver = Callable[[Response, str], Awaitable[Mapping[str, Any] | None]]
-TierChoice = Literal["auto", "webhook", "file"]
 
 
 def write_config(home: Path, values: Mapping[str, Any]) -> None:

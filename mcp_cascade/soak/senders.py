@@ -25,8 +25,9 @@ from mcp_cascade.cascade import Sender
 from mcp_cascade.config import LiveConfig
 from mcp_cascade.outbox import Outbox
 from mcp_cascade.response import Response
-from mcp_cascade.soak.rig import SoakAck, TierChoice
+from mcp_cascade.soak.rig import SoakAck
 from mcp_cascade.telemetry import AuditTrail, JsonLog, Telemetry
+from mcp_cascade.wire import TierChoice
 
 _REPO = str(Path(__file__).resolve().parent.parent.parent)
 
