@@ -22,7 +22,6 @@ run: a bare loopback HTTP round trip and a durable file write on the same disk.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import socket
 import sys
@@ -41,8 +40,7 @@ from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.config import Config
 from mcp_cascade.events import NullObserver
 from mcp_cascade.response import make_response
-from mcp_cascade.sessions import SessionPaths
-from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing import ServeProcess, point_webhook_at
 
 SESSION = "bench-failover"
 WEBHOOK = "/webhook/bridge-response"
@@ -54,13 +52,6 @@ STOPPED_LISTENER = (
     "print(s.getsockname()[1], flush=True)\n"
     "time.sleep(3600)\n"
 )
-
-
-def point_webhook_at(home: Path, url: str) -> None:
-    path = SessionPaths(home, SESSION).session_json
-    data: dict[str, Any] = json.loads(path.read_text())
-    data["webhook_url"] = url
-    path.write_text(json.dumps(data))
 
 
 def closed_port() -> int:
@@ -132,23 +123,23 @@ async def run(n: int, floor_n: int) -> dict[str, Any]:
                 lat, rec = await sample(serve, sender, "healthy", floor_n)
                 rows["tier 1 healthy"] = (Stats.of(lat), tiers(rec), f"{defaults.webhook_timeout_ms} ms")
 
-                point_webhook_at(home, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
+                point_webhook_at(home, SESSION, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
                 lat, rec = await sample(serve, sender, "refused", n)
                 rows["tier 1 refused"] = (Stats.of(lat), tiers(rec), budget_12)
 
                 async with stopped_listener() as port:
-                    point_webhook_at(home, f"http://127.0.0.1:{port}{WEBHOOK}")
+                    point_webhook_at(home, SESSION, f"http://127.0.0.1:{port}{WEBHOOK}")
                     lat, rec = await sample(serve, sender, "stopped", n)
                 rows["tier 1 SIGSTOPped"] = (Stats.of(lat), tiers(rec), budget_12)
 
-            point_webhook_at(home, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
+            point_webhook_at(home, SESSION, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
             held_open = Config.model_validate({"breaker_reset_ms": 3_600_000})
             async with Sender(home, held_open, NullObserver()) as sender:
                 await sample(serve, sender, "trip", 3)
                 assert sender.breakers()[SESSION].state == "open"
                 lat, rec = await sample(serve, sender, "open", floor_n)
             rows["breaker already open"] = (Stats.of(lat), tiers(rec), "tier 3 only")
-            point_webhook_at(home, info.webhook_url)
+            point_webhook_at(home, SESSION, info.webhook_url)
 
     print(f"\n{HEADER}  delivered by budget")
     print(f"{'floor: bare loopback HTTP round trip':<44}{floor_http.row()}")

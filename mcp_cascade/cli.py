@@ -12,60 +12,25 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mcp_cascade.errors import CascadeError
+from mcp_cascade.flags import add_config_flags, load
 from mcp_cascade.redact import scrub
 
 if TYPE_CHECKING:
-    from mcp_cascade.config import Loaded
+    pass
 
 # Each command imports what it uses when it runs (or when its own --help is asked for), so
 # ``mcp-cascade --help`` and ``send`` do not pay for the MCP SDK, pydantic or the Telegram modules.
 Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
 
 
-def _flag_type(key: str) -> Callable[[str], Any]:
-    if key in ("tier_order", "allow"):
-        return lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip())
-    return str
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--key-name`` flag per configuration key (values are validated by the config model)."""
-    from mcp_cascade.config import KEYS, Config
-
-    group = parser.add_argument_group("configuration (flag > environment > config.toml > default)")
-    for key in KEYS:
-        info = Config.model_fields[key]
-        group.add_argument(
-            "--" + key.replace("_", "-"),
-            dest="cfg_" + key,
-            type=_flag_type(key),
-            default=None,
-            metavar=key.split("_")[-1].upper(),
-            help=f"{info.description} (default {info.default})",
-        )
-
-
-def config_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The configuration values given as flags."""
-    from mcp_cascade.config import KEYS
-
-    return {key: getattr(args, "cfg_" + key, None) for key in KEYS}
-
-
-def load(args: argparse.Namespace, env: Mapping[str, str]) -> Loaded:
-    """The effective configuration for a command's arguments."""
-    from mcp_cascade.config import load_config, resolve_home
-
-    return load_config(resolve_home(getattr(args, "home", None), env), env, config_flags(args))
-
-
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the MCP server for one Claude Code session (stdio)."""
-    from mcp_cascade.config import ENV_PREFIX, resolve_session
+    from mcp_cascade.config import ENV_PREFIX
     from mcp_cascade.server import serve
+    from mcp_cascade.sessions import resolve_session
 
     loaded = load(args, env)
     session = resolve_session(args.session, env, Path.cwd())

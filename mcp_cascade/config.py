@@ -8,7 +8,6 @@ package reads ``os.environ``: callers pass the mapping in.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import signal
@@ -56,9 +55,7 @@ class Config(BaseModel):
     sidecar_port: int = Field(0, ge=0, le=65_535, description="sidecar port, 0 for any free one")
     bridge_port: int = Field(0, ge=0, le=65_535, description="bridge API port, 0 for any free one")
     retention_days: int = Field(7, ge=7, le=3650, description="how long delivered ids are kept")
-    session_wait_ms: int = Field(
-        5000, ge=0, le=600_000, description="how long serve waits for a session's closing holder"
-    )
+    session_wait_ms: int = Field(5000, ge=0, le=600_000, description="wait for a session's closing holder")
     legacy_webhook_unsigned: bool = Field(
         False, description="accept cctelegram's unsigned webhook body from any local process (loopback)"
     )
@@ -67,9 +64,7 @@ class Config(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log threshold")
     metrics: bool = Field(True, description="record OpenTelemetry metrics")
     audit_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="audit file size before rotation")
-    audit_generations: int = Field(
-        3, ge=1, le=1000, description="rotated audit files kept (audit.jsonl.1...N)"
-    )
+    audit_generations: int = Field(3, ge=1, le=1000, description="rotated audit files kept")
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
 
@@ -106,21 +101,6 @@ def default_home(env: Mapping[str, str]) -> Path:
 def resolve_home(flag: str | Path | None, env: Mapping[str, str]) -> Path:
     """The home directory: flag > environment > default."""
     return Path(flag).expanduser().resolve() if flag else default_home(env).resolve()
-
-
-def session_id_for(cwd: Path) -> str:
-    """A session id that stays the same for the same project directory."""
-    slug = re.sub(r"[^a-z0-9]+", "-", cwd.name.lower()).strip("-")[:40] or "session"
-    digest = hashlib.sha256(str(cwd.resolve()).encode()).hexdigest()[:8]
-    return f"{slug}-{digest}"
-
-
-def resolve_session(flag: str | None, env: Mapping[str, str], cwd: Path) -> str:
-    """The session id: flag > ``MCP_CASCADE_SESSION`` > derived from the project directory."""
-    value = flag or env.get(ENV_PREFIX + "SESSION") or session_id_for(cwd)
-    if not SESSION_ID_RE.match(value):
-        raise ConfigError("session", f"{value!r} is not a valid session id ([a-z0-9-]{{1,64}})")
-    return value
 
 
 def _env_value(key: str, raw: str) -> Any:

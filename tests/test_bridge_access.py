@@ -18,8 +18,8 @@ from mcp_cascade.bridge.instance import (
     fingerprint,
     load_token,
 )
-from mcp_cascade.bridge.testing import random_token
 from mcp_cascade.config import Config, load_config
+from mcp_cascade.testing import random_token
 
 REPO = str(Path(__file__).resolve().parent.parent)
 

@@ -17,12 +17,12 @@ from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.telegram import TelegramClient
-from mcp_cascade.bridge.testing import random_token
 from mcp_cascade.config import Config
 from mcp_cascade.errors import SignatureError
 from mcp_cascade.events import NullObserver
 from mcp_cascade.retry import Backoff
 from mcp_cascade.signing import Signer, load_or_create_secret, verify_answer
+from mcp_cascade.testing import random_token
 from tests.helpers import sign
 
 pytestmark = pytest.mark.anyio

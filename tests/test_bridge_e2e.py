@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from mcp_cascade.bridge.fake_api import FakeTelegram
-from mcp_cascade.bridge.testing import BridgeProcess
+from mcp_cascade.testing import BridgeProcess
 from tests.bridge_helpers import (
     ALICE,
     MALLORY,

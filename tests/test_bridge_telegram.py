@@ -18,9 +18,9 @@ from mcp_cascade.bridge.telegram import (
     split_text,
     truncate,
 )
-from mcp_cascade.bridge.testing import random_token
 from mcp_cascade.events import Event
 from mcp_cascade.retry import Backoff
+from mcp_cascade.testing import random_token
 
 pytestmark = pytest.mark.anyio
 FAST = Backoff(initial_s=0.01, cap_s=0.05)

@@ -63,6 +63,8 @@ async def test_sessions_lists_live_pending_and_stale_and_prune_removes_only_old_
     closed_session(home, "old-pending", pending=True, age_days=40)
     project = tmp_path / "shop"
     project.mkdir()
+    async with ServeProcess(home, "was-here", cwd=project) as earlier:
+        ran = await earlier.wait_session()
     async with ServeProcess(home, "running", cwd=project) as serve:
         await serve.wait_session()
         assert serve.process is not None
@@ -75,10 +77,14 @@ async def test_sessions_lists_live_pending_and_stale_and_prune_removes_only_old_
             "old-pending": "pending",
             "new-stale": "stale",
             "old-stale": "stale",
+            "was-here": "stale",
         }
         assert found["running"]["pid"] == serve.process.pid
         assert found["running"]["folder"] == str(project) and found["running"]["started_at"]
         assert found["old-pending"]["pending_ids"] == ["old-pending:1"]
+        # A closed session still says where and when it last ran.
+        assert found["was-here"]["folder"] == str(project)
+        assert found["was-here"]["started_at"] == ran.started_at
         assert cli(home, "--pids").stdout.split() == [str(serve.process.pid)]
 
         dry = cli(home, "prune", "--dry-run")
@@ -88,12 +94,12 @@ async def test_sessions_lists_live_pending_and_stale_and_prune_removes_only_old_
 
         done = cli(home, "prune", "--older-than", "30d")
         assert done.returncode == 0, done.stderr
-        assert set(listed(home)) == {"running", "old-pending", "new-stale"}
+        assert set(listed(home)) == {"running", "old-pending", "new-stale", "was-here"}
         assert "kept old-pending: 1 pending answer(s); --force drops them" in done.stdout
 
         forced = cli(home, "prune", "--force")
         assert "dropped 1 pending answer(s) of old-pending:\n  old-pending:1" in forced.stdout
-        assert set(listed(home)) == {"running", "new-stale"}
+        assert set(listed(home)) == {"running", "new-stale", "was-here"}
         assert SessionPaths(home, "running").session_json.exists()
 
         everything = cli(home, "prune", "--older-than", "0")

@@ -16,10 +16,9 @@ import anyio
 import httpx
 import pytest
 
-from mcp_cascade.config import session_id_for
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import from_dict
-from mcp_cascade.sessions import SessionPaths, read_session
+from mcp_cascade.sessions import SessionPaths, read_session, session_id_for
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import ROOT, body, encode, run_inspect, sign
 

@@ -22,7 +22,7 @@ def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return _pair(args, env)
     from mcp_cascade.bridge.app import run_bridge
     from mcp_cascade.bridge.instance import load_token
-    from mcp_cascade.cli import load
+    from mcp_cascade.flags import load
     from mcp_cascade.redact import scrub
 
     loaded = load(args, env)

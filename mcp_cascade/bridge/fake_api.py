@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,7 +40,7 @@ from mcp_cascade.bridge.fake_types import (
 )
 
 __all__ = ["ApiError", "BotMessage", "Call", "FakeTelegram", "FakeUser", "Fault", "utf16_len"]
-from mcp_cascade.server import _Uvicorn, bind_socket
+from mcp_cascade.asgi import bind_socket, serve_asgi
 
 _JSON_PARAMS = ("reply_markup", "reply_parameters", "allowed_updates", "entities")
 _INT_PARAMS = ("chat_id", "message_id", "offset", "limit", "reply_to_message_id")
@@ -361,21 +360,10 @@ class FakeTelegram:
         """Serve on ``host:port`` (0: any free port) until the block exits; sets :attr:`base_url`."""
         sock = bind_socket(host, port, key="port")
         bound_port = sock.getsockname()[1]
-        server = _Uvicorn(
-            uvicorn.Config(
-                self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
-            )
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                    await anyio.sleep(0.005)
+        async with serve_asgi(self.app, sock):
             self.base_url = f"http://{host}:{bound_port}/bot"
             try:
                 yield self
             finally:
                 self._closing = True  # a long poll still waiting returns now, not after uvicorn's grace
                 self._poke()
-                server.should_exit = True
-                tg.cancel_scope.cancel()

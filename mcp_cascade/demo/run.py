@@ -24,13 +24,12 @@ from typing import Any
 import anyio
 from rich.console import Console
 
-from mcp_cascade.bridge.testing import BridgeProcess
 from mcp_cascade.config import ENV_PREFIX
 from mcp_cascade.demo.board import Board
 from mcp_cascade.demo.scenario import Scenario
 from mcp_cascade.demo.show import Show
 from mcp_cascade.errors import ConfigError
-from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing import BridgeProcess, ServeProcess
 
 DEADLINE_S = 60.0
 

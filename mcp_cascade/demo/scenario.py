@@ -21,14 +21,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
 
-from mcp_cascade._fs import atomic_write_json, read_json
 from mcp_cascade.bridge.fake_api import BotMessage, FakeTelegram, FakeUser
-from mcp_cascade.bridge.testing import BridgeProcess
 from mcp_cascade.demo.board import (
     Board,
     audit_handler,
@@ -42,7 +39,8 @@ from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import make_response
 from mcp_cascade.sessions import SessionPaths
-from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing import BridgeProcess, ServeProcess, point_webhook_at, sidecar_address
+from mcp_cascade.wire import WEBHOOK_PATH
 
 PERSON = FakeUser(42, "Alex", "alex")
 FRONTEND, BACKEND = "frontend", "backend"
@@ -190,19 +188,13 @@ class Scenario:
             await self.bot_message("carries your answers")
 
     def _sidecar(self, session: str) -> tuple[str, int]:
-        data = read_json(SessionPaths(self.home, session).session_json)
-        url = urlsplit(data["webhook_url"])
-        assert url.hostname is not None and url.port is not None
-        return url.hostname, url.port
+        return sidecar_address(self.home, session)
 
     def _route_through_proxy(self, session: str) -> None:
         # The bridge finds a session's webhook in session.json; pointing it at the proxy puts the
         # proxy on the network path between them, as a flaky link or a stuck middlebox would be.
         assert self.proxy is not None
-        path = SessionPaths(self.home, session).session_json
-        data = read_json(path)
-        data["webhook_url"] = self.proxy.url("/webhook/bridge-response")
-        atomic_write_json(path, data)
+        point_webhook_at(self.home, session, self.proxy.url(WEBHOOK_PATH))
 
     async def answers(self) -> None:
         front, back = self.serves[FRONTEND], self.serves[BACKEND]

@@ -8,7 +8,6 @@ with the same id, until one acknowledges it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup
-from anyio.streams.text import TextReceiveStream
 
 from mcp_cascade.cascade import Sender
 from mcp_cascade.config import LiveConfig
@@ -27,15 +25,12 @@ from mcp_cascade.outbox import Outbox
 from mcp_cascade.response import Response
 from mcp_cascade.soak.rig import SoakAck
 from mcp_cascade.telemetry import AuditTrail, JsonLog, Telemetry
+from mcp_cascade.testing import child_env, stdout_lines
 from mcp_cascade.wire import TierChoice
-
-_REPO = str(Path(__file__).resolve().parent.parent.parent)
 
 
 def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_CASCADE_")}
-    env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return child_env(clean=True)
 
 
 class InProcessSender:
@@ -146,20 +141,15 @@ class WorkerSender:
         await self.start()
 
     async def _read(self, process: Process) -> None:
-        assert process.stdout is not None
-        buffer = ""
-        async for chunk in TextReceiveStream(process.stdout):
-            buffer += chunk
-            while "\n" in buffer:
-                line, buffer = buffer.split("\n", 1)
-                try:
-                    receipt = json.loads(line)["receipt"]
-                except (ValueError, KeyError, TypeError):
-                    continue
-                rid = receipt.get("response_id")
-                self._receipts[rid] = receipt
-                if (event := self._waiting.get(rid)) is not None:
-                    event.set()
+        async for line in stdout_lines(process):
+            try:
+                receipt = json.loads(line)["receipt"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            rid = receipt.get("response_id")
+            self._receipts[rid] = receipt
+            if (event := self._waiting.get(rid)) is not None:
+                event.set()
         await process.wait()
         if process is self._process:
             for event in self._waiting.values():
