@@ -11,7 +11,7 @@ from enum import IntEnum
 from typing import Literal
 
 from mcp_cascade.response import Response
-from mcp_cascade.signing import Signer
+from mcp_cascade.signing import Signer, sign_tier
 
 __all__ = [
     "CHANNEL",
@@ -29,7 +29,8 @@ __all__ = [
 WEBHOOK_PATH = "/webhook/bridge-response"
 """The sidecar's webhook route."""
 TIER_HEADER = "x-cascade-tier"
-"""Carried (value ``2``) by a bridge redelivery; absent on a first attempt."""
+"""Carried (value ``2``) by a bridge redelivery, with ``x-cascade-tier-signature`` binding it to the
+request; absent on a first attempt. The sidecar ignores a claim without a valid signature."""
 CORRELATION_HEADER = "x-correlation-id"
 """The response's correlation id, sent with the POST and echoed in the answer."""
 
@@ -72,5 +73,5 @@ def webhook_request(
     headers["content-type"] = "application/json"
     headers[CORRELATION_HEADER] = response.correlation_id
     if tier == Tier.BRIDGE:
-        headers[TIER_HEADER] = "2"
+        headers.update(sign_tier(signer, headers, Tier.BRIDGE))
     return body, headers
