@@ -14,7 +14,10 @@ from mcp_cascade.response import Response
 from mcp_cascade.signing import Signer, sign_tier
 
 __all__ = [
+    "CHANNEL",
     "CORRELATION_HEADER",
+    "PERMISSION",
+    "PERMISSION_REQUEST",
     "TIER_CHOICES",
     "TIER_HEADER",
     "WEBHOOK_PATH",
@@ -30,6 +33,13 @@ TIER_HEADER = "x-cascade-tier"
 request; absent on a first attempt. The sidecar ignores a claim without a valid signature."""
 CORRELATION_HEADER = "x-correlation-id"
 """The response's correlation id, sent with the POST and echoed in the answer."""
+
+CHANNEL = "notifications/claude/channel"
+"""The notification that carries a response into Claude Code."""
+PERMISSION = "notifications/claude/channel/permission"
+"""The notification that carries a permission verdict into Claude Code."""
+PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
+"""What Claude Code sends when it asks the person for a permission."""
 
 TierChoice = Literal["auto", "webhook", "file"]
 """Which path a delivery may take: every tier in ``tier_order``, tier 1 only, or tier 3 only."""
