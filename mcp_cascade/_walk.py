@@ -28,8 +28,8 @@ from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
 from mcp_cascade.signing import Signer
 from mcp_cascade.wire import Tier, TierChoice, webhook_request
 
-Status = Literal["delivered", "queued", "failed"]
-Outcome = Literal["ok", "error", "timeout", "refused", "skipped"]
+DeliveryStatus = Literal["delivered", "queued", "failed"]
+AttemptOutcome = Literal["ok", "error", "timeout", "refused", "skipped"]
 # Answers that say the response itself is unacceptable: another tier would not change that.
 _PERMANENT = frozenset({400, 413, 415, 422})
 
@@ -39,7 +39,7 @@ class Attempt:
     """One try at one tier: what happened, why, and how long it took."""
 
     tier: Tier
-    outcome: Outcome
+    outcome: AttemptOutcome
     reason: str
     latency_ms: float
     status_code: int | None = None
@@ -59,7 +59,7 @@ class Attempt:
 class Result:
     """How a walk ended: the receipt's status and tier, and why the server refused it if it did."""
 
-    status: Status
+    status: DeliveryStatus
     tier: Tier | None
     rejected: str = ""
 
@@ -283,7 +283,7 @@ class Walk:
 
     async def exchange(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
-    ) -> tuple[Outcome, str, int | None, Any]:
+    ) -> tuple[AttemptOutcome, str, int | None, Any]:
         with anyio.move_on_after(timeout):
             try:
                 answer = await self.means.client.post(url, content=body, headers=headers)
@@ -346,7 +346,7 @@ class Walk:
             self.skip(tier, f"{why}; next probe in {wait_ms:.0f} ms", "breaker_open")
 
     def record(
-        self, tier: Tier, outcome: Outcome, reason: str, started: float, code: int | None = None
+        self, tier: Tier, outcome: AttemptOutcome, reason: str, started: float, code: int | None = None
     ) -> None:
         latency = (self.clock() - started) * 1000
         self.attempts.append(Attempt(tier, outcome, reason, latency, code))
@@ -360,7 +360,7 @@ class Walk:
         )
 
 
-def _interpret(code: int, payload: Any, tier: Tier) -> tuple[Result | None, Outcome, str]:
+def _interpret(code: int, payload: Any, tier: Tier) -> tuple[Result | None, AttemptOutcome, str]:
     """What a sidecar's answer means for the delivery."""
     status = payload.get("status") if isinstance(payload, dict) else None
     if code == 200 and status in ("delivered", "duplicate"):
@@ -391,7 +391,7 @@ def _wrong_session(payload: Any) -> bool:
     )
 
 
-def _kind(outcome: Outcome, code: int | None) -> str:
+def _kind(outcome: AttemptOutcome, code: int | None) -> str:
     if outcome in ("timeout", "refused"):
         return outcome
     if code is not None and code >= 500:

@@ -35,13 +35,13 @@ import anyio.to_thread
 import httpx
 from anyio.abc import TaskGroup
 
-from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
+from mcp_cascade._walk import Attempt, DeliveryStatus, Means, Result, Walk
 from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
 from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
 from mcp_cascade.events import Event, EventName, Observer
-from mcp_cascade.outbox import Claimed, CorruptEntry, Outbox
+from mcp_cascade.outbox import CorruptEntry, Outbox, OutboxClaim
 from mcp_cascade.response import Response, with_session
 from mcp_cascade.retry import Backoff, RetrySchedule
 from mcp_cascade.sessions import SessionInfo
@@ -69,7 +69,7 @@ class Receipt:
     response_id: str
     correlation_id: str
     session: str
-    status: Status
+    status: DeliveryStatus
     tier: int | None
     latency_ms: float
     attempts: tuple[Attempt, ...]
@@ -215,7 +215,7 @@ class Sender:
         response = with_session(response, session)
         config = self.config
         started = self._clock.monotonic()
-        claimed: Claimed | None = None
+        claimed: OutboxClaim | None = None
         try:
             # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
             with anyio.CancelScope(shield=True):
@@ -281,7 +281,7 @@ class Sender:
 
     async def _drive(
         self,
-        claimed: Claimed | None,
+        claimed: OutboxClaim | None,
         response: Response,
         session: str,
         tier: TierChoice,
@@ -313,7 +313,7 @@ class Sender:
         return receipt
 
     async def _settle(
-        self, claimed: Claimed | None, receipt: Receipt, result: Result, config: Config
+        self, claimed: OutboxClaim | None, receipt: Receipt, result: Result, config: Config
     ) -> None:
         fields = {"status": receipt.status, "attempts": len(receipt.attempts)}
         if receipt.status != "failed":

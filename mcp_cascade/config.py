@@ -27,7 +27,7 @@ from mcp_cascade.events import Event, NullObserver, Observer
 from mcp_cascade.watchers import Watcher, WatcherSetting, open_watcher
 
 ENV_PREFIX = "MCP_CASCADE_"
-Tier = Literal["webhook", "bridge", "file"]
+TierKey = Literal["webhook", "bridge", "file"]
 SESSION_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
 
 
@@ -44,7 +44,7 @@ class Config(BaseModel):
         "auto", description="inbox and config.toml wake-ups: auto, inotify, watchfiles or poll"
     )
     overall_timeout_ms: int = Field(10_000, ge=1, le=3_600_000, description="report undelivered after")
-    tier_order: tuple[Tier, ...] = Field(
+    tier_order: tuple[TierKey, ...] = Field(
         ("webhook", "bridge", "file"), min_length=1, description="sender's tier priorities"
     )
     breaker_threshold: int = Field(5, ge=1, le=1000, description="consecutive failures that open it")

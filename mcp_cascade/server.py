@@ -83,6 +83,7 @@ class Serve:
         tightened = (tightened or []) + ensure_home(self.home)
         self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.signer = Signer(load_or_create_secret(self.home))
+        self.bridge = BridgeClient(self.home, self.signer)
         self.telemetry = make_telemetry(loaded, "serve", session)
         warn_tightened(self.telemetry, self.home, tightened)
         capture_into(self.telemetry)
@@ -157,6 +158,7 @@ class Serve:
             "session_id": self.session,
             "pid": os.getpid(),
             "tiers": tiers,
+            "bridge": self.bridge.check(),  # whether questions may go to it, and why not
             "queue_depth": depth,
             "oldest_pending_age_s": round(age, 3),
             "uptime_s": round(now - self.state.started, 3),
@@ -270,7 +272,7 @@ class Serve:
         deps = ChannelDeps(
             engine=self.engine,
             session=self.session,
-            outbound=BridgeClient(self.home, self.signer),
+            outbound=self.bridge,
             status=self.fresh_health,
             selftest=self.selftest,
             permission_relay=bool(allowed_users(self.home, self.config)),

@@ -32,8 +32,8 @@ from mcp_cascade.response import (
     is_legacy_webhook,
     parse_body,
 )
-from mcp_cascade.signing import Signer
-from mcp_cascade.wire import CORRELATION_HEADER, TIER_HEADER, WEBHOOK_PATH, Tier
+from mcp_cascade.signing import Signer, signed_tier
+from mcp_cascade.wire import CORRELATION_HEADER, WEBHOOK_PATH, Tier
 
 __all__ = ["SidecarDeps", "build_app"]
 
@@ -100,7 +100,8 @@ def build_app(deps: SidecarDeps) -> Starlette:
 
     async def webhook(request: Request) -> Response:
         header_cid = request.headers.get(CORRELATION_HEADER)
-        tier = Tier.BRIDGE if request.headers.get(TIER_HEADER) == "2" else Tier.WEBHOOK
+        # The tier only labels metrics and meta; a claim the signature does not cover is ignored.
+        tier = Tier.BRIDGE if signed_tier(deps.signer, request.headers) == 2 else Tier.WEBHOOK
         try:
             response = await _parse(request, deps, header_cid)
             outcome = await deps.engine.receive(response, tier)

@@ -11,10 +11,13 @@ from enum import IntEnum
 from typing import Literal
 
 from mcp_cascade.response import Response
-from mcp_cascade.signing import Signer
+from mcp_cascade.signing import Signer, sign_tier
 
 __all__ = [
+    "CHANNEL",
     "CORRELATION_HEADER",
+    "PERMISSION",
+    "PERMISSION_REQUEST",
     "TIER_CHOICES",
     "TIER_HEADER",
     "WEBHOOK_PATH",
@@ -26,9 +29,17 @@ __all__ = [
 WEBHOOK_PATH = "/webhook/bridge-response"
 """The sidecar's webhook route."""
 TIER_HEADER = "x-cascade-tier"
-"""Carried (value ``2``) by a bridge redelivery; absent on a first attempt."""
+"""Carried (value ``2``) by a bridge redelivery, with ``x-cascade-tier-signature`` binding it to the
+request; absent on a first attempt. The sidecar ignores a claim without a valid signature."""
 CORRELATION_HEADER = "x-correlation-id"
 """The response's correlation id, sent with the POST and echoed in the answer."""
+
+CHANNEL = "notifications/claude/channel"
+"""The notification that carries a response into Claude Code."""
+PERMISSION = "notifications/claude/channel/permission"
+"""The notification that carries a permission verdict into Claude Code."""
+PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
+"""What Claude Code sends when it asks the person for a permission."""
 
 TierChoice = Literal["auto", "webhook", "file"]
 """Which path a delivery may take: every tier in ``tier_order``, tier 1 only, or tier 3 only."""
@@ -62,5 +73,5 @@ def webhook_request(
     headers["content-type"] = "application/json"
     headers[CORRELATION_HEADER] = response.correlation_id
     if tier == Tier.BRIDGE:
-        headers[TIER_HEADER] = "2"
+        headers.update(sign_tier(signer, headers, Tier.BRIDGE))
     return body, headers

@@ -32,14 +32,14 @@ from mcp_cascade.bridge.fake_types import (
     MAX_CALLBACK_DATA,
     MAX_TEXT,
     ApiError,
+    ApiFault,
     BotMessage,
     Call,
     FakeUser,
-    Fault,
     utf16_len,
 )
 
-__all__ = ["ApiError", "BotMessage", "Call", "FakeTelegram", "FakeUser", "Fault", "utf16_len"]
+__all__ = ["ApiError", "ApiFault", "BotMessage", "Call", "FakeTelegram", "FakeUser", "utf16_len"]
 from mcp_cascade.asgi import bind_socket, serve_asgi
 
 _JSON_PARAMS = ("reply_markup", "reply_parameters", "allowed_updates", "entities")
@@ -64,7 +64,7 @@ class FakeTelegram:
         self.token = token
         self.base_url = ""
         self.calls: list[Call] = []
-        self.faults: list[Fault] = []
+        self.faults: list[ApiFault] = []
         self._state = _State()
         self._changed = anyio.Event()
         self._closing = False
@@ -170,7 +170,7 @@ class FakeTelegram:
         description: str | None = None,
     ) -> None:
         """Make the next ``times`` calls of ``method`` slow (``delay_s``) and/or fail with ``status``."""
-        self.faults.append(Fault(method, status, retry_after, delay_s, times, description))
+        self.faults.append(ApiFault(method, status, retry_after, delay_s, times, description))
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         """Wait until ``predicate()`` is truthy (re-checked on every change); return its value."""

@@ -34,18 +34,17 @@ from mcp_cascade.demo.board import (
     follow_session,
     poll_health,
 )
-from mcp_cascade.demo.tally import Sent
+from mcp_cascade.demo.tally import DemoSent
 from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import make_response
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.testing import BridgeProcess, ServeProcess, point_webhook_at, sidecar_address
-from mcp_cascade.wire import WEBHOOK_PATH
+from mcp_cascade.wire import PERMISSION_REQUEST, WEBHOOK_PATH
 
 PERSON = FakeUser(42, "Alex", "alex")
 FRONTEND, BACKEND = "frontend", "backend"
 FLOOD = 300
-PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
 _WAIT_S = 15.0  # one step's wait; the whole run has its own deadline
 
 
@@ -107,7 +106,7 @@ class Scenario:
         self, response_id: str, session: str, what: str, *, held: bool = False, at: float | None = None
     ) -> None:
         at = time.perf_counter() if at is None else at
-        self.board.tally.expect(Sent(response_id, session, what, at, self.board.step, held=held))
+        self.board.tally.expect(DemoSent(response_id, session, what, at, self.board.step, held=held))
 
     async def bot_message(self, needle: str) -> BotMessage:
         """The bot's newest message to the person containing ``needle`` (waits for it)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
-class Sent:
+class DemoSent:
     """One answer given: its response id, the session it is for, when (perf_counter), and how."""
 
     response_id: str
@@ -129,13 +129,13 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 @dataclass
-class Tally:
+class DemoTally:
     """The two lists, and what follows from them."""
 
-    sent: dict[str, Sent] = field(default_factory=dict)
+    sent: dict[str, DemoSent] = field(default_factory=dict)
     arrivals: list[Arrival] = field(default_factory=list)
 
-    def expect(self, sent: Sent) -> None:
+    def expect(self, sent: DemoSent) -> None:
         """Record an answer the person gave."""
         self.sent[sent.response_id] = sent
 

@@ -40,7 +40,7 @@ class Latency:
 
 
 @dataclass(frozen=True, slots=True)
-class Breaker:
+class BreakerView:
     """The bridge's circuit breaker towards one session."""
 
     state: str
@@ -65,12 +65,12 @@ class SessionView:
     oldest_pending_age_s: float | None = None
     latency: Mapping[str, Latency] = field(default_factory=dict)
     outcomes: Mapping[str, float] = field(default_factory=dict)  # delivered/duplicate/... summed over tiers
-    breaker: Breaker | None = None
+    breaker: BreakerView | None = None
     health: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Failover:
+class FailoverView:
     """A non-zero failover counter of the bridge."""
 
     from_tier: str
@@ -90,8 +90,8 @@ class BridgeView:
     problems: tuple[str, ...] = ()
     latency: Mapping[str, Latency] = field(default_factory=dict)
     outcomes: Mapping[str, float] = field(default_factory=dict)
-    failovers: tuple[Failover, ...] = ()
-    breakers: Mapping[str, Breaker] = field(default_factory=dict)
+    failovers: tuple[FailoverView, ...] = ()
+    breakers: Mapping[str, BreakerView] = field(default_factory=dict)
     health: Mapping[str, Any] | None = None
 
 
@@ -268,28 +268,28 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _failovers(metrics: Scrape | None) -> tuple[Failover, ...]:
+def _failovers(metrics: Scrape | None) -> tuple[FailoverView, ...]:
     if metrics is None:
         return ()
     return tuple(
-        Failover(s.labels["from_tier"], s.labels["to_tier"], s.labels["reason"], s.value)
+        FailoverView(s.labels["from_tier"], s.labels["to_tier"], s.labels["reason"], s.value)
         for s in metrics.select("mcp_cascade_failover_total")
         if s.value > 0
     )
 
 
-def _breakers(metrics: Scrape | None, health: Any) -> dict[str, Breaker]:
+def _breakers(metrics: Scrape | None, health: Any) -> dict[str, BreakerView]:
     """Each session's breaker: from the bridge's health (state and next probe), else from its metrics."""
-    found: dict[str, Breaker] = {}
+    found: dict[str, BreakerView] = {}
     if metrics is not None:
         for s in metrics.select("mcp_cascade_breaker_state"):
             if s.value == 1:
-                found[s.labels["session"]] = Breaker(s.labels["state"])
+                found[s.labels["session"]] = BreakerView(s.labels["state"])
     for session, detail in _health_breakers(health).items():
         if isinstance(detail, dict) and isinstance(detail.get("state"), str):
             probe = detail.get("next_probe_at")
             at = float(probe) if isinstance(probe, int | float) else None
-            found[session] = Breaker(detail["state"], at)
+            found[session] = BreakerView(detail["state"], at)
     return found
 
 
