@@ -8,6 +8,7 @@ package reads ``os.environ``: callers pass the mapping in.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskStatus
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
@@ -52,6 +53,11 @@ class Config(BaseModel):
     breaker_max_reset_ms: int = Field(16_000, ge=1, le=3_600_000, description="cap of the probe wait")
     slow_after: int = Field(3, ge=1, le=1000, description="slow tier-1 answers in a row that degrade it")
     sidecar_host: str = Field("127.0.0.1", description="sidecar bind address")
+    listen_beyond_loopback: bool = Field(
+        False,
+        validate_default=True,
+        description="allow a non-loopback sidecar_host (webhook, health, metrics open to the network)",
+    )
     sidecar_port: int = Field(0, ge=0, le=65_535, description="sidecar port, 0 for any free one")
     bridge_port: int = Field(0, ge=0, le=65_535, description="bridge API port, 0 for any free one")
     retention_days: int = Field(7, ge=7, le=3650, description="how long delivered ids are kept")
@@ -68,12 +74,33 @@ class Config(BaseModel):
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
 
+    @field_validator("listen_beyond_loopback")
+    @classmethod
+    def _loopback_unless_opted_in(cls, value: bool, info: ValidationInfo) -> bool:
+        host = info.data.get("sidecar_host")
+        if isinstance(host, str) and not value and not is_loopback(host):
+            raise ValueError(
+                f"sidecar_host {host!r} is not a loopback address; other machines could reach the "
+                "webhook, health and metrics: set listen_beyond_loopback = true to mean it"
+            )
+        return value
+
     @field_validator("tier_order")
     @classmethod
     def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(value)) != len(value):
             raise ValueError("tiers may appear only once")
         return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 KEYS: tuple[str, ...] = tuple(Config.model_fields)
@@ -222,6 +249,7 @@ def _tighten(home: Path) -> list[str]:
 RESTART_KEYS = frozenset(
     {
         "sidecar_host",
+        "listen_beyond_loopback",
         "sidecar_port",
         "bridge_port",
         "log_file",

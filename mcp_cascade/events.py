@@ -35,6 +35,7 @@ EventName = Literal[
     "inbox_recovered",
     "inotify_overflow",
     "library_log",
+    "listening_beyond_loopback",
     "log_reopened",
     "not_delivered",
     "outbox",

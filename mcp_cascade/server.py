@@ -26,7 +26,7 @@ from mcp_cascade._capture import capture_into
 from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.asgi import bind_socket, serve_asgi
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home, is_loopback, warn_tightened
 from mcp_cascade.delivery import Engine
 from mcp_cascade.events import Event
 from mcp_cascade.health import LastError, WebhookFacts, overall_status, tier_status, webhook_problems
@@ -254,12 +254,24 @@ class Serve:
                 self.fresh_health,
                 self.scrape if metrics else None,
                 legacy_unsigned=lambda: self.live.current.legacy_webhook_unsigned,
+                public=not is_loopback(host),
             )
         )
         # Stopped at once on exit: Claude Code allows a stopping server about 100 ms before it
         # escalates, and uvicorn's own shutdown polls every 100 ms.
         async with serve_asgi(app, sock):
             self._publish(host, port)
+            if not is_loopback(host):
+                self.telemetry.emit(
+                    Event(
+                        "listening_beyond_loopback",
+                        session=self.session,
+                        level="warning",
+                        reason=f"the sidecar listens on {host}:{port} (listen_beyond_loopback = true): "
+                        "other machines can reach its webhook (signed answers only, plain HTTP), "
+                        "health (statuses only) and metrics",
+                    )
+                )
             self.telemetry.emit(
                 Event(
                     "sidecar_listening", session=self.session, fields={"webhook_url": self.state.webhook_url}

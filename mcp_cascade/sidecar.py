@@ -50,6 +50,8 @@ class SidecarDeps:
     metrics: Callable[[], bytes] | None
     # legacy_webhook_unsigned, read per request (a config reload turns it off without a restart).
     legacy_unsigned: Callable[[], bool] = bool
+    # Listening beyond loopback: health says how things are, never where (no paths, pids or URLs).
+    public: bool = False
 
 
 class _Rejected(Exception):
@@ -143,6 +145,8 @@ def build_app(deps: SidecarDeps) -> Starlette:
         if tier not in (None, "webhook", "file"):
             return JSONResponse({"error": f"no tier {tier!r}; try webhook or file"}, status_code=404)
         body = scrub_json(dict(await anyio.to_thread.run_sync(deps.health, tier)))
+        if deps.public:
+            body = _public_health(body)
         return JSONResponse(body, status_code=503 if body.get("status") == "down" else 200)
 
     async def metrics(request: Request) -> Response:
@@ -187,6 +191,18 @@ def _unsigned_legacy(body: bytes) -> Any:
         return from_legacy(data, id_source=body)
     except InvalidResponse as exc:
         raise _Rejected(400 if exc.kind == "malformed" else 422, str(exc), exc.errors) from exc
+
+
+_PUBLIC_KEYS = ("status", "session_id", "queue_depth", "oldest_pending_age_s", "uptime_s")
+
+
+def _public_health(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a health body that is safe for the network: statuses and figures only."""
+    public = {k: body[k] for k in _PUBLIC_KEYS if k in body}
+    tiers = body.get("tiers")
+    if isinstance(tiers, Mapping):
+        public["tiers"] = {name: {"status": t.get("status")} for name, t in tiers.items()}
+    return public
 
 
 async def _parse(request: Request, deps: SidecarDeps, header_cid: str | None) -> Any:
