@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.watchers import ORDER, BackendName
 
 
@@ -40,3 +41,10 @@ def shared() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    """A running fake Telegram Bot API (tests may define their own)."""
+    async with FakeTelegram().serving() as running:
+        yield running
