@@ -23,6 +23,7 @@ away while holding both locks, and a serve that locked a file in it retries.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -103,13 +104,33 @@ class Hold:
 Sleep = Callable[[float], None]
 
 
+def _session_dir(session_dir: Path) -> None:
+    """Create the session's directory 0700, or make it 0700 when a sender's ``mkdir -p`` left it open.
+
+    A producer may create ``sessions/<id>/inbox`` before any serve ran for the
+    id (its parents get the default mode). The directory is ours and under our
+    own home, so it is tightened rather than refused; :func:`private_dir` then
+    verifies it as for any lock.
+    """
+    session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):  # private_dir below says what is wrong, if anything
+        fd = os.open(session_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    private_dir(session_dir)
+
+
 def _take(
     session_dir: Path, wait_s: float, *, running: bool, sleep: Sleep, about: Mapping[str, str]
 ) -> Hold | None:
     """Both locks of a session, waiting up to ``wait_s`` for a closing holder (or any, if ``running``)."""
     started = time.monotonic()
     while True:
-        private_dir(session_dir)  # again each time: ``sessions prune`` may have just removed it
+        _session_dir(session_dir)  # again each time: ``sessions prune`` may have just removed it
         live = _try(session_dir, LIVE_LOCK)
         if live is not None:
             # Ours now; a holder still closing keeps serve.lock a moment longer.

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from mcp_cascade.errors import ConfigError
 from mcp_cascade.lifecycle import parse_age
 from mcp_cascade.response import from_dict
 from mcp_cascade.sessions import SessionPaths
@@ -113,3 +116,13 @@ def test_an_age_is_read_with_its_unit_and_a_bad_one_is_refused() -> None:
     assert parse_age("90") == 90
     with pytest.raises(Exception, match="older-than"):
         parse_age("thirty days")
+
+
+@given(st.text(st.characters(codec=None), max_size=20))
+def test_any_age_text_is_read_or_refused_with_the_flag_named(raw: str) -> None:
+    try:
+        seconds = parse_age(raw)
+    except ConfigError as exc:
+        assert exc.key == "older-than"
+    else:
+        assert seconds >= 0
