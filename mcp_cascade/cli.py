@@ -97,6 +97,20 @@ def cmd_schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _read_text(source: str) -> str:
+    """The answer from a file or (``-``) stdin, without the one newline a shell adds at the end."""
+    from mcp_cascade.errors import ConfigError
+
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError("text-file", f"cannot read {source}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("text-file", f"{source} is not UTF-8 ({exc.reason})") from exc
+    return text.removesuffix("\n")
+
+
 def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Deliver one response; exit 0 when delivered or durably queued, 1 when not, 2 on bad input."""
     from dataclasses import replace
@@ -109,6 +123,8 @@ def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError("behavior", "--permission needs --behavior allow|deny")
     if args.permission is None and args.behavior is not None:
         raise ConfigError("behavior", "--behavior only goes with --permission")
+    if args.text_file is not None:
+        args.text = _read_text(args.text_file)
     loaded = load(args, env)
     if loaded.sources["log_level"] == "default":  # stdout has the receipt; stderr only what needs a look
         loaded = replace(loaded, config=loaded.config.model_copy(update={"log_level": "warning"}))
@@ -198,7 +214,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     ):
         p.add_argument("--session", required=True, help="target session id [a-z0-9-]{1,64}")
         what = p.add_mutually_exclusive_group(required=True)
-        what.add_argument("--text", help="a typed answer (type message)")
+        what.add_argument(
+            "--text",
+            help="a typed answer (type message); other users on this machine can read it in ps,"
+            " so prefer --text-file",
+        )
+        what.add_argument(
+            "--text-file",
+            metavar="PATH",
+            help="read the typed answer from PATH, or from stdin with '-' (not visible in ps)",
+        )
         what.add_argument(
             "--callback", metavar="DATA", help="a button's data, at most 64 bytes (type callback)"
         )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.watchers import ORDER, BackendName
 
 # The harness starts children as ``python -m mcp_cascade``, the installed package. pytest puts this
@@ -47,3 +48,10 @@ def shared() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    """A running fake Telegram Bot API (tests may define their own)."""
+    async with FakeTelegram().serving() as running:
+        yield running

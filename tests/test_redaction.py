@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -17,12 +16,6 @@ from tests.bridge_helpers import ALICE, allow, bridge, greet, sessions
 from tests.helpers import sign
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram().serving() as running:
-        yield running
 
 
 def test_scrub_removes_a_secret_whatever_its_case_and_its_secret_half_alone() -> None:

@@ -94,3 +94,31 @@ async def test_send_rejects_bad_input_with_exit_code_2_and_names_the_problem(
     assert done.stdout == ""
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_send_reads_the_answer_from_stdin_or_a_file_keeping_it_out_of_ps(
+    home: Path, tmp_path: Path
+) -> None:
+    """Finding 7: ``--text`` puts the answer on the command line, where ``ps`` shows it to every user."""
+    secret_answer = "the deploy password is hunter2\nsecond line"
+    answer_file = tmp_path / "answer.txt"
+    answer_file.write_text("from a file\n")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env.pop("MCP_CASCADE_HOME", None)
+    async with ServeProcess(home, "cli-stdin") as serve:
+        await serve.wait_session()
+        await serve.initialize()
+        command = [sys.executable, "-m", "mcp_cascade", "send", "--home", str(home), "--session", "cli-stdin"]
+        with anyio.fail_after(30):
+            piped = await anyio.run_process(
+                [*command, "--text-file", "-", "--id", "cli:stdin"],
+                input=(secret_answer + "\n").encode(),
+                env=env,
+            )
+        assert secret_answer not in " ".join(piped.args if isinstance(piped.args, list) else [])
+        done = await send(home, "--session", "cli-stdin", "--text-file", str(answer_file), "--id", "cli:file")
+        assert done.returncode == 0, done.stderr
+        missing = await send(home, "--session", "cli-stdin", "--text-file", str(tmp_path / "none"))
+        await serve.wait_channel(2)
+    assert [n["params"]["content"] for n in serve.channel()] == [secret_answer, "from a file"]
+    assert missing.returncode == 2 and "text-file" in missing.stderr and "cannot read" in missing.stderr

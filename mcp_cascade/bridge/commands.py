@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import anyio
 
-from mcp_cascade.config import resolve_home
+from mcp_cascade.config import ensure_home, resolve_home
 
 
 def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -47,6 +47,11 @@ def _pair(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from mcp_cascade.bridge.access import pair
 
     home = resolve_home(args.pair_home or args.home, env)
+    for path in ensure_home(home)[:1]:  # it writes the allowlist: the home must be private first
+        print(
+            f"mcp-cascade bridge pair: {home} was open to other users ({path}); made it private",
+            file=sys.stderr,
+        )
     pairing = pair(home, args.code)
     print(f"paired {pairing.label()}: their answers now reach your sessions")
     return 0

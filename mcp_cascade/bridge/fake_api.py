@@ -85,9 +85,18 @@ class FakeTelegram:
         return update
 
     def message(
-        self, user: FakeUser, text: str, *, chat_id: int | None = None, reply_to: int | None = None
+        self,
+        user: FakeUser,
+        text: str,
+        *,
+        chat_id: int | None = None,
+        reply_to: int | None = None,
+        forwarded_from: FakeUser | None = None,
     ) -> dict[str, Any]:
-        """The person sends ``text`` (optionally as a reply to the bot's message ``reply_to``)."""
+        """The person sends ``text`` (optionally as a reply to the bot's message ``reply_to``).
+
+        With ``forwarded_from`` the person forwards a message that person wrote.
+        """
         chat = user.id if chat_id is None else chat_id
         message: dict[str, Any] = {
             "message_id": self._message_id(chat),
@@ -96,6 +105,12 @@ class FakeTelegram:
             "from": user.to_api(),
             "text": text,
         }
+        if forwarded_from is not None:
+            message["forward_origin"] = {
+                "type": "user",
+                "date": int(time.time()),
+                "sender_user": forwarded_from.to_api(),
+            }
         if reply_to is not None:
             original = self._state.messages.get((chat, reply_to))
             message["reply_to_message"] = (

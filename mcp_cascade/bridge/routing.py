@@ -98,7 +98,7 @@ class Router:
         command = parse_command(inc.text)
         if command is not None and command[0] in ("start", "help", "sessions", "use"):
             return self._command(inc, *command)
-        verdict = parse_verdict(inc.text)
+        verdict = None if inc.forwarded else parse_verdict(inc.text)
         if verdict is not None:
             prompt = self.ledger.open_permission(inc.chat_id, verdict[1])
             if prompt is not None:
