@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,12 @@ import pytest
 
 from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.watchers import ORDER, BackendName
+
+# The harness starts children as ``python -m mcp_cascade``, the installed package. pytest puts this
+# checkout on its own path (``pythonpath = ["."]``); children get the same, so a run with an
+# interpreter where the package is not installed still tests this checkout, from any working folder.
+_CHECKOUT = str(Path(__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_CHECKOUT, os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture
