@@ -62,6 +62,7 @@ def impostor(shared: Path) -> Iterator[tuple[int, Path, int]]:
     port, log = _free_port(), shared / "impostor.log"
     script = shared / "impostor.py"
     script.write_text(_IMPOSTOR)
+    script.chmod(0o644)  # whatever this process's umask (cli.main sets 077), the other account reads it
     child = subprocess.Popen(
         attacker_argv(SYSTEM_PYTHON, str(script), str(port), str(log)), stdout=subprocess.PIPE, text=True
     )
