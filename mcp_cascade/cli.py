@@ -313,9 +313,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and not argv[0].startswith("-") else ""
     args = build_parser(chosen).parse_args(argv)
-    # Everything this process creates (SQLite's -wal and -shm files too) is for this user alone.
-    if hasattr(os, "umask"):
-        os.umask(0o077)
+    # Everything the command creates (SQLite's -wal and -shm files too) is for this user alone;
+    # restored after, for a caller that runs main() in its own process.
+    umask = os.umask(0o077) if hasattr(os, "umask") else None
     handler: Handler = args.handler
     try:
         return handler(args, env)
@@ -324,6 +324,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if umask is not None:
+            os.umask(umask)
 
 
 if __name__ == "__main__":

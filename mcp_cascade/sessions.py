@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._fs import pid_alive, read_json
+from mcp_cascade._fs import pid_alive, pid_owner, read_json
 from mcp_cascade.errors import ConfigError
 
 PROTOCOL = 1
@@ -57,8 +58,15 @@ class SessionInfo:
 
     @property
     def alive(self) -> bool:
-        """Whether the serving process still exists."""
-        return pid_alive(self.pid)
+        """Whether the serving process still exists, as a process of ours.
+
+        A pid reused by another account's process is not our serve: answers never go
+        to whatever that account listens on.
+        """
+        if not pid_alive(self.pid):
+            return False
+        owner = pid_owner(self.pid)
+        return owner is None or not hasattr(os, "geteuid") or owner == os.geteuid()
 
 
 def read_session(home: Path, session: str) -> SessionInfo | None:

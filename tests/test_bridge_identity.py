@@ -13,9 +13,11 @@ import pytest
 
 from mcp_cascade.errors import SignatureError
 from mcp_cascade.outbound import BRIDGE_JSON
+from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.signing import Replays
 from tests.bridge_helpers import sessions, tool_json
 from tests.other_user import SYSTEM_PYTHON, attacker_argv, needs_second_uid
+from tests.test_send_cli import send
 
 pytestmark = pytest.mark.anyio
 QUESTION = "Deploy with token sk-live-do-not-leak?"
@@ -55,17 +57,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def impostor(shared: Path) -> Iterator[tuple[int, Path]]:
-    """The other account's listener; yields its port and the log of what it received."""
+def impostor(shared: Path) -> Iterator[tuple[int, Path, int]]:
+    """The other account's listener; yields its port, the log of what it received and its pid."""
     port, log = _free_port(), shared / "impostor.log"
     script = shared / "impostor.py"
     script.write_text(_IMPOSTOR)
+    script.chmod(0o644)  # whatever this process's umask (cli.main sets 077), the other account reads it
     child = subprocess.Popen(
         attacker_argv(SYSTEM_PYTHON, str(script), str(port), str(log)), stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout is not None and child.stdout.readline() == "ready\n"
-        yield port, log
+        yield port, log, child.pid
     finally:
         child.kill()
         child.wait(timeout=10)
@@ -113,10 +116,10 @@ def live_pid() -> Iterator[int]:
     ],
 )
 async def test_a_bridge_port_taken_by_another_user_never_gets_a_question(
-    home: Path, impostor: tuple[int, Path], pid: str, why: str, request: pytest.FixtureRequest
+    home: Path, impostor: tuple[int, Path, int], pid: str, why: str, request: pytest.FixtureRequest
 ) -> None:
     """Finding 2: questions (and permission previews) go only to a bridge that proved itself."""
-    port, log = impostor
+    port, log, _ = impostor
     _publish(home, request.getfixturevalue(pid), port)
     asked, status = await _ask_and_status(home)
     assert asked.get("isError") and why in asked["content"][0]["text"], asked
@@ -137,3 +140,27 @@ def test_a_request_id_is_accepted_once_within_the_window() -> None:
     for name in ("b", "c", "d"):
         replays.first_use("out:" + name)
     replays.first_use("out:a")  # the cap evicted the oldest
+
+
+@needs_second_uid
+async def test_answers_never_go_to_a_session_port_held_by_another_users_process(
+    home: Path, impostor: tuple[int, Path, int]
+) -> None:
+    """The same attack the other way: session.json names a live pid, but another account's."""
+    port, log, pid = impostor
+    paths = SessionPaths(home, "victim")
+    paths.dir.mkdir(parents=True)
+    url = f"http://127.0.0.1:{port}"
+    info = {
+        "protocol": 1,
+        "session_id": "victim",
+        "pid": pid,
+        "webhook_url": url + "/webhook/bridge-response",
+    }
+    paths.session_json.write_text(json.dumps({**info, "health_url": url + "/health"}))
+    answer = "the answer only the session may read"
+    done = await send(home, "--session", "victim", "--text", answer, "--id", "tg:1:1")
+    assert done.returncode == 0, done.stderr
+    receipt = json.loads(done.stdout)
+    assert receipt["status"] == "queued" and receipt["tier"] == 3
+    assert not log.exists() or answer not in log.read_text()
