@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -12,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade.sessions import SessionInfo, read_session
-
-REPO = str(Path(__file__).resolve().parent.parent)
 
 
 class LiveServe:
@@ -30,7 +27,6 @@ class LiveServe:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": REPO},
         )
         threading.Thread(target=self._read, daemon=True).start()
         self.info = self._wait_session()

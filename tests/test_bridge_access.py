@@ -21,8 +21,6 @@ from mcp_cascade.bridge.instance import (
 from mcp_cascade.config import Config, load_config
 from mcp_cascade.testing import random_token
 
-REPO = str(Path(__file__).resolve().parent.parent)
-
 
 def _access(home: Path, allow: tuple[int, ...] = ()) -> Access:
     config = Config.model_validate({"allow": list(allow)})
@@ -30,7 +28,7 @@ def _access(home: Path, allow: tuple[int, ...] = ()) -> Access:
 
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": REPO}
+    env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-m", "mcp_cascade", *args, "--home", str(home)],
         capture_output=True,

@@ -16,7 +16,6 @@ import pytest
 from mcp_cascade._lock import UnsafeDirectory
 from mcp_cascade.holder import Hold, SessionBusy, hold, holder_pid, is_held
 from mcp_cascade.inbox import ensure_inbox
-from tests.helpers import ROOT
 
 # A holder in another process: takes the session, says so, closes on the first line, exits on the second.
 _HOLDER = """
@@ -41,7 +40,6 @@ def other_process(home: Path, session: str) -> Iterator[subprocess.Popen[str]]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == session
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -70,7 +69,6 @@ async def test_the_documented_logrotate_stanza_rotates_a_running_serve_without_l
                 ["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)],
                 capture_output=True,
                 text=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
                 timeout=60,
                 check=False,
             )

@@ -17,11 +17,10 @@ from tests.cascade_helpers import meta_tier, seen
 from tests.other_user import attacker_argv, needs_second_uid
 
 pytestmark = pytest.mark.anyio
-REPO = str(Path(__file__).resolve().parent.parent)
 
 
 async def send(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": REPO}
+    env = dict(os.environ)
     env.pop("MCP_CASCADE_HOME", None)
     command = [sys.executable, "-m", "mcp_cascade", "send", "--home", str(home), *args]
     with anyio.fail_after(30):
@@ -105,7 +104,7 @@ async def test_send_reads_the_answer_from_stdin_or_a_file_keeping_it_out_of_ps(
     secret_answer = "the deploy password is hunter2\nsecond line"
     answer_file = tmp_path / "answer.txt"
     answer_file.write_text("from a file\n")
-    env = {**os.environ, "PYTHONPATH": REPO}
+    env = dict(os.environ)
     env.pop("MCP_CASCADE_HOME", None)
     async with ServeProcess(home, "cli-stdin") as serve:
         await serve.wait_session()

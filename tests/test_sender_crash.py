@@ -19,7 +19,7 @@ from tests.cascade_helpers import seen
 
 pytestmark = pytest.mark.anyio
 REPO = str(Path(__file__).resolve().parent.parent)
-ENV = {**os.environ, "PYTHONPATH": REPO}
+ENV = dict(os.environ)
 
 
 async def stream_sender(home: Path, session: str, ids: list[str], *extra: str) -> list[str]:
