@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from mcp_cascade.testing import ServeProcess
 from tests.cascade_helpers import meta_tier, seen
+from tests.other_user import attacker_argv, needs_second_uid
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +123,24 @@ async def test_send_reads_the_answer_from_stdin_or_a_file_keeping_it_out_of_ps(
         await serve.wait_channel(2)
     assert [n["params"]["content"] for n in serve.channel()] == [secret_answer, "from a file"]
     assert missing.returncode == 2 and "text-file" in missing.stderr and "cannot read" in missing.stderr
+
+
+@needs_second_uid
+async def test_another_user_running_ps_sees_a_text_answer_but_not_one_read_from_stdin(home: Path) -> None:
+    """Finding 7: ``send --text`` showed the answer to every account; ``--text-file -`` keeps it in a pipe."""
+    env = {**os.environ, "PYTHONPATH": REPO}
+    base = [sys.executable, "-m", "mcp_cascade", "send", "--home", str(home), "--tier", "file"]
+    seen = {}
+    for how, extra in (("stdin", ["--text-file", "-"]), ("argv", ["--text", "argv-answer-visible"])):
+        answer = "stdin-answer-hidden" if how == "stdin" else "argv-answer-visible"
+        async with await anyio.open_process([*base, "--session", "away", *extra], env=env) as sender:
+            sender.send_signal(signal.SIGSTOP)  # held while the other account looks (its argv is set)
+            ps = await anyio.run_process(attacker_argv("ps", "-ww", "-eo", "args"))
+            seen[how] = answer in ps.stdout.decode()
+            sender.send_signal(signal.SIGCONT)
+            assert sender.stdin is not None
+            await sender.stdin.send(answer.encode())
+            await sender.stdin.aclose()
+            with anyio.fail_after(30):
+                assert await sender.wait() == 0
+    assert seen == {"stdin": False, "argv": True}
