@@ -128,7 +128,7 @@ async def test_send_reads_the_answer_from_stdin_or_a_file_keeping_it_out_of_ps(
 @needs_second_uid
 async def test_another_user_running_ps_sees_a_text_answer_but_not_one_read_from_stdin(home: Path) -> None:
     """Finding 7: ``send --text`` showed the answer to every account; ``--text-file -`` keeps it in a pipe."""
-    env = {**os.environ, "PYTHONPATH": REPO}
+    env = dict(os.environ)
     base = [sys.executable, "-m", "mcp_cascade", "send", "--home", str(home), "--tier", "file"]
     seen = {}
     for how, extra in (("stdin", ["--text-file", "-"]), ("argv", ["--text", "argv-answer-visible"])):
