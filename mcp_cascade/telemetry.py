@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import threading
@@ -18,6 +17,7 @@ from mcp_cascade.audit import AuditTrail
 from mcp_cascade.events import Event, EventName
 from mcp_cascade.health import LastError
 from mcp_cascade.redact import scrub
+from mcp_cascade.stats import nearest_rank
 
 if TYPE_CHECKING:
     from mcp_cascade.config import Loaded
@@ -161,16 +161,14 @@ class RecentLatencies:
         with self._lock:
             samples = {tier: sorted(values) for tier, values in self._by_tier.items()}
         return {
-            tier: {"n": len(v), "p50_ms": round(_quantile(v, 0.5), 3), "p99_ms": round(_quantile(v, 0.99), 3)}
+            tier: {
+                "n": len(v),
+                "p50_ms": round(nearest_rank(v, 0.5), 3),
+                "p99_ms": round(nearest_rank(v, 0.99), 3),
+            }
             for tier, v in sorted(samples.items())
             if v
         }
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    """Nearest-rank quantile of a sorted, non-empty list."""
-    rank = max(1, min(len(ordered), math.ceil(q * len(ordered))))
-    return ordered[rank - 1]
 
 
 class Telemetry:

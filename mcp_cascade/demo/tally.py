@@ -7,11 +7,12 @@ and the per-tier figures are computed from those two lists alone.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from mcp_cascade.stats import nearest_rank
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +124,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     """The nearest-rank percentile ``q`` (0 to 100) of ``values``; None when empty."""
     if not values:
         return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return nearest_rank(sorted(values), q / 100)
 
 
 @dataclass
