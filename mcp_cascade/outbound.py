@@ -89,7 +89,11 @@ class BridgeClient:
         info = read_json(path)
         if not isinstance(info, dict) or not isinstance(info.get("api_url"), str):
             raise BridgeUnavailable(f"no bridge is running for {self._home} (start: mcp-cascade bridge)")
-        if hasattr(os, "geteuid") and path.lstat().st_uid != os.geteuid():
+        try:
+            owner_of_file = path.lstat().st_uid if hasattr(os, "geteuid") else None
+        except OSError as exc:  # removed since it was read: the bridge is stopping
+            raise BridgeUnavailable(f"no bridge is running for {self._home} ({exc.strerror})") from exc
+        if owner_of_file is not None and owner_of_file != os.geteuid():
             raise BridgeUnavailable(f"{path} belongs to another user; not sending anything to it")
         pid = info.get("pid")
         if not isinstance(pid, int) or not pid_alive(pid):

@@ -18,8 +18,8 @@ import httpx
 from mcp.client.client import Client
 
 from mcp_cascade.channel import ChannelDeps, build_server
-from mcp_cascade.config import ensure_home
 from mcp_cascade.delivery import Engine
+from mcp_cascade.home import ensure_home
 from mcp_cascade.outbound import BridgeClient
 from mcp_cascade.response import Response
 from mcp_cascade.sessions import SessionPaths

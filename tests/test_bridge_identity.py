@@ -16,7 +16,7 @@ from mcp_cascade.outbound import BRIDGE_JSON
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.signing import Replays
 from tests.bridge_helpers import sessions, tool_json
-from tests.other_user import SYSTEM_PYTHON, attacker_argv, needs_second_uid
+from tests.other_user import attacker_argv, attacker_python, needs_second_uid
 from tests.test_send_cli import send
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +64,7 @@ def impostor(shared: Path) -> Iterator[tuple[int, Path, int]]:
     script.write_text(_IMPOSTOR)
     script.chmod(0o644)  # whatever this process's umask (cli.main sets 077), the other account reads it
     child = subprocess.Popen(
-        attacker_argv(SYSTEM_PYTHON, str(script), str(port), str(log)), stdout=subprocess.PIPE, text=True
+        attacker_argv(attacker_python(), str(script), str(port), str(log)), stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout is not None and child.stdout.readline() == "ready\n"

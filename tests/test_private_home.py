@@ -12,7 +12,7 @@ import pytest
 
 from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.cli import main
-from mcp_cascade.config import ensure_home
+from mcp_cascade.home import ensure_home
 from mcp_cascade.testing import ServeProcess
 from tests.bridge_helpers import ALICE, allow, bridge, greet
 from tests.other_user import attacker_argv, needs_second_uid

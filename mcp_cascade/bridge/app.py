@@ -39,9 +39,10 @@ from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
+from mcp_cascade.config import LiveConfig, Loaded
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
+from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.redact import keep_secret
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.telemetry import make_telemetry

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 import anyio
 
-from mcp_cascade.config import ensure_home, resolve_home
+from mcp_cascade.config import resolve_home
+from mcp_cascade.home import ensure_home
 
 
 def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
