@@ -1,9 +1,8 @@
 """One response's walk through the tiers: the inside of ``Sender.deliver``.
 
-Rounds of ``tier_order`` until a tier makes the response durable at the server
-or the overall timeout passes. Every wait is bounded by what is left of the
-budget it belongs to, so nothing here needs cancelling from outside: the
-receipt always lists every attempt, including the last one.
+Rounds of ``tier_order`` until a tier makes the response durable at the server or the overall
+timeout passes. Every wait is bounded by what is left of the budget it belongs to, so nothing
+here needs cancelling from outside: the receipt always lists every attempt, including the last one.
 """
 
 from __future__ import annotations
