@@ -20,6 +20,7 @@ __all__ = [
     "PERMISSION_REQUEST",
     "TIER_CHOICES",
     "TIER_HEADER",
+    "TIER_LABELS",
     "WEBHOOK_PATH",
     "Tier",
     "TierChoice",
@@ -62,6 +63,10 @@ class Tier(IntEnum):
     def from_key(cls, key: str) -> Tier:
         """The tier a ``tier_order`` name stands for."""
         return cls[key.upper()]
+
+
+TIER_LABELS = ("1", "2", "3")
+"""Each tier's label in metrics and on the channel notification's ``tier`` attribute."""
 
 
 def webhook_request(

@@ -69,7 +69,7 @@ class Step:
         }
 
 
-class Scenario:
+class DemoScenario:
     """Runs the steps against processes it starts and always stops."""
 
     def __init__(self, home: Path, board: Board) -> None:

@@ -24,9 +24,9 @@ from mcp_cascade.outbound import BRIDGE_JSON
 from mcp_cascade.scrape import Scrape, fetch
 from mcp_cascade.sessions import SessionInfo, SessionPaths, list_sessions
 from mcp_cascade.store import Store
+from mcp_cascade.wire import TIER_LABELS
 
 Liveness = Literal["live", "unreachable", "dead", "stopped", "absent"]
-TIERS = ("1", "2", "3")
 _HTTP_TIMEOUT_S = 2.0
 
 
@@ -109,7 +109,7 @@ class Snapshot:
         return asdict(self)
 
 
-async def take(home: Path) -> Snapshot:
+async def take_snapshot(home: Path) -> Snapshot:
     """Read every session and the bridge of ``home``, concurrently."""
     entries = list_sessions(home)
     sessions: list[SessionView | None] = [None] * len(entries)
@@ -256,7 +256,7 @@ def _histogram_latency(metrics: Scrape | None) -> dict[str, Latency]:
         return {}
     out: dict[str, Latency] = {}
     name = "mcp_cascade_delivery_latency_seconds"
-    for tier in TIERS:
+    for tier in TIER_LABELS:
         n = int(metrics.value(name + "_count", tier=tier))
         if n:
             p50, p99 = metrics.quantile(0.5, name, tier=tier), metrics.quantile(0.99, name, tier=tier)

@@ -29,7 +29,7 @@ from mcp_cascade.sessions import SessionPaths, read_session
 from mcp_cascade.soak.tally import Tally
 from mcp_cascade.testing import ServeProcess, point_webhook_at
 
-Deliver = Callable[[Response, str], Awaitable[Mapping[str, Any] | None]]
+DeliverFn = Callable[[Response, str], Awaitable[Mapping[str, Any] | None]]
 
 
 def write_config(home: Path, values: Mapping[str, Any]) -> None:
@@ -194,7 +194,7 @@ class Rig:
 
 async def stream(
     rig: Rig,
-    deliver: Deliver,
+    deliver: DeliverFn,
     tally: Tally,
     progress: Progress,
     *,
