@@ -42,8 +42,7 @@ from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.config import Config
 from mcp_cascade.events import NullObserver
 from mcp_cascade.response import make_response
-from mcp_cascade.sessions import SessionPaths
-from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing import ServeProcess, point_webhook_at
 
 SESSION = "bench-failover"
 WEBHOOK = "/webhook/bridge-response"
@@ -55,13 +54,6 @@ STOPPED_LISTENER = (
     "print(s.getsockname()[1], flush=True)\n"
     "time.sleep(3600)\n"
 )
-
-
-def point_webhook_at(home: Path, url: str) -> None:
-    path = SessionPaths(home, SESSION).session_json
-    data: dict[str, Any] = json.loads(path.read_text())
-    data["webhook_url"] = url
-    path.write_text(json.dumps(data))
 
 
 def closed_port() -> int:
@@ -120,7 +112,7 @@ def tiers(receipts: list[Receipt]) -> str:
 
 async def run(n: int, floor_n: int, plain: bool = False) -> dict[str, Any]:
     defaults = Config.model_validate({})
-    budget_12 = f"{defaults.webhook_timeout_ms} + {defaults.bridge_timeout_ms} ms, then tier 3"
+    hedged = f"{defaults.webhook_timeout_ms} ms, then tier 3 beside tier 2"
     rows: dict[str, tuple[Stats, str, str]] = {}
     samples: dict[str, list[float]] = {}
     with (
@@ -139,18 +131,18 @@ async def run(n: int, floor_n: int, plain: bool = False) -> dict[str, Any]:
                 samples["tier 1 healthy"] = lat
                 rows["tier 1 healthy"] = (Stats.of(lat), tiers(rec), f"{defaults.webhook_timeout_ms} ms")
 
-                point_webhook_at(home, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
+                point_webhook_at(home, SESSION, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
                 lat, rec = await sample(serve, sender, "refused", n, tick)
                 samples["tier 1 refused"] = lat
-                rows["tier 1 refused"] = (Stats.of(lat), tiers(rec), budget_12)
+                rows["tier 1 refused"] = (Stats.of(lat), tiers(rec), "none waited: tier 3 at once")
 
                 async with stopped_listener() as port:
-                    point_webhook_at(home, f"http://127.0.0.1:{port}{WEBHOOK}")
+                    point_webhook_at(home, SESSION, f"http://127.0.0.1:{port}{WEBHOOK}")
                     lat, rec = await sample(serve, sender, "stopped", n, tick)
                 samples["tier 1 SIGSTOPped"] = lat
-                rows["tier 1 SIGSTOPped"] = (Stats.of(lat), tiers(rec), budget_12)
+                rows["tier 1 SIGSTOPped"] = (Stats.of(lat), tiers(rec), hedged)
 
-            point_webhook_at(home, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
+            point_webhook_at(home, SESSION, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
             held_open = Config.model_validate({"breaker_reset_ms": 3_600_000})
             async with Sender(home, held_open, NullObserver()) as sender:
                 await sample(serve, sender, "trip", 5, tick)
@@ -158,7 +150,7 @@ async def run(n: int, floor_n: int, plain: bool = False) -> dict[str, Any]:
                 lat, rec = await sample(serve, sender, "open", floor_n, tick)
             samples["breaker already open"] = lat
             rows["breaker already open"] = (Stats.of(lat), tiers(rec), "tier 3 only")
-            point_webhook_at(home, info.webhook_url)
+            point_webhook_at(home, SESSION, info.webhook_url)
 
     floor_http = Stats.of(samples["floor: bare loopback HTTP"])
     floor_disk = Stats.of(samples["floor: durable write"])

@@ -28,6 +28,7 @@ from benchmarks._report import Target, Tick, cdf_svg, progress, verdicts
 from mcp_cascade.response import make_response
 from mcp_cascade.signing import Signer
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.wire import webhook_request
 
 
 def _arrivals(serve: ServeProcess) -> dict[str, float]:
@@ -39,8 +40,9 @@ def _count(serve: ServeProcess, prefix: str) -> int:
 
 
 def _signed(signer: Signer, rid: str) -> tuple[bytes, dict[str, str]]:
-    body = make_response(type="message", user_id=7, text="benchmark answer " + rid, id=rid).to_json()
-    return body, {**signer.headers(rid, body), "content-type": "application/json"}
+    return webhook_request(
+        signer, make_response(type="message", user_id=7, text="benchmark answer " + rid, id=rid)
+    )
 
 
 async def open_loop(

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mcp_cascade._spool import Spool
 from mcp_cascade.audit import AuditTrail
-from mcp_cascade.events import Event
+from mcp_cascade.events import Event, EventName
 from mcp_cascade.health import LastError
 from mcp_cascade.redact import scrub
+from mcp_cascade.stats import nearest_rank
 
 if TYPE_CHECKING:
     from mcp_cascade.config import Loaded
@@ -47,7 +48,7 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 # Keys every log line carries (null where unknown), in this order.
 _LOG_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms")
 # Events that change the state of one response: these go to the audit trail.
-AUDIT_EVENTS = frozenset(
+AUDIT_EVENTS: frozenset[EventName] = frozenset(
     {
         "received",
         "durable",
@@ -68,7 +69,7 @@ AUDIT_EVENTS = frozenset(
     }
 )
 # Events that count towards responses_total, with the outcome they count as.
-_OUTCOME_OF = {
+_OUTCOME_OF: Mapping[EventName, str] = {
     "pushed": "delivered",
     "queued": "queued",
     "duplicate": "duplicate",
@@ -186,16 +187,14 @@ class RecentLatencies:
         with self._lock:
             samples = {tier: sorted(values) for tier, values in self._by_tier.items()}
         return {
-            tier: {"n": len(v), "p50_ms": round(_quantile(v, 0.5), 3), "p99_ms": round(_quantile(v, 0.99), 3)}
+            tier: {
+                "n": len(v),
+                "p50_ms": round(nearest_rank(v, 0.5), 3),
+                "p99_ms": round(nearest_rank(v, 0.99), 3),
+            }
             for tier, v in sorted(samples.items())
             if v
         }
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    """Nearest-rank quantile of a sorted, non-empty list."""
-    rank = max(1, min(len(ordered), math.ceil(q * len(ordered))))
-    return ordered[rank - 1]
 
 
 class Telemetry:

@@ -19,13 +19,13 @@ import anyio
 import pytest
 
 from benchmarks._common import RESULTS, Pool, durable_write_floor
-from benchmarks.failover import SESSION, WEBHOOK, closed_port, point_webhook_at, sample
+from benchmarks.failover import SESSION, WEBHOOK, closed_port, sample
 from benchmarks.tier1_webhook import closed_loop, floor_throughput
 from mcp_cascade.cascade import Sender
 from mcp_cascade.config import Config
 from mcp_cascade.events import NullObserver
 from mcp_cascade.signing import Signer
-from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing import ServeProcess, point_webhook_at
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +50,7 @@ async def test_a_refused_tier_1_still_fails_over_near_the_disk_floor(tmp_path: P
         async with ServeProcess(home, SESSION) as serve:
             await serve.wait_session()
             await serve.initialize()
-            point_webhook_at(home, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
+            point_webhook_at(home, SESSION, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
             cfg = Config.model_validate({"breaker_threshold": 1000, "slow_after": 1000})
             async with Sender(home, cfg, NullObserver()) as sender:
                 latencies, receipts = await sample(serve, sender, "guard", 9)
