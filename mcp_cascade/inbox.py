@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_cascade._fs import atomic_write, fsync_dir, write_excl
+from mcp_cascade._fs import BINARY, CLOEXEC, NOFOLLOW, NONBLOCK, atomic_write, durable_rename, write_excl
 from mcp_cascade.errors import InvalidResponse
 from mcp_cascade.response import MAX_BODY_BYTES, Response, from_json
 
@@ -30,7 +30,7 @@ STALE_TMP_S = 3600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # <time_ns>-<id-safe>.json; colons are accepted from hand-written producers that keep the id as is.
 NAME_RE = re.compile(r"^([0-9]{1,20})-[A-Za-z0-9._:-]{1,200}\.json$")
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | NOFOLLOW | NONBLOCK | CLOEXEC | BINARY
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +64,7 @@ def enqueue(root: Path, response: Response) -> Enqueued:
     tmp = root / "tmp" / name
     write_excl(tmp, response.to_json())
     final = root / "new" / name
-    tmp.rename(final)
-    fsync_dir(root / "new")
+    durable_rename(tmp, final)
     return Enqueued(final, (time.perf_counter() - start) * 1000)
 
 

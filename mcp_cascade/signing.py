@@ -19,6 +19,7 @@ from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from mcp_cascade._fs import fsync_dir, write_excl
 from mcp_cascade.errors import SignatureError
 
 SECRET_FILE = "secret"
@@ -35,23 +36,14 @@ def load_or_create_secret(home: Path) -> str:
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     tmp = home / f".secret.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, value.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_excl(tmp, value.encode() + b"\n")
     try:
         os.link(tmp, path)  # fails if another process won the race; then theirs is the secret
     except FileExistsError:
         pass
     finally:
         tmp.unlink()
-    dir_fd = os.open(home, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(home)
     return path.read_text(encoding="ascii").strip()
 
 

@@ -11,7 +11,6 @@ read and written under an flock shared with the ``pair`` command.
 
 from __future__ import annotations
 
-import fcntl
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade._fs import atomic_write_json, read_json
+from mcp_cascade._lock import try_lock
 from mcp_cascade.config import Config
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.outbound import ALLOWLIST, allowed_users
@@ -61,7 +61,8 @@ def _locked(home: Path) -> Iterator[dict[str, Any]]:
     path = home / _PAIRING_LOCK
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        while not try_lock(lock.fileno(), block=True):  # POSIX waits inside; Windows cannot block
+            time.sleep(0.05)
         data = read_json(home / PAIRING)
         state: dict[str, Any] = data if isinstance(data, dict) else {}
         state.setdefault("pending", {})
