@@ -138,6 +138,22 @@ def _windows_pid_alive(pid: int) -> bool:
         kernel32.CloseHandle(handle)
 
 
+def pid_owner(pid: int) -> int | None:
+    """The uid a live process runs as, where the system shows it (``/proc``); None where it does not."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        if not hasattr(os, "geteuid"):
+            return None
+        try:
+            os.kill(pid, 0)
+        except PermissionError:
+            return -1  # alive and not ours: signalling it is refused
+        except OSError:
+            return None
+        return os.geteuid()
+
+
 def dir_writable(path: Path) -> bool:
     """Whether a file can be created in ``path`` now (it exists, is writable, on a filesystem with room)."""
     try:

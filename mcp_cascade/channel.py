@@ -26,13 +26,12 @@ from pydantic import BaseModel
 
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import CascadeError
+from mcp_cascade.redact import scrub
 from mcp_cascade.response import Response
 from mcp_cascade.store import Stored
+from mcp_cascade.wire import CHANNEL, PERMISSION, PERMISSION_REQUEST
 
 SERVER_NAME = "mcp-cascade"
-CHANNEL = "notifications/claude/channel"
-PERMISSION = "notifications/claude/channel/permission"
-PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
 
 INSTRUCTIONS = """\
 Answers from the user's phone (Telegram) arrive as <channel source="mcp-cascade" ...> blocks.
@@ -201,7 +200,7 @@ def build_server(deps: ChannelDeps) -> Server[Any]:
         try:
             return await _dispatch(ctx, params.name, args)
         except CascadeError as exc:
-            return _text({"error": str(exc)}, error=True)
+            return _text({"error": scrub(str(exc))}, error=True)
 
     async def _dispatch(
         ctx: ServerRequestContext[Any], name: str, args: dict[str, Any]

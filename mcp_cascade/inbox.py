@@ -42,9 +42,13 @@ class Enqueued:
 
 
 def ensure_inbox(root: Path) -> None:
-    """Create the maildir folders (0700)."""
-    for sub in SUBDIRS:
-        (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create the maildir folders, and the session directory above them, 0700.
+
+    (``mkdir(parents=True)`` would give the parents it creates the default mode.)
+    """
+    root.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in (root.parent, root, *(root / sub for sub in SUBDIRS)):
+        path.mkdir(exist_ok=True, mode=0o700)
 
 
 def file_name(response: Response, now_ns: int | None = None) -> str:

@@ -23,16 +23,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mcp_cascade._fs import BINARY, NOFOLLOW, atomic_write, durable_rename, fsync_dir, fsync_file
 from mcp_cascade._lock import try_lock
 from mcp_cascade.config import SESSION_ID_RE
 from mcp_cascade.errors import CascadeError, InvalidResponse
 from mcp_cascade.response import Response, from_dict
+from mcp_cascade.wire import TIER_CHOICES, TierChoice
 
-TierChoice = Literal["auto", "webhook", "file"]
-TIER_CHOICES: tuple[TierChoice, ...] = ("auto", "webhook", "file")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _STALE_TMP_S = 3600.0
 
@@ -47,7 +46,7 @@ class CorruptEntry(CascadeError):
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class OutboxEntry:
     """One response waiting in the outbox."""
 
     name: str
@@ -57,10 +56,10 @@ class Entry:
     created_at: float
 
 
-class Claimed:
+class OutboxClaim:
     """A locked entry of this process; it ends with :meth:`done`, :meth:`reject` or :meth:`release`."""
 
-    def __init__(self, outbox: Outbox, entry: Entry, fd: int) -> None:
+    def __init__(self, outbox: Outbox, entry: OutboxEntry, fd: int) -> None:
         self.outbox = outbox
         self.entry = entry
         self._fd = fd
@@ -110,7 +109,7 @@ class Outbox:
                 path.unlink(missing_ok=True)
                 os.close(fd)
 
-    def put(self, response: Response, session: str, tier: TierChoice) -> Claimed:
+    def put(self, response: Response, session: str, tier: TierChoice) -> OutboxClaim:
         """Make ``response`` durable, locked by this process: tmp (O_EXCL, flock, fsync) → pending/, fsync."""
         name = f"{time.time_ns():020d}-{os.getpid()}-{_UNSAFE.sub('_', response.id)[:100]}.json"
         tmp = self.tmp / name
@@ -134,7 +133,7 @@ class Outbox:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
-        return Claimed(self, Entry(name, response, session, tier, created), fd)
+        return OutboxClaim(self, OutboxEntry(name, response, session, tier, created), fd)
 
     def names(self) -> list[str]:
         """Every pending entry's name, oldest first."""
@@ -143,7 +142,7 @@ class Outbox:
         except FileNotFoundError:
             return []
 
-    def claim(self, name: str) -> Claimed | None:
+    def claim(self, name: str) -> OutboxClaim | None:
         """Lock the entry ``name`` if no live process holds it; None when held or gone.
 
         Raises CorruptEntry (after moving the file to ``failed/``) when it cannot be read back.
@@ -161,9 +160,9 @@ class Outbox:
             self.move_to_failed(path, exc.reason)
             os.close(fd)
             raise
-        return Claimed(self, entry, fd)
+        return OutboxClaim(self, entry, fd)
 
-    def entries(self) -> Iterator[Entry]:
+    def entries(self) -> Iterator[OutboxEntry]:
         """Every readable pending entry, locked or not (for inspection)."""
         for name in self.names():
             with contextlib.suppress(OSError, CorruptEntry):
@@ -207,7 +206,7 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(name: str, raw: bytes) -> Entry:
+def _parse(name: str, raw: bytes) -> OutboxEntry:
     try:
         data: Any = json.loads(raw)
         if not isinstance(data, dict) or data.get("protocol") != 1:
@@ -218,7 +217,7 @@ def _parse(name: str, raw: bytes) -> Entry:
         session = data.get("session")
         if not isinstance(session, str) or not SESSION_ID_RE.match(session):
             raise CorruptEntry(Path(name), f"bad session id {session!r}")
-        return Entry(name, from_dict(data["response"]), session, tier, float(data["created_at"]))
+        return OutboxEntry(name, from_dict(data["response"]), session, tier, float(data["created_at"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptEntry(Path(name), f"unreadable: {exc}") from exc
     except InvalidResponse as exc:

@@ -10,21 +10,18 @@ otherwise answer both pollers 409 Conflict).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import logging
 import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mcp_cascade import _lock
-from mcp_cascade._fs import atomic_write_json, read_json
+from mcp_cascade._fs import BINARY, NOFOLLOW, atomic_write_json, read_json
 from mcp_cascade.errors import CascadeError
-from mcp_cascade.events import Event, Observer
 from mcp_cascade.outbound import BRIDGE_JSON
+from mcp_cascade.redact import keep_secret
 from mcp_cascade.sessions import PROTOCOL
 
 TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
@@ -49,10 +46,11 @@ def load_token(home: Path, env: Mapping[str, str]) -> str:
     """``TELEGRAM_BOT_TOKEN``, else the 0600 token file in the home."""
     token = env.get(TOKEN_ENV, "").strip()
     if token:
+        keep_secret(token)
         return token
     path = home / TOKEN_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | BINARY)
     except FileNotFoundError:
         raise TokenError(
             f"no bot token: set {TOKEN_ENV} or write it to {path} (mode 0600); get one from @BotFather"
@@ -66,6 +64,7 @@ def load_token(home: Path, env: Mapping[str, str]) -> str:
         token = fh.read().decode("utf-8", "replace").strip()
     if not token:
         raise TokenError(f"{path} is empty")
+    keep_secret(token)
     return token
 
 
@@ -124,58 +123,3 @@ def unpublish(home: Path) -> None:
     data = read_json(home / BRIDGE_JSON)
     if isinstance(data, dict) and data.get("pid") == os.getpid():
         (home / BRIDGE_JSON).unlink(missing_ok=True)
-
-
-def redact(text: str, token: str) -> str:
-    """``text`` with the token (and its secret half alone) replaced by ``<token>``."""
-    secret = token.partition(":")[2]
-    out = text.replace(token, "<token>")
-    return out.replace(secret, "<token>") if len(secret) >= 8 else out
-
-
-class Redacting:
-    """An Observer that removes the bot token from every event before passing it on."""
-
-    def __init__(self, inner: Observer, token: str) -> None:
-        self._inner = inner
-        self._token = token
-
-    def _clean(self, value: Any) -> Any:
-        return redact(value, self._token) if isinstance(value, str) else value
-
-    def emit(self, event: Event) -> None:
-        """Pass ``event`` on, scrubbed."""
-        self._inner.emit(
-            dataclasses.replace(
-                event,
-                reason=self._clean(event.reason),
-                fields={k: self._clean(v) for k, v in event.fields.items()},
-            )
-        )
-
-
-class _RedactingFilter(logging.Filter):
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self._token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self._token)
-        record.args = None
-        if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self._token)
-            record.exc_info = None
-        return True
-
-
-def quiet_libraries(token: str) -> None:
-    """Library log records (python-telegram-bot, httpx, uvicorn) go to stderr at WARNING, token removed.
-
-    httpx logs every request URL at INFO, and the Bot API URL contains the token.
-    """
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
-    handler.addFilter(_RedactingFilter(token))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
