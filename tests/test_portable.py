@@ -20,15 +20,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio.to_thread
 import httpx
 import pytest
 
 from mcp_cascade import _fs
+from mcp_cascade.cli import main
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import from_dict
 from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
-from tests.helpers import ROOT, body
+from tests.helpers import ROOT, body, run_inspect
 
 # Runs mcp_cascade's __main__ in a process where inotify cannot be had, in the way named by argv[1].
 SIMULATE = """
@@ -104,6 +106,8 @@ async def test_serve_without_inotify_starts_delivers_and_says_which_watcher_and_
         assert why in health["watcher_reason"]
         if how == "libc":
             assert "inotify_init1" in health["watcher_reason"]
+        status = (await anyio.to_thread.run_sync(run_inspect, home, "status")).stdout
+        assert f"inbox watcher: {backend} (auto: inotify is the Linux default;" in " ".join(status.split())
     assert serve.bad_lines == []
 
 
@@ -119,6 +123,19 @@ def test_config_and_inspect_run_without_inotify_simple_and_termios(home: Path) -
     for args in (["config", "--home", str(home)], ["inspect", "status", "--home", str(home)]):
         done = simulated("posix", *args)
         assert done.returncode == 0, done.stderr
+
+
+def test_serve_on_windows_says_in_one_line_that_it_needs_wsl(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert main(["serve", "--home", str(home), "--session", "win-a"], env={}) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert (
+        err.count("\n") == 1 and "WSL 2" in err and err.startswith("mcp-cascade serve: needs Linux or macOS")
+    )
+    assert not (home / "sessions").exists()
 
 
 PLATFORM_ONLY = {
