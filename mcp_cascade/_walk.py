@@ -8,7 +8,6 @@ receipt always lists every attempt, including the last one.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,14 @@ import anyio.to_thread
 import httpx
 
 from mcp_cascade.breaker import Breaker, Permit
+from mcp_cascade.clock import Clock, Random
 from mcp_cascade.config import Config
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.outbox import TierChoice
 from mcp_cascade.response import Response
 from mcp_cascade.retry import RetrySchedule
-from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
-from mcp_cascade.sidecar import TIER_HEADER
+from mcp_cascade.sessions import TIER_HEADER, SessionInfo, SessionPaths, read_session
 from mcp_cascade.signing import Signer
 
 Status = Literal["delivered", "queued", "failed"]
@@ -74,8 +73,8 @@ class Means:
     client: httpx.AsyncClient
     signer: Signer
     observer: Observer
-    clock: Callable[[], float]
-    random: Callable[[], float]
+    clock: Clock
+    random: Random
     breaker: Callable[[str, SessionInfo | None, Config], Breaker]  # the session's, for this server
     acknowledge: Callable[[Response, str, str, Config], None]  # starts tier 2's acknowledgment
 
@@ -97,9 +96,9 @@ class Walk:
         self.response = response
         self.session = session
         self.choice = choice
-        self.clock = means.clock
-        elapsed = time.perf_counter() - started
-        self.deadline = self.clock() + config.overall_timeout_ms / 1000 - elapsed
+        self.clock = means.clock.monotonic
+        # The budget counts from the delivery's start (the outbox write came first).
+        self.deadline = started + config.overall_timeout_ms / 1000
         self.webhook_s = config.webhook_timeout_ms / 1000
         self.attempts: list[Attempt] = []
         self.kind = ""  # why the last tier did not take the response (the failover reason)
@@ -125,7 +124,7 @@ class Walk:
             delay = rounds.next_delay()
             if delay is None:
                 return Result("failed", None)
-            await anyio.sleep(delay)
+            await self.means.clock.sleep(delay)
             if self.remaining() <= 0:
                 return Result("failed", None)
 
@@ -178,7 +177,7 @@ class Walk:
                 delay = schedule.next_delay()
                 if delay is None:
                     return None
-                await anyio.sleep(delay)
+                await self.means.clock.sleep(delay)
             wait = True
             permit = breaker.allow()
             if permit == "reject":
@@ -196,7 +195,7 @@ class Walk:
         if timeout <= 0:
             return None
         inbox = SessionPaths(self.means.home, self.session).inbox
-        started = time.perf_counter()
+        started = self.clock()
         try:
             with anyio.fail_after(timeout):
                 await anyio.to_thread.run_sync(enqueue, inbox, self.response, abandon_on_cancel=True)
@@ -220,7 +219,7 @@ class Walk:
         headers["x-correlation-id"] = self.response.correlation_id
         if tier == 2:
             headers[TIER_HEADER] = "2"
-        started = time.perf_counter()
+        started = self.clock()
         reported = False
         try:
             outcome, reason, code, payload = await self.exchange(url, body, headers, timeout)
@@ -289,7 +288,7 @@ class Walk:
 
     def skip(self, tier: int, reason: str, kind: str) -> None:
         self.kind = kind
-        self.record(tier, "skipped", reason, time.perf_counter())
+        self.record(tier, "skipped", reason, self.clock())
 
     def skip_open(self, tier: int, breaker: Breaker) -> None:
         snap = breaker.snapshot()
@@ -307,7 +306,7 @@ class Walk:
     def record(
         self, tier: int, outcome: Outcome, reason: str, started: float, code: int | None = None
     ) -> None:
-        latency = (time.perf_counter() - started) * 1000
+        latency = (self.clock() - started) * 1000
         self.attempts.append(Attempt(tier, outcome, reason, latency, code))
         self.emit(
             "attempt",
