@@ -3,7 +3,8 @@
 serve, the bridge and ``send`` all append to the same file. Each record is one
 ``write`` on an ``O_APPEND`` descriptor, so records from several processes never
 interleave. Rotation (``audit.jsonl`` → ``audit.jsonl.1`` once it reaches
-``audit_max_bytes``) is decided under an exclusive ``flock`` on a lock file
+``audit_max_bytes``, the older ones shifted up to ``audit.jsonl.<audit_generations>``,
+the oldest dropped) is decided under an exclusive ``flock`` on a lock file
 beside it and re-checked there, so two processes crossing the limit together
 rotate once: neither renames the other's fresh file over the previous
 generation. A writer whose file was rotated away notices the new inode before
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade import _lock
+from mcp_cascade._spool import Spool
 from mcp_cascade.events import Event
 from mcp_cascade.redact import scrub
 
@@ -40,35 +41,25 @@ _RECORD_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms"
 class AuditTrail:
     """Appends audit records for one process (``component`` names it: serve, bridge, send)."""
 
-    def __init__(self, path: Path, max_bytes: int, component: str) -> None:
+    def __init__(self, path: Path, max_bytes: int, component: str, generations: int = 1) -> None:
         self.path = path
-        self._rotated = path.with_name(path.name + ".1")
+        # Previous generations, newest first: audit.jsonl.1, audit.jsonl.2, ...
+        self._rotated = [path.with_name(f"{path.name}.{n}") for n in range(1, generations + 1)]
         self._max_bytes = max_bytes
         self._component = component
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._fd = -1
         self._ino = -1
-        # (time, event) to write; None asks the writer to report back through the Event it is given.
-        self._queue: queue.SimpleQueue[tuple[float, Event] | threading.Event] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._spool: Spool[tuple[float, Event]] = Spool(self._write_batch, "audit-writer")
 
     def write(self, event: Event) -> None:
         """Hand ``event`` to the writer thread (it is appended as one record, in emit order)."""
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._drain, name="audit-writer", daemon=True)
-                    self._thread.start()
-        self._queue.put((time.time(), event))
+        self._spool.put((time.time(), event))
 
     def flush(self) -> None:
         """Return once every record handed over so far is written."""
-        if self._thread is None:
-            return
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait()
+        self._spool.flush()
 
     def _record(self, ts: float, event: Event) -> bytes:
         record: dict[str, Any] = {
@@ -85,18 +76,8 @@ class AuditTrail:
             record.setdefault(key, value)
         return (scrub(json.dumps(record, default=str, separators=(",", ":"))) + "\n").encode()
 
-    def _drain(self) -> None:
-        while True:
-            items = [self._queue.get()]
-            while True:  # whatever piled up meanwhile goes out with it
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            waiters = [i for i in items if isinstance(i, threading.Event)]
-            self._append([self._record(*i) for i in items if not isinstance(i, threading.Event)])
-            for waiter in waiters:
-                waiter.set()
+    def _write_batch(self, items: list[tuple[float, Event]]) -> None:
+        self._append([self._record(ts, event) for ts, event in items])
 
     def _append(self, records: list[bytes]) -> None:
         """Write ``records`` in runs that each fit under the size limit (rotating between runs)."""
@@ -121,7 +102,10 @@ class AuditTrail:
             with _lock.take(self.path.parent, self.path.name + ".lock", wait_s=float("inf")):
                 # Re-check under the lock: another process may have rotated in the meantime.
                 if self._current_size() + incoming > self._max_bytes:
-                    os.replace(self.path, self._rotated)
+                    for older, newer in reversed(list(zip(self._rotated[1:], self._rotated, strict=False))):
+                        if newer.exists():
+                            os.replace(newer, older)
+                    os.replace(self.path, self._rotated[0])
                     self._reopen()
 
     def _current_size(self) -> int:
@@ -156,13 +140,18 @@ class AuditTrail:
 def read_audit(home: Path) -> Iterator[dict[str, Any]]:
     """Every audit record under ``home``, oldest generation first.
 
-    Both files are opened before either is read, and the current one first, so
-    a rotation in between can repeat a generation (skipped by inode) but never
-    hide one.
+    Every file is opened before any is read, the current one first, then the
+    generations from newest to oldest, so a rotation in between can repeat a
+    generation (skipped by inode) but never hide one.
     """
     handles = []
     seen: set[int] = set()
-    for name in (AUDIT_FILE, AUDIT_FILE + ".1"):
+    numbers = sorted(
+        int(p.name.rsplit(".", 1)[1])
+        for p in home.glob(AUDIT_FILE + ".*")
+        if p.name.rsplit(".", 1)[1].isdigit()
+    )
+    for name in (AUDIT_FILE, *(f"{AUDIT_FILE}.{n}" for n in numbers)):
         try:
             fh = (home / name).open("rb")
         except (FileNotFoundError, NotADirectoryError):

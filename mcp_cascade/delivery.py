@@ -21,12 +21,11 @@ import anyio.to_thread
 
 from mcp_cascade.clock import SYSTEM, Clock
 from mcp_cascade.errors import Poisoned, StoreUnavailable
-from mcp_cascade.events import Event, Observer
+from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.response import Response
 from mcp_cascade.store import Accepted, Store, Stored
 
 T = TypeVar("T")
-TIER_NAMES = {1: "webhook", 2: "bridge", 3: "file"}
 _BATCH = 64
 # What a push raises when the frame cannot be built from this response (not a broken connection).
 _CONTENT_ERRORS = (UnicodeError, TypeError, OverflowError)
@@ -40,7 +39,7 @@ class Pusher(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Received:
     """What happened to a received response, as the webhook answers it."""
 
     status: Literal["delivered", "queued", "duplicate"]
@@ -48,6 +47,7 @@ class Outcome:
     correlation_id: str
     tier: int
     latency_ms: float
+    first_tier: int | None = None  # a duplicate's: the tier that brought the response first
 
 
 @dataclass(eq=False, slots=True)
@@ -123,7 +123,7 @@ class Engine:
     async def _io(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    def _emit(self, name: str, response: Response | None = None, **kw: object) -> None:
+    def _emit(self, name: EventName, response: Response | None = None, **kw: object) -> None:
         self._observer.emit(
             Event(
                 name,
@@ -134,7 +134,7 @@ class Engine:
             )
         )
 
-    async def receive(self, response: Response, tier: int) -> Outcome:
+    async def receive(self, response: Response, tier: int) -> Received:
         """Make ``response`` durable (or recognise it), then wait briefly for its push.
 
         Raises StoreUnavailable when it cannot be made durable: nothing was
@@ -168,22 +168,22 @@ class Engine:
                 latency_ms=elapsed,
                 reason=f"not pushed within {self._push_wait_s:g}s; it stays pending",
             )
-            return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
-        return Outcome("delivered", response.id, response.correlation_id, tier, elapsed)
+            return Received("queued", response.id, response.correlation_id, tier, elapsed)
+        return Received("delivered", response.id, response.correlation_id, tier, elapsed)
 
     async def receive_many(
         self, responses: Sequence[Response], tier: int
-    ) -> list[Outcome | StoreUnavailable | Poisoned]:
+    ) -> list[Received | StoreUnavailable | Poisoned]:
         """Make several responses durable together, in this order, without waiting for their pushes.
 
         For a producer that keeps its own durable copy until this returns (the
-        inbox): one group commit for the lot. Each result is an Outcome
+        inbox): one group commit for the lot. Each result is a Received
         (``queued`` or ``duplicate``), the StoreUnavailable that kept that
         response from being made durable (the caller keeps its copy), or the
         Poisoned error that set it aside (the caller quarantines its copy).
         """
         slots = self._enqueue(responses, tier)
-        results: list[Outcome | StoreUnavailable | Poisoned] = []
+        results: list[Received | StoreUnavailable | Poisoned] = []
         for slot in slots:
             await slot.durable.wait()
             if slot.error is not None:
@@ -210,7 +210,7 @@ class Engine:
         self._wake.set()
         return slots
 
-    def _settle(self, slot: _Slot) -> Outcome:
+    def _settle(self, slot: _Slot) -> Received:
         """Report a response the pump has committed: a duplicate, or durable (queued for its push)."""
         response, tier = slot.response, slot.tier
         elapsed = (self._clock.monotonic() - slot.start) * 1000
@@ -223,11 +223,13 @@ class Engine:
                 latency_ms=elapsed,
                 reason=f"first received by tier {slot.accepted.tier}, now {slot.accepted.state}",
             )
-            return Outcome("duplicate", response.id, response.correlation_id, tier, elapsed)
+            return Received(
+                "duplicate", response.id, response.correlation_id, tier, elapsed, slot.accepted.tier
+            )
         self._emit("durable", response, tier=tier, latency_ms=elapsed)
         arrival, self._arrival = self._arrival, anyio.Event()
         arrival.set()
-        return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
+        return Received("queued", response.id, response.correlation_id, tier, elapsed)
 
     def next_arrival(self) -> anyio.Event:
         """Set when the next new response has been made durable; take it before looking, so none is missed."""

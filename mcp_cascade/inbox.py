@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_cascade._fs import atomic_write, fsync_dir, write_excl
+from mcp_cascade._fs import BINARY, CLOEXEC, NOFOLLOW, NONBLOCK, atomic_write, durable_rename, write_excl
 from mcp_cascade.errors import InvalidResponse
 from mcp_cascade.response import MAX_BODY_BYTES, Response, from_json
 
@@ -34,7 +34,7 @@ NAME_RE = re.compile(r"^([0-9]{1,20})-[A-Za-z0-9._:-]{1,200}\.json$")
 TRANSIENT_ERRNOS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM}
 )
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | NOFOLLOW | NONBLOCK | CLOEXEC | BINARY
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +46,13 @@ class Enqueued:
 
 
 def ensure_inbox(root: Path) -> None:
-    """Create the maildir folders (0700)."""
-    for sub in SUBDIRS:
-        (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create the maildir folders, and the session directory above them, 0700.
+
+    (``mkdir(parents=True)`` would give the parents it creates the default mode.)
+    """
+    root.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in (root.parent, root, *(root / sub for sub in SUBDIRS)):
+        path.mkdir(exist_ok=True, mode=0o700)
 
 
 def file_name(response: Response, now_ns: int | None = None) -> str:
@@ -68,8 +72,7 @@ def enqueue(root: Path, response: Response) -> Enqueued:
     tmp = root / "tmp" / name
     write_excl(tmp, response.to_json())
     final = root / "new" / name
-    tmp.rename(final)
-    fsync_dir(root / "new")
+    durable_rename(tmp, final)
     return Enqueued(final, (time.perf_counter() - start) * 1000)
 
 

@@ -29,13 +29,13 @@ from mcp_cascade import legacy
 from mcp_cascade.clock import SYSTEM, Clock
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import InvalidResponse, Poisoned, StoreUnavailable
-from mcp_cascade.events import Event, Observer
+from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.health import FileFacts, file_problems, tier_status
 from mcp_cascade.inbox import TRANSIENT_ERRNOS, Claimed, Failed, Maildir, Taken, Unsettled
 from mcp_cascade.watchers import Change, Watcher, WatcherSetting, candidates, open_watcher
+from mcp_cascade.wire import Tier
 
 T = TypeVar("T")
-TIER = 3
 _BATCH = 64
 _INBOX, _LEGACY = "inbox", "legacy"
 
@@ -179,8 +179,8 @@ class InboxWatcher:
     async def _io(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    def _emit(self, name: str, **kw: Any) -> None:
-        self._observer.emit(Event(name, tier=TIER, session=self.maildir.session, **kw))
+    def _emit(self, name: EventName, **kw: Any) -> None:
+        self._observer.emit(Event(name, tier=Tier.FILE, session=self.maildir.session, **kw))
 
     def _error(self, message: str) -> None:
         self.last_error = message
@@ -333,7 +333,7 @@ class InboxWatcher:
                     self._report(item)
                 elif isinstance(item, Unsettled):
                     self._unsettled[item.name] = item.settles_at
-            results = await self.engine.receive_many([c.response for c in claimed], TIER)
+            results = await self.engine.receive_many([c.response for c in claimed], Tier.FILE)
             for item, result in zip(claimed, results, strict=True):
                 if isinstance(result, StoreUnavailable):
                     continue  # durable in cur/ but not in the store: kept, retried next tick
@@ -434,7 +434,7 @@ class InboxWatcher:
                 fields={"file": file.name, "legacy": True},
             )
             try:
-                await self.engine.receive(response, TIER)
+                await self.engine.receive(response, Tier.FILE)
             except StoreUnavailable:
                 self._debounce.touch(file.name)  # retried after another quiet window
                 return False

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from mcp_cascade.openapi import spec
-from mcp_cascade.sidecar import WEBHOOK_PATH
+from mcp_cascade.wire import WEBHOOK_PATH
 from tests.helpers import body, encode, sign
 from tests.live import LiveServe
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -146,12 +147,12 @@ async def test_a_slow_tier_1_opens_the_breaker_and_the_inbox_takes_over_until_th
 ) -> None:
     clock = FakeClock()
     webhook = Webhook(clock, slow(clock, 0.1))
-    cfg = config(breaker_reset_ms=1000, slow_after=3)
+    cfg = config(breaker_reset_ms=1000, slow_after=1)
     async with walking(home, clock, webhook, cfg) as (sender, recorder):
         first = await sender.deliver(answer(10), "w")
         assert first.tier == 3
-        # Tier 1, then two tier-2 retries fill the 500 ms budget; the third slow answer opened the breaker.
-        assert tiers(first) == [(1, "timeout"), (2, "timeout"), (2, "timeout"), (3, "ok")]
+        # The slow answer opened the breaker, so the hedged tier 2 is refused by it and the inbox takes it.
+        assert tiers(first) == [(1, "timeout"), (2, "skipped"), (3, "ok")]
         assert sender.breakers()["w"].reason == "slow"
         (opened,) = recorder.named("breaker")
         assert (opened.fields["state"], opened.response_id) == ("open", "tg:9:10")
@@ -160,7 +161,7 @@ async def test_a_slow_tier_1_opens_the_breaker_and_the_inbox_takes_over_until_th
         assert tiers(second) == [(1, "skipped"), (2, "skipped"), (3, "ok")]
         assert "slow" in second.attempts[0].reason
         assert recorder.named("failover")[-1].fields["kind"] == "slow"
-        assert len(webhook.requests) == 3  # nothing reached the slow sidecar while open
+        assert len(webhook.requests) == 1  # nothing reached the slow sidecar while open
 
         webhook.script = delivered
         clock.advance(1.0)  # the breaker's wait is over: the next response is its probe
@@ -184,3 +185,72 @@ async def test_a_response_the_server_rejects_is_not_retried_and_goes_to_no_other
     (reason,) = (home / "outbox" / "failed").glob("*.reason")
     assert "HTTP 422" in reason.read_text()
     assert json.loads(webhook.requests[0].content)["id"] == "tg:9:13"
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+class Stuck(httpx.AsyncBaseTransport):
+    """Tier 1 never answers in time; every later request waits until released (tier 2 hangs)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.requests: list[httpx.Request] = []
+        self.release = anyio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if len(self.requests) == 1:
+            self.clock.advance(0.1)
+            raise httpx.ReadTimeout("no answer", request=request)
+        await self.release.wait()
+        return delivered(request)
+
+
+async def test_a_refused_connection_goes_to_the_inbox_at_once_without_tier_2_retries(home: Path) -> None:
+    clock = FakeClock()
+    webhook = Webhook(clock, refused)
+    cfg = config(webhook_timeout_ms=100, bridge_timeout_ms=500, breaker_threshold=100)
+    async with walking(home, clock, webhook, cfg) as (sender, recorder):
+        receipt = await sender.deliver(answer(20), "w")
+    assert (receipt.status, receipt.tier) == ("queued", 3)
+    assert tiers(receipt) == [(1, "refused"), (3, "ok")]
+    assert clock.slept == [] and len(webhook.requests) == 1
+    assert receipt.latency_ms == pytest.approx(1.0)  # the one refused exchange; no budget was waited
+    assert [(e.fields["from_tier"], e.fields["to_tier"]) for e in recorder.named("failover")] == [(1, 3)]
+
+
+async def test_a_timeout_hedges_the_inbox_takes_it_while_tier_2_still_waits(home: Path) -> None:
+    clock = FakeClock()
+    webhook = Stuck(clock)
+    cfg = config(webhook_timeout_ms=100, bridge_timeout_ms=500, breaker_threshold=100, slow_after=100)
+    async with walking(home, clock, webhook, cfg) as (sender, recorder):  # type: ignore[arg-type]
+        receipt = await sender.deliver(answer(21), "w")
+    assert (receipt.status, receipt.tier) == ("queued", 3)
+    # Tier 2 was started beside the inbox and stopped once the inbox acknowledged.
+    assert tiers(receipt) == [(1, "timeout"), (3, "ok"), (2, "skipped")]
+    assert "tier 3 answered first" in receipt.attempts[-1].reason
+    # The tier-1 budget, plus tier 2's first backoff (75 ms) that ran beside the inbox write on the
+    # shared fake clock; never tier 2's 500 ms budget.
+    assert receipt.latency_ms == pytest.approx(175.0)
+    assert len(webhook.requests) == 2 and webhook.requests[1].headers["x-cascade-tier"] == "2"
+    failovers = {(e.fields["from_tier"], e.fields["to_tier"]) for e in recorder.named("failover")}
+    assert failovers == {(1, 2), (1, 3)}
+
+
+async def test_a_late_tier_1_delivery_is_reported_as_tier_1_not_as_a_tier_2_duplicate(home: Path) -> None:
+    clock = FakeClock()
+
+    def script(request: httpx.Request) -> httpx.Response:
+        if "x-cascade-tier" not in request.headers:
+            clock.advance(0.1)  # tier 1's answer comes too late, though the server took it
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(200, json={"status": "duplicate", "tier": 2, "first_tier": 1})
+
+    webhook = Webhook(clock, script)
+    cfg = config(webhook_timeout_ms=100, breaker_threshold=100, slow_after=100)
+    async with walking(home, clock, webhook, cfg) as (sender, _):
+        receipt = await sender.deliver(answer(22), "w")
+    assert (receipt.status, receipt.tier) == ("delivered", 1)
+    assert receipt.attempts[1].tier == 2 and "first by tier 1" in receipt.attempts[1].reason

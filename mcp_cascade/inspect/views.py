@@ -100,8 +100,12 @@ def _session_row(view: SessionView, now: float) -> list[RenderableType]:
         breaker = styled(view.breaker.state)
         if view.breaker.next_probe_at is not None and view.breaker.state != "closed":
             breaker = Text.assemble(breaker, f" probe in {age(max(0.0, view.breaker.next_probe_at - now))}")
+    name = Text(view.session, style="bold")
+    if view.folder:
+        started = view.started_at[:19].replace("T", " ")
+        name.append(f"\n{view.folder}\nstarted {started}, pid {view.pid}", style="dim")
     return [
-        Text(view.session, style="bold"),
+        name,
         styled(view.liveness),
         styled(view.status),
         styled(view.tiers.get("webhook")),
