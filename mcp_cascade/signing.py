@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from mcp_cascade.redact import keep_secret
 
 SECRET_FILE = "secret"
 _TOLERANCE_S = 300
+_SECONDS_RE = re.compile(r"[0-9]{1,12}")
 
 
 def load_or_create_secret(home: Path) -> str:
@@ -80,7 +82,7 @@ class Signer:
         sig = headers.get("webhook-signature")
         if not msg_id or not ts or not sig:
             raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
-        if not ts.isdigit() or len(ts) > 12:
+        if not _SECONDS_RE.fullmatch(ts):  # str.isdigit() takes superscripts, which int() refuses
             raise SignatureError("webhook-timestamp must be whole unix seconds")
         if abs(time.time() - int(ts)) > _TOLERANCE_S:
             raise SignatureError("webhook-timestamp is outside the 5 minute tolerance")
