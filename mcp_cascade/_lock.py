@@ -178,7 +178,7 @@ def take(
         if not stat.S_ISREG(st.st_mode) or (not _WINDOWS and st.st_uid != os.geteuid()):
             raise UnsafeDirectory(f"{path} is not a regular file of yours; remove it")
         deadline = time.monotonic() + wait_s
-        while not _try_lock(fd, block=wait_s == float("inf")):
+        while not try_lock(fd, block=wait_s == float("inf")):
             if time.monotonic() >= deadline:
                 raise LockHeld(path, _read_note(fd))
             time.sleep(_POLL_S)
@@ -203,15 +203,25 @@ def _open_relative(name: str, dir_fd: int | None, directory: Path) -> int:
         raise UnsafeDirectory(f"cannot open lock {directory / name}: {exc.strerror or exc}") from None
 
 
-def _try_lock(fd: int, *, block: bool) -> bool:
+def try_lock(fd: int, *, block: bool) -> bool:
+    """Lock the open file ``fd`` exclusively (until it is closed); False when another process holds it.
+
+    The one lock primitive of the package, for callers that lock a file they
+    opened themselves (an outbox entry, a read-modify-write). ``block`` waits
+    for the holder on POSIX; Windows has no blocking form here (callers poll).
+    The file position is left where it was.
+    """
     if _WINDOWS:
         import msvcrt
 
+        position = os.lseek(fd, 0, os.SEEK_CUR)
         os.lseek(fd, _WIN_LOCK_OFFSET, os.SEEK_SET)
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # Windows only
         except OSError:
             return False
+        finally:
+            os.lseek(fd, position, os.SEEK_SET)
         return True
     import fcntl
 

@@ -48,6 +48,7 @@ EventName = Literal[
     "push_stalled",
     "push_unrecorded",
     "pushed",
+    "quarantined",
     "python_warning",
     "queue_state",
     "queued",

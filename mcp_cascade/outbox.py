@@ -16,7 +16,6 @@ server; one the server rejects as invalid moves to ``failed/`` with a
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -26,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._fs import atomic_write, fsync_dir
+from mcp_cascade._fs import BINARY, NOFOLLOW, atomic_write, durable_rename, fsync_dir, fsync_file
+from mcp_cascade._lock import try_lock
 from mcp_cascade.config import SESSION_ID_RE
 from mcp_cascade.errors import CascadeError, InvalidResponse
 from mcp_cascade.response import Response, from_dict
@@ -121,15 +121,14 @@ class Outbox:
             "created_at": created,
             "response": response.to_dict(),
         }
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try_lock(fd, block=False)  # a file this process just created: nobody else can hold it
             view = memoryview(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            tmp.rename(self.pending / name)
-            fsync_dir(self.pending)
+            fsync_file(fd)
+            durable_rename(tmp, self.pending / name)
         except OSError:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -180,12 +179,10 @@ class Outbox:
 
 def _lock(path: Path) -> int | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | BINARY)
     except (FileNotFoundError, OSError):
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(fd, block=False):
         os.close(fd)
         return None
     return fd

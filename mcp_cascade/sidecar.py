@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import FieldError, InvalidResponse, SignatureError, StoreUnavailable
+from mcp_cascade.errors import FieldError, InvalidResponse, Poisoned, SignatureError, StoreUnavailable
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.openapi import spec
 from mcp_cascade.redact import scrub_json
@@ -106,7 +106,10 @@ def build_app(deps: SidecarDeps) -> Starlette:
         tier = Tier.BRIDGE if signed_tier(deps.signer, request.headers) == 2 else Tier.WEBHOOK
         try:
             response = await _parse(request, deps, header_cid)
-            outcome = await deps.engine.receive(response, tier)
+            try:
+                outcome = await deps.engine.receive(response, tier)
+            except Poisoned as exc:  # quarantined, not acknowledged: no tier could carry it either
+                raise _Rejected(422, str(exc), (FieldError("$", str(exc)),)) from exc
         except _Rejected as exc:
             deps.observer.emit(
                 Event(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -20,11 +21,13 @@ from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from mcp_cascade._fs import fsync_dir, write_excl
 from mcp_cascade.errors import SignatureError
 from mcp_cascade.redact import keep_secret
 
 SECRET_FILE = "secret"
 _TOLERANCE_S = 300
+_SECONDS_RE = re.compile(r"[0-9]{1,12}")
 
 
 def load_or_create_secret(home: Path) -> str:
@@ -46,23 +49,14 @@ def _load_or_create(home: Path) -> str:
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     tmp = home / f".secret.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, value.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_excl(tmp, value.encode() + b"\n")
     try:
         os.link(tmp, path)  # fails if another process won the race; then theirs is the secret
     except FileExistsError:
         pass
     finally:
         tmp.unlink()
-    dir_fd = os.open(home, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(home)
     return path.read_text(encoding="ascii").strip()
 
 
@@ -88,7 +82,7 @@ class Signer:
         sig = headers.get("webhook-signature")
         if not msg_id or not ts or not sig:
             raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
-        if not ts.isdigit() or len(ts) > 12:
+        if not _SECONDS_RE.fullmatch(ts):  # str.isdigit() takes superscripts, which int() refuses
             raise SignatureError("webhook-timestamp must be whole unix seconds")
         if abs(time.time() - int(ts)) > _TOLERANCE_S:
             raise SignatureError("webhook-timestamp is outside the 5 minute tolerance")

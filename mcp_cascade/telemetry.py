@@ -66,6 +66,7 @@ AUDIT_EVENTS: frozenset[EventName] = frozenset(
         "outbox",
         "sent",
         "retried",
+        "quarantined",
     }
 )
 # Events that count towards responses_total, with the outcome they count as.
@@ -258,6 +259,8 @@ class Telemetry:
             m.overflows.add(1)
         elif event.event == "rescan":
             m.rescans.add(1)
+        elif event.event == "quarantined":
+            m.quarantined.add(1, {"tier": tier, "reason": str(event.fields.get("kind", "invalid"))})
         elif event.event == "http_request" and event.latency_ms is not None:
             m.http.record(
                 event.latency_ms / 1000,

@@ -67,6 +67,7 @@ class SessionView:
     outcomes: Mapping[str, float] = field(default_factory=dict)  # delivered/duplicate/... summed over tiers
     breaker: BreakerView | None = None
     health: Mapping[str, Any] | None = None
+    watcher: str = ""  # the inbox watcher's backend and why it was chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,14 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         latency=latency,
         outcomes=_outcomes(metrics),
         health=health,
+        watcher=_watcher(tiers.get("file")),
     )
+
+
+def _watcher(file_tier: Any) -> str:
+    if not isinstance(file_tier, dict) or not file_tier.get("watcher"):
+        return ""
+    return f"{file_tier['watcher']} ({file_tier.get('watcher_reason') or 'no reason given'})"
 
 
 async def _offline(home: Path, name: str, liveness: Liveness, detail: str, pid: int | None) -> SessionView:
