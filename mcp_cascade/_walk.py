@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -29,9 +29,13 @@ from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
 from mcp_cascade.sidecar import TIER_HEADER
 from mcp_cascade.signing import Signer
 
+if TYPE_CHECKING:  # the NATS client is imported only when nats_url is set
+    from mcp_cascade.remote.route import RemoteRoute
+
 Status = Literal["delivered", "queued", "failed"]
 Outcome = Literal["ok", "error", "timeout", "refused", "skipped"]
 TIER_NUMBERS = {"webhook": 1, "bridge": 2, "file": 3}
+REMOTE_TIER = 4  # JetStream, for a session another host serves
 # Answers that say the response itself is unacceptable: another tier would not change that.
 _PERMANENT = frozenset({400, 413, 415, 422})
 
@@ -78,6 +82,7 @@ class Means:
     random: Callable[[], float]
     breaker: Callable[[str, SessionInfo | None, Config], Breaker]  # the session's, for this server
     acknowledge: Callable[[Response, str, str, Config], None]  # starts tier 2's acknowledgment
+    remote: RemoteRoute | None = None  # set when nats_url is
 
 
 class Walk:
@@ -132,6 +137,10 @@ class Walk:
     async def round(self) -> Result | None:
         info = await anyio.to_thread.run_sync(read_session, self.means.home, self.session)
         breaker = self.means.breaker(self.session, info, self.config)
+        if self.means.remote is not None and self.choice == "auto" and (info is None or not info.alive):
+            place, why = await self.means.remote.place(self.session)
+            if place == "remote":
+                return await self.tier4(self.means.remote, breaker, why)
         down = None
         if info is None:
             down = "session not running (no session.json)"
@@ -210,6 +219,30 @@ class Walk:
             return None
         self.record(3, "ok", "queued in the inbox" + (f"; {down}" if down else ""), started)
         return Result("queued", 3)
+
+    async def tier4(self, remote: RemoteRoute, breaker: Breaker, where: str) -> Result | None:
+        """Publish to the session's JetStream subject: the PubAck is 'queued', its receipt 'delivered'."""
+        permit = breaker.allow()
+        if permit == "reject":
+            self.skip_open(REMOTE_TIER, breaker)
+            return None
+        timeout = min(self.config.bridge_timeout_ms / 1000, self.remaining())
+        started = time.perf_counter()
+        remote.expect(self.response.id)
+        try:
+            stored = await remote.publish(self.response, self.session, timeout)
+        except (TimeoutError, ConnectionError) as exc:
+            await remote.receipt(self.response.id, 0)
+            slow = isinstance(exc, TimeoutError)
+            breaker.failure(permit, slow=slow)
+            self.kind = "timeout" if slow else "refused"
+            self.record(REMOTE_TIER, "timeout" if slow else "refused", f"{exc}; {where}", started)
+            return None
+        breaker.success(permit)
+        status = await remote.receipt(self.response.id, min(self.webhook_s, self.remaining()))
+        said = "delivered (the session's receipt)" if status == "delivered" else "no receipt yet"
+        self.record(REMOTE_TIER, "ok", f"PubAck: {stored}, {said}; {where}", started)
+        return Result("delivered" if status == "delivered" else "queued", REMOTE_TIER)
 
     async def post(
         self, url: str, breaker: Breaker, tier: int, permit: Permit, timeout: float

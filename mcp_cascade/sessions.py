@@ -50,11 +50,18 @@ class SessionInfo:
     started_at: str
     cwd: str
     label: str
+    host: str = ""  # set for a session registered by another host (reached through NATS)
+    node: str = ""
+
+    @property
+    def remote(self) -> bool:
+        """Whether the session runs on another host (its pid means nothing here)."""
+        return bool(self.node)
 
     @property
     def alive(self) -> bool:
-        """Whether the serving process still exists."""
-        return pid_alive(self.pid)
+        """Whether the serving process still exists (a remote one was heard from recently)."""
+        return self.remote or pid_alive(self.pid)
 
 
 def read_session(home: Path, session: str) -> SessionInfo | None:
