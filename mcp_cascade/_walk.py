@@ -8,7 +8,6 @@ receipt always lists every attempt, including the last one.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,14 @@ import anyio.to_thread
 import httpx
 
 from mcp_cascade.breaker import Breaker, Permit
+from mcp_cascade.clock import Clock, Random
 from mcp_cascade.config import Config
 from mcp_cascade.events import Event, Observer
-from mcp_cascade.inbox import enqueue
 from mcp_cascade.outbox import TierChoice
+from mcp_cascade.queue import MaildirQueue, Queue
 from mcp_cascade.response import Response
 from mcp_cascade.retry import RetrySchedule
-from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
-from mcp_cascade.sidecar import TIER_HEADER
+from mcp_cascade.sessions import TIER_HEADER, SessionInfo, SessionPaths, read_session
 from mcp_cascade.signing import Signer
 
 if TYPE_CHECKING:  # the NATS client is imported only when nats_url is set
@@ -78,8 +77,8 @@ class Means:
     client: httpx.AsyncClient
     signer: Signer
     observer: Observer
-    clock: Callable[[], float]
-    random: Callable[[], float]
+    clock: Clock
+    random: Random
     breaker: Callable[[str, SessionInfo | None, Config], Breaker]  # the session's, for this server
     acknowledge: Callable[[Response, str, str, Config], None]  # starts tier 2's acknowledgment
     remote: RemoteRoute | None = None  # set when nats_url is
@@ -102,9 +101,9 @@ class Walk:
         self.response = response
         self.session = session
         self.choice = choice
-        self.clock = means.clock
-        elapsed = time.perf_counter() - started
-        self.deadline = self.clock() + config.overall_timeout_ms / 1000 - elapsed
+        self.clock = means.clock.monotonic
+        # The budget counts from the delivery's start (the outbox write came first).
+        self.deadline = started + config.overall_timeout_ms / 1000
         self.webhook_s = config.webhook_timeout_ms / 1000
         self.attempts: list[Attempt] = []
         self.kind = ""  # why the last tier did not take the response (the failover reason)
@@ -130,7 +129,7 @@ class Walk:
             delay = rounds.next_delay()
             if delay is None:
                 return Result("failed", None)
-            await anyio.sleep(delay)
+            await self.means.clock.sleep(delay)
             if self.remaining() <= 0:
                 return Result("failed", None)
 
@@ -146,20 +145,64 @@ class Walk:
             down = "session not running (no session.json)"
         elif not info.alive:
             down = f"session not running (pid {info.pid} is gone)"
-        previous: int | None = None
-        for tier in self.plan():
+        return await self.sequence(self.plan(), None, info, breaker, down)
+
+    async def sequence(
+        self,
+        plan: tuple[int, ...],
+        previous: int | None,
+        info: SessionInfo | None,
+        breaker: Breaker,
+        down: str | None,
+    ) -> Result | None:
+        """Try ``plan`` in order, never waiting on a tier 1 that cannot help soon.
+
+        Refused (nobody listens): the inbox at once, tier 2 only if it fails. Timed out
+        (frozen or slow): the inbox now while tier 2 keeps trying; first acknowledgment
+        wins (the session's dedup keeps a late twin to one push).
+        """
+        for index, tier in enumerate(plan):
             if previous is not None:
                 self.failover(previous, tier)
             if tier == 1:
                 result = await self.tier1(info, breaker, down)
             elif tier == 2:
-                result = await self.tier2(info, breaker, down)
+                result = await self.tier2(info, breaker, down, give_up_refused=3 in plan[index + 1 :])
             else:
                 result = await self.tier3(down)
             if result is not None:
                 return result
-            previous = tier
+            previous, rest = tier, plan[index + 1 :]
+            if tier == 1 and 3 in rest and self.kind == "refused":
+                if 2 in rest:
+                    self.acknowledge()  # the person hears back as if tier 2 had started
+                return await self.sequence((3, *(t for t in rest if t != 3)), 1, info, breaker, down)
+            if tier == 1 and 3 in rest and 2 in rest and self.kind == "timeout":
+                self.failover(1, 2)
+                self.failover(1, 3)
+                return await self.race(info, breaker, down)
         return None
+
+    async def race(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
+        """Tier 2 and tier 3 together; the first to acknowledge wins and the other stops."""
+        won: Result | None = None
+
+        async def run(tier: int) -> None:
+            nonlocal won
+            try:
+                result = await (self.tier2(info, breaker, down) if tier == 2 else self.tier3(down))
+            except anyio.get_cancelled_exc_class():
+                self.record(tier, "skipped", f"stopped: tier {won.tier if won else '?'} answered first", now)
+                raise
+            if result is not None and won is None:
+                won = result
+                tg.cancel_scope.cancel()
+
+        now = self.clock()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, 2)
+            tg.start_soon(run, 3)
+        return won
 
     async def tier1(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
         if down is not None or info is None:
@@ -172,7 +215,9 @@ class Walk:
         self.tier1_tried = True
         return await self.post(info.webhook_url, breaker, 1, permit, min(self.webhook_s, self.remaining()))
 
-    async def tier2(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
+    async def tier2(
+        self, info: SessionInfo | None, breaker: Breaker, down: str | None, *, give_up_refused: bool = False
+    ) -> Result | None:
         self.acknowledge()
         if down is not None or info is None:
             self.skip(2, down or "", "session_down")
@@ -187,7 +232,7 @@ class Walk:
                 delay = schedule.next_delay()
                 if delay is None:
                     return None
-                await anyio.sleep(delay)
+                await self.means.clock.sleep(delay)
             wait = True
             permit = breaker.allow()
             if permit == "reject":
@@ -197,18 +242,17 @@ class Walk:
             if timeout <= 0:
                 return None
             result = await self.post(info.webhook_url, breaker, 2, permit, timeout)
-            if result is not None:
+            if result is not None or (give_up_refused and self.kind == "refused"):
                 return result
 
     async def tier3(self, down: str | None) -> Result | None:
         timeout = self.remaining()
         if timeout <= 0:
             return None
-        inbox = SessionPaths(self.means.home, self.session).inbox
-        started = time.perf_counter()
+        queue: Queue = MaildirQueue(SessionPaths(self.means.home, self.session).inbox, self.session)
+        started = self.clock()
         try:
-            with anyio.fail_after(timeout):
-                await anyio.to_thread.run_sync(enqueue, inbox, self.response, abandon_on_cancel=True)
+            await queue.enqueue(self.response, timeout)
         except TimeoutError:
             self.record(3, "timeout", f"inbox write took over {timeout * 1000:.0f} ms", started)
             self.kind = "timeout"
@@ -227,10 +271,11 @@ class Walk:
             self.skip_open(REMOTE_TIER, breaker)
             return None
         timeout = min(self.config.bridge_timeout_ms / 1000, self.remaining())
-        started = time.perf_counter()
+        started = self.clock()
         remote.expect(self.response.id)
         try:
-            stored = await remote.publish(self.response, self.session, timeout)
+            queue: Queue = remote.queue(self.session)
+            stored = await queue.enqueue(self.response, timeout)
         except (TimeoutError, ConnectionError) as exc:
             await remote.receipt(self.response.id, 0)
             slow = isinstance(exc, TimeoutError)
@@ -253,7 +298,7 @@ class Walk:
         headers["x-correlation-id"] = self.response.correlation_id
         if tier == 2:
             headers[TIER_HEADER] = "2"
-        started = time.perf_counter()
+        started = self.clock()
         reported = False
         try:
             outcome, reason, code, payload = await self.exchange(url, body, headers, timeout)
@@ -322,7 +367,7 @@ class Walk:
 
     def skip(self, tier: int, reason: str, kind: str) -> None:
         self.kind = kind
-        self.record(tier, "skipped", reason, time.perf_counter())
+        self.record(tier, "skipped", reason, self.clock())
 
     def skip_open(self, tier: int, breaker: Breaker) -> None:
         snap = breaker.snapshot()
@@ -340,7 +385,7 @@ class Walk:
     def record(
         self, tier: int, outcome: Outcome, reason: str, started: float, code: int | None = None
     ) -> None:
-        latency = (time.perf_counter() - started) * 1000
+        latency = (self.clock() - started) * 1000
         self.attempts.append(Attempt(tier, outcome, reason, latency, code))
         self.emit(
             "attempt",
@@ -356,7 +401,14 @@ def _interpret(code: int, payload: Any, tier: int) -> tuple[Result | None, Outco
     """What a sidecar's answer means for the delivery."""
     status = payload.get("status") if isinstance(payload, dict) else None
     if code == 200 and status in ("delivered", "duplicate"):
-        return Result("delivered", tier), "ok", f"HTTP 200 {status}"
+        # A duplicate names the tier that reached the session first (a late tier-1 answer, say).
+        first = payload.get("first_tier") if status == "duplicate" else None
+        by = first if first in (1, 2, 3) else tier
+        return (
+            Result("delivered", by),
+            "ok",
+            f"HTTP 200 {status}" + (f" (first by tier {by})" if by != tier else ""),
+        )
     if code == 202 and status == "queued":
         return Result("queued", tier), "ok", "HTTP 202 queued"
     detail = payload.get("error") if isinstance(payload, dict) else payload

@@ -22,8 +22,6 @@ resend is never seen twice by the session.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
@@ -39,7 +37,8 @@ from anyio.abc import TaskGroup
 
 from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
 from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
-from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home
+from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
+from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.outbox import TIER_CHOICES, Claimed, CorruptEntry, Outbox, TierChoice
@@ -112,7 +111,9 @@ class Sender:
 
     It owns one pooled HTTP client and a task group: the outbox re-drive, the
     configuration reload (when given a :class:`LiveConfig`) and tier-2
-    acknowledgments run there.
+    acknowledgments run there. ``clock``, ``random`` and ``transport`` are
+    seams: the system's by default, a fake clock, fixed draws and an
+    in-process transport in tests.
     """
 
     def __init__(
@@ -123,15 +124,19 @@ class Sender:
         *,
         ack: AckHook | None = None,
         outbox: Path | None = None,
+        clock: Clock = SYSTEM,
+        random: Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.home = home
+        self._transport = transport
         self._config = config
         self._observer = observer
         self._ack = ack
         self.outbox = Outbox(outbox if outbox is not None else home / "outbox")
         self._routes: dict[str, tuple[Breaker, tuple[int, str] | None]] = {}
-        self._clock = time.monotonic
-        self._random = random.Random().random
+        self._clock = clock
+        self._random = random or system_random()
         self._redrive_lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
@@ -144,7 +149,7 @@ class Sender:
         return self._config.current if isinstance(self._config, LiveConfig) else self._config
 
     def _prepare(self) -> Signer:
-        ensure_home(self.home)
+        warn_tightened(self._observer, self.home, ensure_home(self.home))
         self.outbox.ensure()
         return Signer(load_or_create_secret(self.home))
 
@@ -163,6 +168,7 @@ class Sender:
                     trust_env=False,
                     timeout=httpx.Timeout(30.0),
                     limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_S),
+                    transport=self._transport,
                 )
             )
             self._means = Means(
@@ -197,7 +203,7 @@ class Sender:
 
     def breakers(self) -> Mapping[str, BreakerSnapshot]:
         """Each session's breaker; ``next_probe_at`` is in unix time here."""
-        now, mono = time.time(), self._clock()
+        now, mono = self._clock.wall(), self._clock.monotonic()
         return {
             session: _wall(breaker.snapshot(), now, mono) for session, (breaker, _) in self._routes.items()
         }
@@ -223,7 +229,7 @@ class Sender:
             )
         response = with_session(response, session)
         config = self.config
-        started = time.perf_counter()
+        started = self._clock.monotonic()
         claimed: Claimed | None = None
         try:
             # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
@@ -265,11 +271,16 @@ class Sender:
                     "outbox",
                     entry.response,
                     entry.session,
-                    fields={"action": "redrive", "age_s": round(time.time() - entry.created_at, 3)},
+                    fields={"action": "redrive", "age_s": round(self._clock.wall() - entry.created_at, 3)},
                 )
                 receipts.append(
                     await self._drive(
-                        claimed, entry.response, entry.session, entry.tier, self.config, time.perf_counter()
+                        claimed,
+                        entry.response,
+                        entry.session,
+                        entry.tier,
+                        self.config,
+                        self._clock.monotonic(),
                     )
                 )
             return receipts
@@ -280,6 +291,7 @@ class Sender:
                 await self.redrive()
             except Exception as exc:  # task boundary: a broken outbox must not stop sending
                 self._observer.emit(Event("outbox", level="error", reason=f"re-drive failed: {exc!r}"))
+            # A period on the event loop, not a budget: a fake clock must not make it spin.
             await anyio.sleep(_REDRIVE_EVERY_S)
 
     async def _drive(
@@ -308,7 +320,7 @@ class Sender:
             session,
             result.status,
             result.tier,
-            (time.perf_counter() - started) * 1000,
+            (self._clock.monotonic() - started) * 1000,
             tuple(delivery.attempts),
         )
         with anyio.CancelScope(shield=True):
@@ -342,7 +354,7 @@ class Sender:
         identity = (info.pid, info.webhook_url) if info is not None else None
         known = self._routes.get(session)
         if known is None:
-            breaker = Breaker(settings, self._clock, partial(self._breaker_changed, session))
+            breaker = Breaker(settings, self._clock.monotonic, partial(self._breaker_changed, session))
             self._routes[session] = (breaker, identity)
             return breaker
         breaker, seen = known
@@ -358,7 +370,7 @@ class Sender:
             self._tg.start_soon(self._acknowledge, response, session, reason, config)
 
     def _breaker_changed(self, session: str, snapshot: BreakerSnapshot) -> None:
-        wall = _wall(snapshot, time.time(), self._clock())
+        wall = _wall(snapshot, self._clock.wall(), self._clock.monotonic())
         cause = _CAUSE.get()
         self._observer.emit(
             Event(
@@ -382,13 +394,13 @@ class Sender:
         schedule = RetrySchedule(
             config.overall_timeout_ms / 1000,
             reserve_s=Backoff().initial_s,
-            clock=self._clock,
+            clock=self._clock.monotonic,
             random=self._random,
         )
         tries = 0
         while True:
             tries += 1
-            started = time.perf_counter()
+            started = self._clock.monotonic()
             try:
                 with anyio.fail_after(max(schedule.remaining(), 0.001)):
                     await self._ack(response, session, reason)
@@ -401,7 +413,7 @@ class Sender:
                     response,
                     session,
                     tier=2,
-                    latency_ms=(time.perf_counter() - started) * 1000,
+                    latency_ms=(self._clock.monotonic() - started) * 1000,
                     fields={"ok": True, "tries": tries},
                 )
                 return
@@ -417,7 +429,7 @@ class Sender:
                     fields={"ok": False, "tries": tries},
                 )
                 return
-            await anyio.sleep(delay)
+            await self._clock.sleep(delay)
 
     def _emit(
         self,
@@ -475,10 +487,10 @@ def send_one(loaded: Loaded, response: Response, session: str, tier: TierChoice 
     While it runs, the sender also re-drives outbox entries left by senders
     that died; whatever that pass has not finished stays for the next one.
     """
-    from mcp_cascade.server import make_telemetry
+    from mcp_cascade.telemetry import make_telemetry
 
     async def main() -> Receipt:
-        telemetry = make_telemetry(loaded, "send", session)
+        telemetry = make_telemetry(loaded, "send", session, metrics_served=False)
         try:
             async with Sender(loaded.home, loaded.config, telemetry) as sender:
                 if sender.remote is not None:  # a first look at the registry before choosing the way

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import signal
+import stat
 import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,12 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import inotify_simple
 from anyio.abc import TaskStatus
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
+from mcp_cascade.watchers import Watcher, WatcherSetting, open_watcher
 
 ENV_PREFIX = "MCP_CASCADE_"
 Tier = Literal["webhook", "bridge", "file"]
@@ -40,6 +41,9 @@ class Config(BaseModel):
     bridge_timeout_ms: int = Field(500, ge=1, le=60_000, description="tier-2 redelivery budget")
     file_debounce_ms: int = Field(500, ge=0, le=60_000, description="quiet time for legacy in-place files")
     file_rescan_ms: int = Field(1000, ge=10, le=3_600_000, description="periodic inbox rescan")
+    watcher: WatcherSetting = Field(
+        "auto", description="inbox and config.toml wake-ups: auto, inotify, watchfiles or poll"
+    )
     overall_timeout_ms: int = Field(10_000, ge=1, le=3_600_000, description="report undelivered after")
     tier_order: tuple[Tier, ...] = Field(
         ("webhook", "bridge", "file"), min_length=1, description="sender's tier priorities"
@@ -52,11 +56,17 @@ class Config(BaseModel):
     sidecar_port: int = Field(0, ge=0, le=65_535, description="sidecar port, 0 for any free one")
     bridge_port: int = Field(0, ge=0, le=65_535, description="bridge API port, 0 for any free one")
     retention_days: int = Field(7, ge=7, le=3650, description="how long delivered ids are kept")
+    session_wait_ms: int = Field(
+        5000, ge=0, le=600_000, description="how long serve waits for a session's closing holder"
+    )
     legacy_dir: Path | None = Field(None, description="a legacy responses folder to watch")
     log_file: Path | None = Field(None, description="JSON log lines go here instead of stderr")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log threshold")
     metrics: bool = Field(True, description="record OpenTelemetry metrics")
     audit_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="audit file size before rotation")
+    audit_generations: int = Field(
+        3, ge=1, le=1000, description="rotated audit files kept (audit.jsonl.1...N)"
+    )
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
     nats_url: str | None = Field(
@@ -190,15 +200,66 @@ def load_config(
     return Loaded(config, sources, home, path, own_env, given)
 
 
-def ensure_home(home: Path) -> None:
-    """Create the home directory 0700 (and check it can be written)."""
+_PRIVATE_DIRS = ("", "bridge", "sessions")
+
+
+def ensure_home(home: Path) -> list[str]:
+    """Create the home 0700 (and check it can be written); tighten one that others can reach.
+
+    An existing home, ``bridge/`` or ``sessions/`` open to the group or to others
+    (older docs said ``mkdir -p``) is tightened: every directory under it to 0700,
+    every file to 0600. Returns what was tightened, for the caller's warning.
+    A home owned by another account is refused (we could not tighten it).
+    """
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = home.stat()
+        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+            raise ConfigError(
+                "home", f"{home} belongs to uid {st.st_uid}, not to you; use a home of your own"
+            )
+        loose = hasattr(os, "geteuid") and any(_loose(home / d) for d in _PRIVATE_DIRS)
+        tightened = _tighten(home) if loose else []
         probe = home / f".probe-{os.getpid()}"
         probe.touch()
         probe.unlink()
     except OSError as exc:
         raise ConfigError("home", f"{home} is not writable: {exc.strerror or exc}") from exc
+    return tightened
+
+
+def warn_tightened(observer: Observer, home: Path, tightened: list[str]) -> None:
+    """Say, once at start, that a home others could reach was made private."""
+    if tightened:
+        observer.emit(
+            Event(
+                "home_tightened",
+                level="warning",
+                reason=f"{home} was open to other users; made its directories 0700 and files 0600",
+                fields={"paths": len(tightened), "first": tightened[0]},
+            )
+        )
+
+
+def _loose(path: Path) -> bool:
+    try:
+        return bool(path.lstat().st_mode & 0o077)
+    except FileNotFoundError:
+        return False
+
+
+def _tighten(home: Path) -> list[str]:
+    done: list[str] = []
+    uid = os.geteuid()
+    for root, dirs, files in os.walk(home):  # never follows a symlinked directory
+        for path, private in [(Path(root), 0o700), *((Path(root) / f, 0o600) for f in files)]:
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode) or st.st_uid != uid or not st.st_mode & 0o077:
+                continue
+            path.chmod(stat.S_IMODE(st.st_mode) & private)
+            done.append(str(path))
+        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+    return done
 
 
 # Keys a running process reads once at start-up: a reload records them, they apply on the next start.
@@ -211,9 +272,12 @@ RESTART_KEYS = frozenset(
         "log_level",
         "metrics",
         "audit_max_bytes",
+        "audit_generations",
         "telegram_api_base",
         "legacy_dir",
         "retention_days",
+        "watcher",
+        "session_wait_ms",
         "nats_url",
         "nats_creds",
         "nats_tls_ca",
@@ -221,12 +285,8 @@ RESTART_KEYS = frozenset(
         "nats_replicas",
     }
 )
-_WATCH_MASK = (
-    inotify_simple.flags.CLOSE_WRITE
-    | inotify_simple.flags.MOVED_TO
-    | inotify_simple.flags.MOVED_FROM
-    | inotify_simple.flags.DELETE
-)
+# config.toml changes rarely and a reload may wait: the poll backend looks twice a second.
+_CONFIG_POLL_S = 0.5
 
 
 class LiveConfig:
@@ -251,6 +311,7 @@ class LiveConfig:
         self._observer: Observer = observer or NullObserver()
         self._watching = False
         self._subscribers: list[Callable[[Config], None]] = []
+        self._on_hangup: list[Callable[[], None]] = []
 
     @classmethod
     def from_loaded(cls, loaded: Loaded, *, observer: Observer | None = None) -> LiveConfig:
@@ -274,6 +335,10 @@ class LiveConfig:
         rescan period); everything else reads :attr:`current` when it starts.
         """
         self._subscribers.append(callback)
+
+    def on_hangup(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on each SIGHUP, before the reload (reopening a rotated log file)."""
+        self._on_hangup.append(callback)
 
     def reload(self) -> bool:
         """Re-read the configuration; True when the new one is in force, False when it was rejected."""
@@ -311,11 +376,12 @@ class LiveConfig:
     async def watch(
         self, observer: Observer | None = None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Reload on SIGHUP and whenever config.toml is written, renamed into place or removed.
+        """Reload on SIGHUP (where there is one) and whenever config.toml is written, replaced or removed.
 
-        Runs until cancelled; ``task_status`` is set once both are being
-        watched. Only one watch per LiveConfig installs the signal handler and
-        the file watch; a second call just waits.
+        The file is watched by the backend the ``watcher`` key chooses (see
+        :mod:`mcp_cascade.watchers`). Runs until cancelled; ``task_status`` is
+        set once both are being watched. Only one watch per LiveConfig installs
+        the signal handler and the file watch; a second call just waits.
         """
         if observer is not None:
             self._observer = observer
@@ -324,39 +390,51 @@ class LiveConfig:
             await anyio.sleep_forever()
         self._watching = True
         try:
-            with anyio.open_signal_receiver(signal.SIGHUP) as signals, self._file_watch() as watcher:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._on_signals, signals)
-                    if watcher is not None:
+            async with (
+                open_watcher(self.current.watcher, poll_s=_CONFIG_POLL_S) as watcher,
+                anyio.create_task_group() as tg,
+            ):
+                with _hangups() as signals:
+                    if signals is not None:
+                        tg.start_soon(self._on_signals, signals)
+                    if self._arm(watcher):
                         tg.start_soon(self._on_file, watcher)
                     task_status.started()
+                    await anyio.sleep_forever()
         finally:
             self._watching = False
 
     async def _on_signals(self, signals: AsyncIterator[int]) -> None:
         async for _ in signals:
+            for callback in self._on_hangup:
+                callback()
             self.reload()
 
-    @contextlib.contextmanager
-    def _file_watch(self) -> Iterator[inotify_simple.INotify | None]:
+    def _arm(self, watcher: Watcher) -> bool:
         home = self._loaded.home
-        watcher = inotify_simple.INotify(nonblocking=True)
         try:
-            try:
-                watcher.add_watch(home, _WATCH_MASK)
-            except OSError as exc:
-                self._observer.emit(
-                    Event("config_watch", level="warning", reason=f"cannot watch {home}: {exc}; SIGHUP only")
-                )
-                yield None
-                return
-            yield watcher
-        finally:
-            watcher.close()
+            watcher.add("config", home, writes=False, removals=True)
+        except OSError as exc:
+            self._observer.emit(
+                Event("config_watch", level="warning", reason=f"cannot watch {home}: {exc}; SIGHUP only")
+            )
+            return False
+        return True
 
-    async def _on_file(self, watcher: inotify_simple.INotify) -> None:
+    async def _on_file(self, watcher: Watcher) -> None:
         name = self._loaded.file.name
         while True:
-            await anyio.wait_readable(watcher.fileno())
-            if any(event.name == name for event in watcher.read(timeout=0)):
+            changes = await watcher.changes(3600.0)
+            if any(c.name in (name, None) and c.kind != "gone" for c in changes):
                 self.reload()
+
+
+@contextlib.contextmanager
+def _hangups() -> Iterator[AsyncIterator[int] | None]:
+    """SIGHUP as an async iterator; None where the platform has no SIGHUP (Windows)."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None:
+        yield None
+        return
+    with anyio.open_signal_receiver(hangup) as signals:
+        yield signals

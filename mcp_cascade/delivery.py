@@ -9,7 +9,6 @@ and the store's states.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,13 +18,14 @@ from typing import Literal, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 
+from mcp_cascade.clock import SYSTEM, Clock
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.response import Response
 from mcp_cascade.store import Accepted, Store, Stored
 
 T = TypeVar("T")
-TIER_NAMES = {1: "webhook", 2: "bridge", 3: "file"}
+TIER_NAMES = {1: "webhook", 2: "bridge", 3: "file", 4: "nats"}
 _BATCH = 64
 
 
@@ -45,6 +45,7 @@ class Outcome:
     correlation_id: str
     tier: int
     latency_ms: float
+    first_tier: int | None = None  # a duplicate's: the tier that brought the response first
 
 
 @dataclass(eq=False, slots=True)
@@ -70,8 +71,17 @@ class Engine:
     then responses are kept (``queued``) and pushed, in order, on attach.
     """
 
-    def __init__(self, store: Store, session: str, observer: Observer, *, push_wait_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        session: str,
+        observer: Observer,
+        *,
+        push_wait_s: float = 1.0,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.store = store
+        self._clock = clock
         self.session = session
         self._observer = observer
         self._push_wait_s = push_wait_s
@@ -146,7 +156,7 @@ class Engine:
             return outcome
         with anyio.move_on_after(self._push_wait_s):
             await slot.pushed.wait()
-        elapsed = (time.perf_counter() - slot.start) * 1000
+        elapsed = (self._clock.monotonic() - slot.start) * 1000
         if not slot.pushed.is_set():
             self._emit(
                 "queued",
@@ -188,7 +198,7 @@ class Engine:
         return results
 
     def _enqueue(self, responses: Sequence[Response], tier: int) -> list[_Slot]:
-        now = time.perf_counter()
+        now = self._clock.monotonic()
         slots = [_Slot(r, tier, now) for r in responses]
         for slot in slots:
             self._emit("received", slot.response, tier=tier, level="debug")
@@ -199,7 +209,7 @@ class Engine:
     def _settle(self, slot: _Slot) -> Outcome:
         """Report a response the pump has committed: a duplicate, or durable (queued for its push)."""
         response, tier = slot.response, slot.tier
-        elapsed = (time.perf_counter() - slot.start) * 1000
+        elapsed = (self._clock.monotonic() - slot.start) * 1000
         assert slot.accepted is not None
         if not slot.accepted.new:
             self._emit(
@@ -209,15 +219,17 @@ class Engine:
                 latency_ms=elapsed,
                 reason=f"first received by tier {slot.accepted.tier}, now {slot.accepted.state}",
             )
-            return Outcome("duplicate", response.id, response.correlation_id, tier, elapsed)
+            return Outcome(
+                "duplicate", response.id, response.correlation_id, tier, elapsed, slot.accepted.tier
+            )
         self._emit("durable", response, tier=tier, latency_ms=elapsed)
         arrival, self._arrival = self._arrival, anyio.Event()
         arrival.set()
         return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
 
-    async def wait_arrival(self) -> None:
-        """Return when the next new response has been made durable."""
-        await self._arrival.wait()
+    def next_arrival(self) -> anyio.Event:
+        """Set when the next new response has been made durable; take it before looking, so none is missed."""
+        return self._arrival
 
     async def _pump(self) -> None:
         while True:
@@ -232,14 +244,14 @@ class Engine:
                 try:
                     accepted, batch = await self._io(partial(self.store.accept_batch, items, claim=claim))
                 except StoreUnavailable as exc:
-                    self.last_push_error = (time.time(), str(exc))
+                    self.last_push_error = (self._clock.wall(), str(exc))
                     for s in slots:
                         self._emit("failed", s.response, tier=s.tier, reason=f"store: {exc}", level="error")
                         s.error = exc
                         s.durable.set()
                     if not slots:
                         self._emit("push_stalled", reason=f"store: {exc}", level="error")
-                        await anyio.sleep(0.2)
+                        await anyio.sleep(0.2)  # a poll period on the loop: a fake clock must not spin it
                     continue
                 for s, acc in zip(slots, accepted, strict=True):
                     s.accepted = acc
@@ -264,7 +276,7 @@ class Engine:
                 await pusher.push(item.response, item.tier, redelivered=item.redelivered)
                 done.append(item.seq)
         except Exception as exc:  # the client connection broke mid-batch: task boundary
-            self.last_push_error = (time.time(), repr(exc))
+            self.last_push_error = (self._clock.wall(), repr(exc))
             self._emit("push_failed", reason=repr(exc), level="error")
             self.detach()
         finally:
@@ -278,14 +290,14 @@ class Engine:
             except StoreUnavailable as exc:
                 # Written but not recorded (a full disk): the rows stay 'pushing', so only a restart
                 # pushes them again, flagged. The pump must live on: the disk may come back.
-                self.last_push_error = (time.time(), f"store: {exc}")
+                self.last_push_error = (self._clock.wall(), f"store: {exc}")
                 self._emit("push_unrecorded", reason=f"store: {exc}", level="error")
-        now = time.perf_counter()
+        now = self._clock.monotonic()
         for item in batch:
             if item.seq not in done and item.seq not in probes:
                 continue
             slot = self._in_flight.pop(item.seq, None)
-            latency = (now - slot.start) * 1000 if slot else (time.time() - item.received_at) * 1000
+            latency = (now - slot.start) * 1000 if slot else (self._clock.wall() - item.received_at) * 1000
             self._emit(
                 "pushed",
                 item.response,

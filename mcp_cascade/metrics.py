@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFam
 __all__ = ["BREAKER_STATES", "BUCKETS_S", "FAILOVER_KINDS", "OUTCOMES", "TIERS", "Metrics"]
 
 BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-TIERS = ("1", "2", "3")
+TIERS = ("1", "2", "3", "4")  # 4: JetStream, to a session on another host
 OUTCOMES = ("delivered", "queued", "duplicate", "rejected", "failed")
 BREAKER_STATES = ("closed", "open", "half_open")
 # The sender's failover kinds (SENDER_API), created at zero for every forward pair of tiers.

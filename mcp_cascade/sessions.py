@@ -9,6 +9,9 @@ from typing import Any
 from mcp_cascade._fs import pid_alive, read_json
 
 PROTOCOL = 1
+# The sidecar's webhook route, and the header a bridge redelivery (tier 2) carries.
+WEBHOOK_PATH = "/webhook/bridge-response"
+TIER_HEADER = "x-cascade-tier"
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import FieldError, InvalidResponse, SignatureError, StoreUnavailable
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.openapi import spec
+from mcp_cascade.redact import scrub_json
 from mcp_cascade.response import (
     CORRELATION_RE,
     MAX_BODY_BYTES,
@@ -30,10 +31,10 @@ from mcp_cascade.response import (
     is_legacy_webhook,
     parse_body,
 )
+from mcp_cascade.sessions import TIER_HEADER, WEBHOOK_PATH
 from mcp_cascade.signing import Signer
 
-WEBHOOK_PATH = "/webhook/bridge-response"
-TIER_HEADER = "x-cascade-tier"
+__all__ = ["TIER_HEADER", "WEBHOOK_PATH", "SidecarDeps", "build_app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,7 @@ def build_app(deps: SidecarDeps) -> Starlette:
             body: dict[str, Any] = {"status": "rejected", "error": exc.message}
             if exc.errors:
                 body["errors"] = [{"path": e.path, "message": e.message} for e in exc.errors]
-            return JSONResponse(body, status_code=exc.status)
+            return JSONResponse(scrub_json(body), status_code=exc.status)
         except StoreUnavailable as exc:
             return JSONResponse({"status": "unavailable", "error": f"cannot persist: {exc}"}, status_code=503)
         code = 202 if outcome.status == "queued" else 200
@@ -128,6 +129,7 @@ def build_app(deps: SidecarDeps) -> Starlette:
                 "correlation_id": outcome.correlation_id,
                 "tier": outcome.tier,
                 "latency_ms": round(outcome.latency_ms, 3),
+                **({"first_tier": outcome.first_tier} if outcome.first_tier is not None else {}),
             },
             status_code=code,
             headers={"x-correlation-id": outcome.correlation_id},
@@ -137,7 +139,7 @@ def build_app(deps: SidecarDeps) -> Starlette:
         tier = request.path_params.get("tier")
         if tier not in (None, "webhook", "file"):
             return JSONResponse({"error": f"no tier {tier!r}; try webhook or file"}, status_code=404)
-        body = dict(await anyio.to_thread.run_sync(deps.health, tier))
+        body = scrub_json(dict(await anyio.to_thread.run_sync(deps.health, tier)))
         return JSONResponse(body, status_code=503 if body.get("status") == "down" else 200)
 
     async def metrics(request: Request) -> Response:

@@ -20,13 +20,23 @@ from pathlib import Path
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from mcp_cascade.errors import SignatureError
+from mcp_cascade.redact import keep_secret
 
 SECRET_FILE = "secret"
 _TOLERANCE_S = 300
 
 
 def load_or_create_secret(home: Path) -> str:
-    """The home's ``whsec_`` secret, created 0600 atomically by whoever needs it first."""
+    """The home's ``whsec_`` secret, created 0600 atomically by whoever needs it first.
+
+    It is registered with :func:`mcp_cascade.redact.keep_secret`, so no output shows it.
+    """
+    secret = _load_or_create(home)
+    keep_secret(secret)
+    return secret
+
+
+def _load_or_create(home: Path) -> str:
     path = home / SECRET_FILE
     try:
         return path.read_text(encoding="ascii").strip()

@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcp_cascade._schema import check_readable, open_versioned
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.response import Response, from_dict
 
-_SCHEMA = """
+# Schema versions (see :mod:`mcp_cascade._schema`): step N takes a store from version N to N + 1.
+STEPS = (
+    # 1: the schema of release 0.1.0 (which left user_version at 0).
+    """
 CREATE TABLE IF NOT EXISTS responses (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -41,7 +45,10 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_state ON responses (state, seq);
 CREATE INDEX IF NOT EXISTS responses_corr ON responses (correlation_id);
-"""
+""",
+    # 2: retention deletes by state and age without a scan.
+    "CREATE INDEX responses_received ON responses (state, received_at);",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +87,13 @@ class Store:
                 self._db = sqlite3.connect(
                     f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=5.0
                 )
+                check_readable(self._db, path, STEPS)
                 self._db.execute("SELECT 1 FROM responses LIMIT 1")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot read {path}: {exc}") from exc
             return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        path.chmod(0o600)
+        self._db = open_versioned(path, STEPS)
 
     def close(self) -> None:
         """Close the database (idempotent)."""

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mcp_cascade.audit import AuditTrail
 from mcp_cascade.events import Event
 from mcp_cascade.health import LastError
-from mcp_cascade.metrics import Metrics
+from mcp_cascade.redact import scrub
+
+if TYPE_CHECKING:
+    from mcp_cascade.config import Loaded
+    from mcp_cascade.metrics import Metrics
 
 __all__ = [
     "AuditTrail",
@@ -23,8 +28,19 @@ __all__ = [
     "Metrics",
     "RecentLatencies",
     "Telemetry",
+    "make_telemetry",
     "open_log_stream",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # OpenTelemetry and the Prometheus client load only where metrics are on (not for ``send``).
+    if name == "Metrics":
+        from mcp_cascade.metrics import Metrics
+
+        return Metrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 # Keys every log line carries (null where unknown), in this order.
@@ -72,8 +88,12 @@ class JsonLog:
     known), plus ``reason`` on every warning or error.
     """
 
-    def __init__(self, stream: IO[str] | None = None, level: str = "info", **static: Any) -> None:
-        self._stream = stream if stream is not None else sys.stderr
+    def __init__(
+        self, stream: IO[str] | None = None, level: str = "info", *, path: Path | None = None, **static: Any
+    ) -> None:
+        # With ``path``, the lines go to that file, reopened by :meth:`reopen` (logrotate's mv + SIGHUP).
+        self._path = path
+        self._stream = stream if stream is not None else open_log_stream(path)
         self._threshold = _LEVELS.get(level, 20)
         self._static = static
         self._lock = threading.Lock()
@@ -93,13 +113,33 @@ class JsonLog:
             record["reason"] = event.reason or event.event.replace("_", " ")
         for key, value in event.fields.items():
             record.setdefault(key, value)
-        line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+        line = scrub(json.dumps(record, default=str, separators=(",", ":"))) + "\n"
         with self._lock:
             try:
                 self._stream.write(line)
                 self._stream.flush()
             except (OSError, ValueError):
                 pass  # a closed stderr must not take delivery down with it
+
+    def reopen(self) -> bool:
+        """Open ``log_file`` again by its name (after a rotation moved it); False when logging to stderr.
+
+        The swap happens under the write lock, so every line lands whole in the
+        old file (before) or the new one (after), and none is lost.
+        """
+        if self._path is None:
+            return False
+        fresh = open_log_stream(self._path)
+        with self._lock:
+            old, self._stream = self._stream, fresh
+        old.close()
+        return True
+
+    def close(self) -> None:
+        """Close the log file (stderr stays open)."""
+        if self._path is not None:
+            with self._lock:
+                self._stream.close()
 
 
 class RecentLatencies:
@@ -203,8 +243,14 @@ class Telemetry:
                 },
             )
 
+    def reopen_log(self) -> None:
+        """On SIGHUP: reopen ``log_file`` (logrotate moved it) and say so as the new file's first line."""
+        if self.log.reopen():
+            self.emit(Event("log_reopened"))
+
     def close(self) -> None:
         """Flush and close."""
+        self.log.close()
         if self.audit is not None:
             self.audit.close()
         if self.metrics is not None:
@@ -219,7 +265,31 @@ def _is_delivery(event: Event) -> bool:
 
 
 def open_log_stream(path: Path | None) -> IO[str]:
-    """stderr, or the configured log file opened for appending."""
+    """stderr, or the configured log file opened for appending (created 0600: logs name users)."""
     if path is None:
         return sys.stderr
-    return path.open("a", encoding="utf-8", buffering=1)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
+def make_telemetry(
+    loaded: Loaded, component: str, session: str | None = None, *, metrics_served: bool = True
+) -> Telemetry:
+    """The process's observer: JSON logs (stderr or file), the home's audit trail, metrics.
+
+    ``metrics_served=False`` for a process nobody scrapes (one ``send``): no meters at all.
+    """
+    cfg = loaded.config
+    static: dict[str, Any] = {"component": component}
+    if session:
+        static["session"] = session
+    metrics = None
+    if cfg.metrics and metrics_served:
+        from mcp_cascade.metrics import Metrics
+
+        metrics = Metrics()
+    return Telemetry(
+        log=JsonLog(None, cfg.log_level, path=cfg.log_file, **static),
+        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component, cfg.audit_generations),
+        metrics=metrics,
+    )

@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from mcp_cascade.sessions import SessionInfo, read_session
+from mcp_cascade.sessions import SessionInfo, list_sessions, read_session
 
 HANDSHAKE_VERSION = "2025-11-25"
 # Where this package lives, so a child serve imports the same code as its parent.
@@ -38,7 +38,7 @@ class ServeProcess:
     def __init__(
         self,
         home: Path,
-        session: str,
+        session: str | None,
         *,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
@@ -46,11 +46,15 @@ class ServeProcess:
         stderr_path: Path | None = None,
     ) -> None:
         self.home = home
-        self.session = session
+        # None: no --session, so serve derives it from ``cwd`` as it does under .mcp.json; the id
+        # it took is known once :meth:`wait_session` has seen its session.json.
+        self.explicit = session is not None
+        self.session = session or ""
         self.args = list(args)
         self.extra_env = dict(env or {})
         self.cwd = cwd
-        self.stderr_path = stderr_path or home.parent / f"serve-{home.name}-{session}.stderr"
+        name = session or f"derived-{id(self):x}"
+        self.stderr_path = stderr_path or home.parent / f"serve-{home.name}-{name}.stderr"
         self.process: Process | None = None
         self.frames: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
@@ -70,8 +74,7 @@ class ServeProcess:
             "serve",
             "--home",
             str(self.home),
-            "--session",
-            self.session,
+            *(["--session", self.session] if self.explicit else []),
             *self.args,
         ]
 
@@ -191,9 +194,15 @@ class ServeProcess:
         """Wait for serve to publish session.json (its sidecar is listening)."""
         with anyio.fail_after(timeout):
             while True:
-                info = read_session(self.home, self.session)
-                if info is not None and self.process is not None and info.pid == self.process.pid:
-                    return info
+                found = (
+                    [read_session(self.home, self.session)]
+                    if self.explicit
+                    else [info for _, info in list_sessions(self.home)]
+                )
+                for info in found:
+                    if info is not None and self.process is not None and info.pid == self.process.pid:
+                        self.session = info.session_id
+                        return info
                 if self.exit_code is not None:
                     raise RuntimeError(f"serve exited {self.exit_code}: {self.stderr_tail()}")
                 await anyio.sleep(0.01)

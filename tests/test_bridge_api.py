@@ -16,10 +16,11 @@ from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.prompts import Outbound
-from mcp_cascade.bridge.telegram import Backoff, TelegramClient
+from mcp_cascade.bridge.telegram import TelegramClient
 from mcp_cascade.bridge.testing import random_token
 from mcp_cascade.config import Config
 from mcp_cascade.events import NullObserver
+from mcp_cascade.retry import Backoff
 from mcp_cascade.signing import Signer, load_or_create_secret
 from tests.helpers import sign
 
@@ -52,7 +53,9 @@ async def api(home: Path) -> AsyncIterator[Api]:
     access = Access(home, lambda: config)
     async with (
         FakeTelegram().serving() as fake,
-        TelegramClient(random_token(), fake.base_url, NullObserver(), backoff=Backoff(0.01, 0.02)) as tg,
+        TelegramClient(
+            random_token(), fake.base_url, NullObserver(), backoff=Backoff(initial_s=0.01, cap_s=0.02)
+        ) as tg,
     ):
         deps = ApiDeps(
             Outbound(tg, ledger, access, NullObserver()),

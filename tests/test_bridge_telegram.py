@@ -7,18 +7,20 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from telegram.error import RetryAfter, TelegramError
 
 from mcp_cascade.bridge.fake_api import FakeTelegram, FakeUser, utf16_len
 from mcp_cascade.bridge.telegram import (
-    Backoff,
     TelegramClient,
     TelegramUnavailable,
     TokenRejected,
+    retry_wait,
     split_text,
     truncate,
 )
 from mcp_cascade.bridge.testing import random_token
 from mcp_cascade.events import Event
+from mcp_cascade.retry import Backoff
 
 pytestmark = pytest.mark.anyio
 FAST = Backoff(initial_s=0.01, cap_s=0.05)
@@ -47,10 +49,13 @@ async def client(fake: FakeTelegram) -> AsyncIterator[TelegramClient]:
 
 def test_backoff_doubles_within_jitter_up_to_its_cap_and_yields_to_retry_after() -> None:
     b = Backoff(initial_s=0.5, cap_s=4.0)
-    assert [b.delay(n, rand=1.0) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert [b.delay(n, rand=0.0) for n in range(3)] == [0.25, 0.5, 1.0]
-    assert b.delay(5, retry_after=7) == 7
-    assert b.delay(0, retry_after=0) == 0
+    server_error = TelegramError("Bad Gateway")
+    assert [retry_wait(b, n, server_error, 0.999999) for n in range(6)] == pytest.approx(
+        [0.5, 1.0, 2.0, 4.0, 4.0, 4.0], rel=1e-5
+    )
+    assert [retry_wait(b, n, server_error, 0.0) for n in range(3)] == [0.25, 0.5, 1.0]
+    assert retry_wait(b, 5, RetryAfter(7), 0.5) == 7
+    assert retry_wait(b, 0, RetryAfter(0), 0.5) == 0
 
 
 @given(st.text(alphabet=st.sampled_from(["a", "é", "😀", "\n", " "]), max_size=3000), st.integers(4, 500))
@@ -87,7 +92,7 @@ async def test_5xx_and_slow_answers_are_retried_until_they_succeed(
     fake.fail("sendMessage", 502)
     await client.send(42, "hello")
     assert [c.status for c in fake.calls_of("sendMessage")] == [500, 502, 200]
-    assert client.reach.snapshot()["reachable"] is True
+    assert client.reachability()["reachable"] is True
     assert [m.text for m in fake.messages(42)] == ["hello"]
 
 
@@ -103,7 +108,7 @@ async def test_retries_stop_at_the_deadline_with_the_last_reason(
     fake.fail("getMe", 503, times=1000)
     with pytest.raises(TelegramUnavailable, match=r"gave up after 0\.3 s"):
         await client.start(deadline_s=0.3)
-    snapshot = client.reach.snapshot()
+    snapshot = client.reachability()
     assert snapshot["reachable"] is False and snapshot["consecutive_failures"] >= 2
 
 

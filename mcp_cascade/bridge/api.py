@@ -24,6 +24,7 @@ from mcp_cascade.bridge.prompts import ChatNotAllowed, NoRecipient, Outbound
 from mcp_cascade.bridge.telegram import TelegramUnavailable
 from mcp_cascade.errors import InvalidResponse, SignatureError
 from mcp_cascade.events import Event, Observer
+from mcp_cascade.redact import scrub_json
 from mcp_cascade.response import MAX_BODY_BYTES, parse_body
 from mcp_cascade.signing import Signer
 
@@ -141,7 +142,7 @@ def build_app(deps: ApiDeps) -> Starlette:
                 answer: dict[str, Any] = {"error": exc.message}
                 if exc.errors:
                     answer["errors"] = exc.errors
-                return JSONResponse(answer, status_code=exc.status)
+                return JSONResponse(scrub_json(answer), status_code=exc.status)
             return JSONResponse(dict(result))
 
         return Route(path, handle, methods=["POST"])
@@ -152,7 +153,7 @@ def build_app(deps: ApiDeps) -> Starlette:
         part = request.path_params.get("part")
         if part not in (None, "bridge"):
             return JSONResponse({"error": f"no health part {part!r}; try /health/bridge"}, status_code=404)
-        body = dict(deps.health(part))
+        body = scrub_json(dict(deps.health(part)))
         return JSONResponse(body, status_code=503 if body.get("status") == "down" else 200)
 
     async def metrics(request: Request) -> Response:

@@ -23,15 +23,14 @@ import anyio
 import anyio.to_thread
 import uvicorn
 
+from mcp_cascade._capture import capture_into
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.inbound import POLL_TIMEOUT_S, Inbound
 from mcp_cascade.bridge.instance import (
-    Redacting,
     acquire,
     fingerprint,
     publish,
-    quiet_libraries,
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
@@ -40,14 +39,15 @@ from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
-from mcp_cascade.server import _Uvicorn, bind_socket, make_telemetry
+from mcp_cascade.redact import keep_secret
+from mcp_cascade.server import _Uvicorn, bind_socket
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.telemetry import make_telemetry
 
 BRIDGE_DIR = Path("bridge")
-_RETENTION_S = 7 * 86400.0
 _MONITOR_S = 1.0
 
 
@@ -64,23 +64,28 @@ class Bridge:
 
     def __init__(self, loaded: Loaded, env: Mapping[str, str], token: str) -> None:
         self.home = loaded.home
-        ensure_home(self.home)
+        tightened = ensure_home(self.home)
         (self.home / BRIDGE_DIR).mkdir(mode=0o700, exist_ok=True)
         self.env = env
         self.token = token
         self.fingerprint = fingerprint(self.token)
-        quiet_libraries(self.token)
+        keep_secret(self.token)
         self.live = LiveConfig.from_loaded(loaded)
         self.config = self.live.current
         self.telemetry = make_telemetry(loaded, "bridge")
-        self.observer = Redacting(self.telemetry, self.token)
+        self.observer = self.telemetry
+        warn_tightened(self.observer, self.home, tightened)
+        # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
+        # only, into the JSON log, which scrubs every secret (mcp_cascade.redact).
+        capture_into(self.observer)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.signer = Signer(load_or_create_secret(self.home))
         self.state = _State()
 
     def _health(self, telegram: TelegramClient, sender: Sender, part: str | None) -> Mapping[str, Any]:
         """DESIGN 5 health of the bridge; the status follows :mod:`mcp_cascade.health`."""
         now = time.time()
-        reach = telegram.reach.snapshot()
+        reach = telegram.reachability()
         breakers = {name: _plain(snap) for name, snap in sender.breakers().items()}
         tripped = {
             name: (str(b["state"]), b.get("next_probe_at"))
@@ -148,7 +153,7 @@ class Bridge:
                         telegram=telegram,
                         outbox=outbox,
                         ledger=ledger,
-                        router=Router(self.home, ledger, access),
+                        router=Router(self.home, ledger, access, sender.remote_sessions),
                         sender=sender,
                         observer=self.observer,
                     )
@@ -225,7 +230,16 @@ class Bridge:
                     )
             if time.time() - last_purge > 3600:
                 last_purge = time.time()
-                await anyio.to_thread.run_sync(outbox.purge, _RETENTION_S)
+                keep_s = self.live.current.retention_days * 86400.0
+                updates = await anyio.to_thread.run_sync(outbox.purge, keep_s)
+                prompts, messages = await anyio.to_thread.run_sync(ledger.purge, keep_s)
+                if updates or prompts or messages:
+                    self.observer.emit(
+                        Event(
+                            "purged",
+                            fields={"updates": updates, "prompts": prompts, "messages": messages},
+                        )
+                    )
             await anyio.sleep(_MONITOR_S)
 
     async def _until_signal(self) -> None:

@@ -21,8 +21,9 @@ def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if getattr(args, "bridge_command", None) == "pair":
         return _pair(args, env)
     from mcp_cascade.bridge.app import run_bridge
-    from mcp_cascade.bridge.instance import load_token, redact
+    from mcp_cascade.bridge.instance import load_token
     from mcp_cascade.cli import load
+    from mcp_cascade.redact import scrub
 
     loaded = load(args, env)
     token = load_token(loaded.home, env)
@@ -31,7 +32,7 @@ def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except (
         Exception
     ) as exc:  # the top boundary: one scrubbed line, never a traceback that could carry the token
-        print(f"mcp-cascade bridge: {redact(_describe(exc), token)}", file=sys.stderr)
+        print(f"mcp-cascade bridge: {scrub(_describe(exc))}", file=sys.stderr)
         return 2
 
 

@@ -110,16 +110,24 @@ class JetStreamQueue:
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def enqueue(self, response: Response, timeout: float) -> str:
-        """Publish and wait for the PubAck: then the stream holds it (on a quorum of its replicas)."""
+        """Publish and wait for the PubAck: then the stream holds it (on a quorum of its replicas).
+
+        Raises TimeoutError (no PubAck in time) or ConnectionError (not sent, or refused).
+        """
         body = response.to_json()
         headers = self.signer.headers(response.id, body)
         headers[MSG_ID_HEADER] = response.id
         headers["X-Correlation-ID"] = response.correlation_id
         if self.receipt_to:
             headers[RECEIPT_HEADER] = self.receipt_to
-        ack = await self.js.publish(
-            subject(self.session), body, timeout=timeout, stream=STREAM, headers=headers
-        )
+        try:
+            ack = await self.js.publish(
+                subject(self.session), body, timeout=timeout, stream=STREAM, headers=headers
+            )
+        except (nats.errors.TimeoutError, TimeoutError) as exc:
+            raise TimeoutError(f"no PubAck within {timeout * 1000:.0f} ms") from exc
+        except (OSError, nats.errors.Error) as exc:
+            raise ConnectionError(f"publish failed: {exc!r}") from exc
         return f"stream {ack.stream} seq {ack.seq}" + (" (already there)" if ack.duplicate else "")
 
     async def _subscription(self) -> JetStreamContext.PullSubscription:

@@ -27,7 +27,6 @@ from mcp_cascade.events import Event, Observer
 from mcp_cascade.remote.conn import Link, node_id
 from mcp_cascade.remote.jetstream import JetStreamQueue, ensure_stream
 from mcp_cascade.remote.registry import Registration, bucket, everyone, lookup, now
-from mcp_cascade.response import Response
 from mcp_cascade.sessions import SessionInfo, SessionPaths
 from mcp_cascade.signing import Signer
 
@@ -113,21 +112,12 @@ class RemoteRoute:
             return "local", "registered by this node"
         return "remote", f"served on {found.host} ({found.state})"
 
-    async def publish(self, response: Response, session: str, timeout: float) -> str:
-        """Publish to the session's subject; returns where the stream put it.
-
-        Raises TimeoutError (no PubAck in time) or ConnectionError (not connected, or refused).
-        """
+    def queue(self, session: str) -> JetStreamQueue:
+        """The session's JetStream queue, producer side; raises ConnectionError while NATS is down."""
         js = self.link.js
         if js is None or not self.link.connected:
             raise ConnectionError(f"not connected to NATS ({self.link.last_error or self.link.url})")
-        queue = JetStreamQueue(js, session, self.signer, receipt_to=self.receipt_to or None)
-        try:
-            return await queue.enqueue(response, timeout)
-        except (nats.errors.TimeoutError, TimeoutError) as exc:
-            raise TimeoutError(f"no PubAck within {timeout * 1000:.0f} ms") from exc
-        except (OSError, nats.errors.Error) as exc:
-            raise ConnectionError(f"publish failed: {exc!r}") from exc
+        return JetStreamQueue(js, session, self.signer, receipt_to=self.receipt_to or None)
 
     def expect(self, response_id: str) -> None:
         """Be ready for ``response_id``'s receipt (call before publishing)."""
