@@ -20,6 +20,7 @@ POSIX uses ``flock``; Windows ``msvcrt.locking`` on one byte far past the note
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -66,12 +67,29 @@ def private_dir(path: Path) -> Path:
     """Create ``path`` 0700 if missing, then verify it is a real directory, ours, without group/other bits."""
     with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700, parents=True)
-    os.close(_open_dir(path))
+    fd = _open_dir(path)
+    if fd is not None:
+        os.close(fd)
     return path
 
 
-def _open_dir(path: Path) -> int:
-    """A descriptor of ``path``, opened without following a link and checked on the descriptor."""
+def _open_dir(path: Path) -> int | None:
+    """A descriptor of ``path``, opened without following a link and checked on the descriptor.
+
+    Windows opens no directory descriptors: there the path is checked with lstat
+    (a real directory, not a link or junction) and None returned.
+    """
+    if _WINDOWS:
+        try:
+            st = path.lstat()
+        except OSError as exc:
+            raise UnsafeDirectory(f"cannot open {path}: {exc.strerror or exc}") from None
+        junction = getattr(path, "is_junction", lambda: False)()  # Python 3.12+
+        if stat.S_ISLNK(st.st_mode) or junction:
+            raise UnsafeDirectory(f"{path} is a link; remove it and start again")
+        if problem := _problem(st):
+            raise UnsafeDirectory(f"{path} {problem}; refusing to keep locks or runtime files there")
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
     except OSError as exc:
@@ -152,14 +170,15 @@ def take(
     try:
         fd = _open_relative(name, dir_fd, directory)
     finally:
-        os.close(dir_fd)
+        if dir_fd is not None:
+            os.close(dir_fd)
     path = directory / name
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or (not _WINDOWS and st.st_uid != os.geteuid()):
             raise UnsafeDirectory(f"{path} is not a regular file of yours; remove it")
         deadline = time.monotonic() + wait_s
-        while not _try_lock(fd, block=wait_s == float("inf")):
+        while not try_lock(fd, block=wait_s == float("inf")):
             if time.monotonic() >= deadline:
                 raise LockHeld(path, _read_note(fd))
             time.sleep(_POLL_S)
@@ -172,25 +191,37 @@ def take(
     return held
 
 
-def _open_relative(name: str, dir_fd: int, directory: Path) -> int:
+def _open_relative(name: str, dir_fd: int | None, directory: Path) -> int:
     flags = os.O_RDWR | os.O_CREAT | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        if os.open in os.supports_dir_fd:
+        if dir_fd is not None and os.open in os.supports_dir_fd:
             return os.open(name, flags, 0o600, dir_fd=dir_fd)
+        if (directory / name).is_symlink():  # no O_NOFOLLOW here: refuse a link before opening
+            raise OSError(errno.ELOOP, "is a symlink")
         return os.open(directory / name, flags | getattr(os, "O_BINARY", 0), 0o600)
     except OSError as exc:
         raise UnsafeDirectory(f"cannot open lock {directory / name}: {exc.strerror or exc}") from None
 
 
-def _try_lock(fd: int, *, block: bool) -> bool:
+def try_lock(fd: int, *, block: bool) -> bool:
+    """Lock the open file ``fd`` exclusively (until it is closed); False when another process holds it.
+
+    The one lock primitive of the package, for callers that lock a file they
+    opened themselves (an outbox entry, a read-modify-write). ``block`` waits
+    for the holder on POSIX; Windows has no blocking form here (callers poll).
+    The file position is left where it was.
+    """
     if _WINDOWS:
         import msvcrt
 
+        position = os.lseek(fd, 0, os.SEEK_CUR)
         os.lseek(fd, _WIN_LOCK_OFFSET, os.SEEK_SET)
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # Windows only
         except OSError:
             return False
+        finally:
+            os.lseek(fd, position, os.SEEK_SET)
         return True
     import fcntl
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade import _lock
+from mcp_cascade._spool import Spool
 from mcp_cascade.events import Event
 from mcp_cascade.redact import scrub
 
@@ -51,26 +51,15 @@ class AuditTrail:
         self._lock = threading.Lock()
         self._fd = -1
         self._ino = -1
-        # (time, event) to write; None asks the writer to report back through the Event it is given.
-        self._queue: queue.SimpleQueue[tuple[float, Event] | threading.Event] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._spool: Spool[tuple[float, Event]] = Spool(self._write_batch, "audit-writer")
 
     def write(self, event: Event) -> None:
         """Hand ``event`` to the writer thread (it is appended as one record, in emit order)."""
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._drain, name="audit-writer", daemon=True)
-                    self._thread.start()
-        self._queue.put((time.time(), event))
+        self._spool.put((time.time(), event))
 
     def flush(self) -> None:
         """Return once every record handed over so far is written."""
-        if self._thread is None:
-            return
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait()
+        self._spool.flush()
 
     def _record(self, ts: float, event: Event) -> bytes:
         record: dict[str, Any] = {
@@ -87,18 +76,8 @@ class AuditTrail:
             record.setdefault(key, value)
         return (scrub(json.dumps(record, default=str, separators=(",", ":"))) + "\n").encode()
 
-    def _drain(self) -> None:
-        while True:
-            items = [self._queue.get()]
-            while True:  # whatever piled up meanwhile goes out with it
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            waiters = [i for i in items if isinstance(i, threading.Event)]
-            self._append([self._record(*i) for i in items if not isinstance(i, threading.Event)])
-            for waiter in waiters:
-                waiter.set()
+    def _write_batch(self, items: list[tuple[float, Event]]) -> None:
+        self._append([self._record(ts, event) for ts, event in items])
 
     def _append(self, records: list[bytes]) -> None:
         """Write ``records`` in runs that each fit under the size limit (rotating between runs)."""

@@ -24,39 +24,40 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
-import httpx
 from anyio.abc import TaskGroup
 
-from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
-from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
+from mcp_cascade._http import LazyClient
+from mcp_cascade._walk import Attempt, DeliveryStatus, Means, Result, Walk
+from mcp_cascade.acknowledge import AckHook, acknowledge
+from mcp_cascade.breaker import BreakerSnapshot
+from mcp_cascade.breakers import SessionBreakers
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
-from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home, warn_tightened
+from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded
 from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
-from mcp_cascade.events import Event, Observer
-from mcp_cascade.outbox import TIER_CHOICES, Claimed, CorruptEntry, Outbox, TierChoice
+from mcp_cascade.events import Event, EventName, Observer
+from mcp_cascade.home import ensure_home, warn_tightened
+from mcp_cascade.outbox import CorruptEntry, Outbox, OutboxClaim
 from mcp_cascade.response import Response, with_session
-from mcp_cascade.retry import Backoff, RetrySchedule
-from mcp_cascade.sessions import SessionInfo
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.wire import TIER_CHOICES, TierChoice
+
+if TYPE_CHECKING:
+    import httpx
 
 if TYPE_CHECKING:
     from mcp_cascade.remote.route import RemoteRoute
+    from mcp_cascade.sessions import SessionInfo
 
 __all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
 
 _REDRIVE_EVERY_S = 2.0
-# The response whose attempt moved a breaker, for the breaker event (each task has its own value).
-_CAUSE: ContextVar[Response | None] = ContextVar("mcp_cascade_breaker_cause", default=None)
-# Below uvicorn's 5 s keep-alive, so a pooled connection is never reused just as the server closes it.
-_KEEPALIVE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ class Receipt:
     response_id: str
     correlation_id: str
     session: str
-    status: Status
+    status: DeliveryStatus
     tier: int | None
     latency_ms: float
     attempts: tuple[Attempt, ...]
@@ -87,23 +88,6 @@ class Receipt:
             "latency_ms": round(self.latency_ms, 3),
             "attempts": [a.to_dict() for a in self.attempts],
         }
-
-
-class AckHook(Protocol):
-    """Tier 2's direct acknowledgment to the person (the bridge answers in Telegram)."""
-
-    async def __call__(self, response: Response, session: str, reason: str) -> None:
-        """Tell the person their answer is taken care of; raise to have it retried."""
-
-
-def breaker_settings(config: Config) -> BreakerSettings:
-    """The breaker settings of a configuration."""
-    return BreakerSettings(
-        threshold=config.breaker_threshold,
-        slow_after=config.slow_after,
-        reset_s=config.breaker_reset_ms / 1000,
-        max_reset_s=config.breaker_max_reset_ms / 1000,
-    )
 
 
 class Sender:
@@ -134,7 +118,7 @@ class Sender:
         self._observer = observer
         self._ack = ack
         self.outbox = Outbox(outbox if outbox is not None else home / "outbox")
-        self._routes: dict[str, tuple[Breaker, tuple[int, str] | None]] = {}
+        self._breakers = SessionBreakers(clock, observer)
         self._clock = clock
         self._random = random or system_random()
         self._redrive_lock = anyio.Lock()
@@ -163,14 +147,8 @@ class Sender:
                 remote = RemoteRoute(self.config, self.home, signer, self._observer, "mcp-cascade sender")
                 await stack.enter_async_context(remote.running())
             self.remote = remote
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    trust_env=False,
-                    timeout=httpx.Timeout(30.0),
-                    limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_S),
-                    transport=self._transport,
-                )
-            )
+            client = LazyClient(self._transport)
+            stack.push_async_callback(client.aclose)
             self._means = Means(
                 self.home,
                 client,
@@ -178,7 +156,7 @@ class Sender:
                 self._observer,
                 self._clock,
                 self._random,
-                self._breaker,
+                self._breakers.of,
                 self._start_ack,
                 remote,
             )
@@ -203,10 +181,7 @@ class Sender:
 
     def breakers(self) -> Mapping[str, BreakerSnapshot]:
         """Each session's breaker; ``next_probe_at`` is in unix time here."""
-        now, mono = self._clock.wall(), self._clock.monotonic()
-        return {
-            session: _wall(breaker.snapshot(), now, mono) for session, (breaker, _) in self._routes.items()
-        }
+        return self._breakers.snapshots()
 
     async def deliver(
         self, response: Response, session: str, *, tier: Literal["auto", "webhook", "file"] = "auto"
@@ -230,7 +205,7 @@ class Sender:
         response = with_session(response, session)
         config = self.config
         started = self._clock.monotonic()
-        claimed: Claimed | None = None
+        claimed: OutboxClaim | None = None
         try:
             # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
             with anyio.CancelScope(shield=True):
@@ -296,7 +271,7 @@ class Sender:
 
     async def _drive(
         self,
-        claimed: Claimed | None,
+        claimed: OutboxClaim | None,
         response: Response,
         session: str,
         tier: TierChoice,
@@ -305,15 +280,13 @@ class Sender:
     ) -> Receipt:
         assert self._means is not None
         delivery = Walk(self._means, config, response, session, tier, started)
-        cause = _CAUSE.set(response)
         try:
-            result = await delivery.run()
+            with self._breakers.blaming(response):
+                result = await delivery.run()
         except BaseException:
             if claimed is not None:
                 claimed.release()  # cancelled: the entry stays for a re-drive
             raise
-        finally:
-            _CAUSE.reset(cause)
         receipt = Receipt(
             response.id,
             response.correlation_id,
@@ -328,7 +301,7 @@ class Sender:
         return receipt
 
     async def _settle(
-        self, claimed: Claimed | None, receipt: Receipt, result: Result, config: Config
+        self, claimed: OutboxClaim | None, receipt: Receipt, result: Result, config: Config
     ) -> None:
         fields = {"status": receipt.status, "attempts": len(receipt.attempts)}
         if receipt.status != "failed":
@@ -348,92 +321,25 @@ class Sender:
             self._emit_receipt("not_delivered", receipt, level="warning", reason=reason, fields=fields)
             self._emit_receipt("sent", receipt, level="warning", reason=reason, fields=fields)
 
-    def _breaker(self, session: str, info: SessionInfo | None, config: Config) -> Breaker:
-        """The session's breaker, under ``config``; a new server behind the session starts it afresh."""
-        settings = breaker_settings(config)
-        identity = (info.pid, info.webhook_url) if info is not None else None
-        known = self._routes.get(session)
-        if known is None:
-            breaker = Breaker(settings, self._clock.monotonic, partial(self._breaker_changed, session))
-            self._routes[session] = (breaker, identity)
-            return breaker
-        breaker, seen = known
-        breaker.configure(settings)
-        if identity is not None and identity != seen:
-            if seen is not None:
-                breaker.reset()  # what the old server did says nothing about the new one
-            self._routes[session] = (breaker, identity)
-        return breaker
-
     def _start_ack(self, response: Response, session: str, reason: str, config: Config) -> None:
         if self._ack is not None and self._tg is not None:
-            self._tg.start_soon(self._acknowledge, response, session, reason, config)
-
-    def _breaker_changed(self, session: str, snapshot: BreakerSnapshot) -> None:
-        wall = _wall(snapshot, self._clock.wall(), self._clock.monotonic())
-        cause = _CAUSE.get()
-        self._observer.emit(
-            Event(
-                "breaker",
-                session=session,
-                response_id=cause.id if cause else None,
-                correlation_id=cause.correlation_id if cause else None,
-                level="warning" if snapshot.state == "open" else "info",
-                reason=snapshot.reason or None,
-                fields={
-                    "state": snapshot.state,
-                    "failures": snapshot.failures,
-                    "slow": snapshot.slow,
-                    "next_probe_at": wall.next_probe_at,
-                },
+            self._tg.start_soon(
+                partial(
+                    acknowledge,
+                    self._ack,
+                    response,
+                    session,
+                    reason,
+                    budget_s=config.overall_timeout_ms / 1000,
+                    clock=self._clock,
+                    random=self._random,
+                    observer=self._observer,
+                )
             )
-        )
-
-    async def _acknowledge(self, response: Response, session: str, reason: str, config: Config) -> None:
-        assert self._ack is not None
-        schedule = RetrySchedule(
-            config.overall_timeout_ms / 1000,
-            reserve_s=Backoff().initial_s,
-            clock=self._clock.monotonic,
-            random=self._random,
-        )
-        tries = 0
-        while True:
-            tries += 1
-            started = self._clock.monotonic()
-            try:
-                with anyio.fail_after(max(schedule.remaining(), 0.001)):
-                    await self._ack(response, session, reason)
-            except Exception as exc:  # the hook is the embedding bridge's code: any failure is retried
-                error = f"{type(exc).__name__}: {exc}"
-                self._emit("ack_retry", response, session, tier=2, level="debug", reason=error)
-            else:
-                self._emit(
-                    "acknowledged",
-                    response,
-                    session,
-                    tier=2,
-                    latency_ms=(self._clock.monotonic() - started) * 1000,
-                    fields={"ok": True, "tries": tries},
-                )
-                return
-            delay = schedule.next_delay()
-            if delay is None:
-                self._emit(
-                    "acknowledged",
-                    response,
-                    session,
-                    tier=2,
-                    level="warning",
-                    reason=f"gave up after {tries} tries: {error}",
-                    fields={"ok": False, "tries": tries},
-                )
-                return
-            await self._clock.sleep(delay)
 
     def _emit(
         self,
-        name: str,
+        name: EventName,
         response: Response,
         session: str,
         *,
@@ -458,7 +364,13 @@ class Sender:
         )
 
     def _emit_receipt(
-        self, name: str, receipt: Receipt, *, level: str, fields: Mapping[str, Any], reason: str | None = None
+        self,
+        name: EventName,
+        receipt: Receipt,
+        *,
+        level: str,
+        fields: Mapping[str, Any],
+        reason: str | None = None,
     ) -> None:
         self._observer.emit(
             Event(
@@ -473,12 +385,6 @@ class Sender:
                 fields=fields,
             )
         )
-
-
-def _wall(snapshot: BreakerSnapshot, now: float, mono: float) -> BreakerSnapshot:
-    if snapshot.next_probe_at is None:
-        return snapshot
-    return replace(snapshot, next_probe_at=round(now + (snapshot.next_probe_at - mono), 3))
 
 
 def send_one(loaded: Loaded, response: Response, session: str, tier: TierChoice = "auto") -> Receipt:

@@ -29,11 +29,9 @@ from mcp_cascade.errors import CascadeError
 from mcp_cascade.redact import scrub
 from mcp_cascade.response import Response
 from mcp_cascade.store import Stored
+from mcp_cascade.wire import CHANNEL, PERMISSION, PERMISSION_REQUEST
 
 SERVER_NAME = "mcp-cascade"
-CHANNEL = "notifications/claude/channel"
-PERMISSION = "notifications/claude/channel/permission"
-PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
 
 INSTRUCTIONS = """\
 Answers from the user's phone (Telegram) arrive as <channel source="mcp-cascade" ...> blocks.

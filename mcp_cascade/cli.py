@@ -12,60 +12,30 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mcp_cascade.errors import CascadeError
+from mcp_cascade.flags import add_config_flags, load
 from mcp_cascade.redact import scrub
 
 if TYPE_CHECKING:
-    from mcp_cascade.config import Loaded
+    pass
 
 # Each command imports what it uses when it runs (or when its own --help is asked for), so
 # ``mcp-cascade --help`` and ``send`` do not pay for the MCP SDK, pydantic or the Telegram modules.
 Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
 
 
-def _flag_type(key: str) -> Callable[[str], Any]:
-    if key in ("tier_order", "allow"):
-        return lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip())
-    return str
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--key-name`` flag per configuration key (values are validated by the config model)."""
-    from mcp_cascade.config import KEYS, Config
-
-    group = parser.add_argument_group("configuration (flag > environment > config.toml > default)")
-    for key in KEYS:
-        info = Config.model_fields[key]
-        group.add_argument(
-            "--" + key.replace("_", "-"),
-            dest="cfg_" + key,
-            type=_flag_type(key),
-            default=None,
-            metavar=key.split("_")[-1].upper(),
-            help=f"{info.description} (default {info.default})",
-        )
-
-
-def config_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The configuration values given as flags."""
-    from mcp_cascade.config import KEYS
-
-    return {key: getattr(args, "cfg_" + key, None) for key in KEYS}
-
-
-def load(args: argparse.Namespace, env: Mapping[str, str]) -> Loaded:
-    """The effective configuration for a command's arguments."""
-    from mcp_cascade.config import load_config, resolve_home
-
-    return load_config(resolve_home(getattr(args, "home", None), env), env, config_flags(args))
-
-
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the MCP server for one Claude Code session (stdio)."""
-    from mcp_cascade.config import ENV_PREFIX, resolve_session
+    if sys.platform == "win32":  # see docs/platforms.md#windows
+        raise CascadeError(
+            "needs Linux or macOS (its stdio transport and session locks are POSIX); on Windows run"
+            " Claude Code and mcp-cascade inside WSL 2 (bridge, send, inspect and config work natively)"
+        )
+    from mcp_cascade.config import ENV_PREFIX
     from mcp_cascade.server import serve
+    from mcp_cascade.sessions import resolve_session
 
     loaded = load(args, env)
     session = resolve_session(args.session, env, Path.cwd())
@@ -132,6 +102,20 @@ def cmd_schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _read_text(source: str) -> str:
+    """The answer from a file or (``-``) stdin, without the one newline a shell adds at the end."""
+    from mcp_cascade.errors import ConfigError
+
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError("text-file", f"cannot read {source}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("text-file", f"{source} is not UTF-8 ({exc.reason})") from exc
+    return text.removesuffix("\n")
+
+
 def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Deliver one response; exit 0 when delivered or durably queued, 1 when not, 2 on bad input."""
     from dataclasses import replace
@@ -144,6 +128,8 @@ def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError("behavior", "--permission needs --behavior allow|deny")
     if args.permission is None and args.behavior is not None:
         raise ConfigError("behavior", "--behavior only goes with --permission")
+    if args.text_file is not None:
+        args.text = _read_text(args.text_file)
     loaded = load(args, env)
     if loaded.sources["log_level"] == "default":  # stdout has the receipt; stderr only what needs a look
         loaded = replace(loaded, config=loaded.config.model_copy(update={"log_level": "warning"}))
@@ -233,7 +219,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     ):
         p.add_argument("--session", required=True, help="target session id [a-z0-9-]{1,64}")
         what = p.add_mutually_exclusive_group(required=True)
-        what.add_argument("--text", help="a typed answer (type message)")
+        what.add_argument(
+            "--text",
+            help="a typed answer (type message); other users on this machine can read it in ps,"
+            " so prefer --text-file",
+        )
+        what.add_argument(
+            "--text-file",
+            metavar="PATH",
+            help="read the typed answer from PATH, or from stdin with '-' (not visible in ps)",
+        )
         what.add_argument(
             "--callback", metavar="DATA", help="a button's data, at most 64 bytes (type callback)"
         )
@@ -323,9 +318,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and not argv[0].startswith("-") else ""
     args = build_parser(chosen).parse_args(argv)
-    # Everything this process creates (SQLite's -wal and -shm files too) is for this user alone.
-    if hasattr(os, "umask"):
-        os.umask(0o077)
+    # Everything the command creates (SQLite's -wal and -shm files too) is for this user alone;
+    # restored after, for a caller that runs main() in its own process.
+    umask = os.umask(0o077) if hasattr(os, "umask") else None
     handler: Handler = args.handler
     try:
         return handler(args, env)
@@ -334,6 +329,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if umask is not None:
+            os.umask(umask)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,9 @@ package reads ``os.environ``: callers pass the mapping in.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
+import ipaddress
 import re
 import signal
-import stat
 import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,14 +19,22 @@ from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskStatus
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
 from mcp_cascade.watchers import Watcher, WatcherSetting, open_watcher
 
 ENV_PREFIX = "MCP_CASCADE_"
-Tier = Literal["webhook", "bridge", "file"]
+TierKey = Literal["webhook", "bridge", "file"]
 SESSION_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
 
 
@@ -45,7 +51,7 @@ class Config(BaseModel):
         "auto", description="inbox and config.toml wake-ups: auto, inotify, watchfiles or poll"
     )
     overall_timeout_ms: int = Field(10_000, ge=1, le=3_600_000, description="report undelivered after")
-    tier_order: tuple[Tier, ...] = Field(
+    tier_order: tuple[TierKey, ...] = Field(
         ("webhook", "bridge", "file"), min_length=1, description="sender's tier priorities"
     )
     breaker_threshold: int = Field(5, ge=1, le=1000, description="consecutive failures that open it")
@@ -53,20 +59,24 @@ class Config(BaseModel):
     breaker_max_reset_ms: int = Field(16_000, ge=1, le=3_600_000, description="cap of the probe wait")
     slow_after: int = Field(3, ge=1, le=1000, description="slow tier-1 answers in a row that degrade it")
     sidecar_host: str = Field("127.0.0.1", description="sidecar bind address")
+    listen_beyond_loopback: bool = Field(
+        False,
+        validate_default=True,
+        description="allow a non-loopback sidecar_host (webhook, health, metrics open to the network)",
+    )
     sidecar_port: int = Field(0, ge=0, le=65_535, description="sidecar port, 0 for any free one")
     bridge_port: int = Field(0, ge=0, le=65_535, description="bridge API port, 0 for any free one")
     retention_days: int = Field(7, ge=7, le=3650, description="how long delivered ids are kept")
-    session_wait_ms: int = Field(
-        5000, ge=0, le=600_000, description="how long serve waits for a session's closing holder"
+    session_wait_ms: int = Field(5000, ge=0, le=600_000, description="wait for a session's closing holder")
+    legacy_webhook_unsigned: bool = Field(
+        False, description="accept cctelegram's unsigned webhook body from any local process (loopback)"
     )
     legacy_dir: Path | None = Field(None, description="a legacy responses folder to watch")
     log_file: Path | None = Field(None, description="JSON log lines go here instead of stderr")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log threshold")
     metrics: bool = Field(True, description="record OpenTelemetry metrics")
     audit_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="audit file size before rotation")
-    audit_generations: int = Field(
-        3, ge=1, le=1000, description="rotated audit files kept (audit.jsonl.1...N)"
-    )
+    audit_generations: int = Field(3, ge=1, le=1000, description="rotated audit files kept")
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
     nats_url: str | None = Field(
@@ -97,12 +107,33 @@ class Config(BaseModel):
             )
         return self
 
+    @field_validator("listen_beyond_loopback")
+    @classmethod
+    def _loopback_unless_opted_in(cls, value: bool, info: ValidationInfo) -> bool:
+        host = info.data.get("sidecar_host")
+        if isinstance(host, str) and not value and not is_loopback(host):
+            raise ValueError(
+                f"sidecar_host {host!r} is not a loopback address; other machines could reach the "
+                "webhook, health and metrics: set listen_beyond_loopback = true to mean it"
+            )
+        return value
+
     @field_validator("tier_order")
     @classmethod
     def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(value)) != len(value):
             raise ValueError("tiers may appear only once")
         return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 KEYS: tuple[str, ...] = tuple(Config.model_fields)
@@ -130,21 +161,6 @@ def default_home(env: Mapping[str, str]) -> Path:
 def resolve_home(flag: str | Path | None, env: Mapping[str, str]) -> Path:
     """The home directory: flag > environment > default."""
     return Path(flag).expanduser().resolve() if flag else default_home(env).resolve()
-
-
-def session_id_for(cwd: Path) -> str:
-    """A session id that stays the same for the same project directory."""
-    slug = re.sub(r"[^a-z0-9]+", "-", cwd.name.lower()).strip("-")[:40] or "session"
-    digest = hashlib.sha256(str(cwd.resolve()).encode()).hexdigest()[:8]
-    return f"{slug}-{digest}"
-
-
-def resolve_session(flag: str | None, env: Mapping[str, str], cwd: Path) -> str:
-    """The session id: flag > ``MCP_CASCADE_SESSION`` > derived from the project directory."""
-    value = flag or env.get(ENV_PREFIX + "SESSION") or session_id_for(cwd)
-    if not SESSION_ID_RE.match(value):
-        raise ConfigError("session", f"{value!r} is not a valid session id ([a-z0-9-]{{1,64}})")
-    return value
 
 
 def _env_value(key: str, raw: str) -> Any:
@@ -200,72 +216,11 @@ def load_config(
     return Loaded(config, sources, home, path, own_env, given)
 
 
-_PRIVATE_DIRS = ("", "bridge", "sessions")
-
-
-def ensure_home(home: Path) -> list[str]:
-    """Create the home 0700 (and check it can be written); tighten one that others can reach.
-
-    An existing home, ``bridge/`` or ``sessions/`` open to the group or to others
-    (older docs said ``mkdir -p``) is tightened: every directory under it to 0700,
-    every file to 0600. Returns what was tightened, for the caller's warning.
-    A home owned by another account is refused (we could not tighten it).
-    """
-    try:
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = home.stat()
-        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
-            raise ConfigError(
-                "home", f"{home} belongs to uid {st.st_uid}, not to you; use a home of your own"
-            )
-        loose = hasattr(os, "geteuid") and any(_loose(home / d) for d in _PRIVATE_DIRS)
-        tightened = _tighten(home) if loose else []
-        probe = home / f".probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError("home", f"{home} is not writable: {exc.strerror or exc}") from exc
-    return tightened
-
-
-def warn_tightened(observer: Observer, home: Path, tightened: list[str]) -> None:
-    """Say, once at start, that a home others could reach was made private."""
-    if tightened:
-        observer.emit(
-            Event(
-                "home_tightened",
-                level="warning",
-                reason=f"{home} was open to other users; made its directories 0700 and files 0600",
-                fields={"paths": len(tightened), "first": tightened[0]},
-            )
-        )
-
-
-def _loose(path: Path) -> bool:
-    try:
-        return bool(path.lstat().st_mode & 0o077)
-    except FileNotFoundError:
-        return False
-
-
-def _tighten(home: Path) -> list[str]:
-    done: list[str] = []
-    uid = os.geteuid()
-    for root, dirs, files in os.walk(home):  # never follows a symlinked directory
-        for path, private in [(Path(root), 0o700), *((Path(root) / f, 0o600) for f in files)]:
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode) or st.st_uid != uid or not st.st_mode & 0o077:
-                continue
-            path.chmod(stat.S_IMODE(st.st_mode) & private)
-            done.append(str(path))
-        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
-    return done
-
-
 # Keys a running process reads once at start-up: a reload records them, they apply on the next start.
 RESTART_KEYS = frozenset(
     {
         "sidecar_host",
+        "listen_beyond_loopback",
         "sidecar_port",
         "bridge_port",
         "log_file",

@@ -23,11 +23,13 @@ away while holding both locks, and a serve that locked a file in it retries.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mcp_cascade._fs import pid_alive, read_json
 from mcp_cascade._lock import HeldFile, LockHeld, private_dir, take
@@ -53,7 +55,7 @@ class SessionBusy(CascadeError):
         self.pid = pid
 
 
-def _try(session_dir: Path, name: str, note: dict[str, int] | None = None) -> HeldFile | None:
+def _try(session_dir: Path, name: str, note: Mapping[str, object] | None = None) -> HeldFile | None:
     """One lock of a session, at once, or None when another process holds it."""
     while session_dir.is_dir():
         try:
@@ -66,10 +68,15 @@ def _try(session_dir: Path, name: str, note: dict[str, int] | None = None) -> He
     return None
 
 
+def holder_note(session_dir: Path) -> dict[str, Any]:
+    """What the last holder noted in ``serve.lock``: its pid, folder and start (it outlives the holder)."""
+    note = read_json(session_dir / SERVE_LOCK)
+    return note if isinstance(note, dict) else {}
+
+
 def holder_pid(session_dir: Path) -> int | None:
     """The pid noted in ``serve.lock`` by its holder (None when absent or unreadable)."""
-    note = read_json(session_dir / SERVE_LOCK)
-    pid = note.get("pid") if isinstance(note, dict) else None
+    pid = holder_note(session_dir).get("pid")
     return pid if isinstance(pid, int) else None
 
 
@@ -82,6 +89,7 @@ class Hold:
     _live: HeldFile
     _serve: HeldFile
     waited_s: float = 0.0
+    about: Mapping[str, str] = field(default_factory=dict)  # noted in serve.lock beside the pid
 
     def closing(self) -> None:
         """Let a reconnecting serve know it may take over as soon as this one is gone (idempotent)."""
@@ -96,19 +104,41 @@ class Hold:
 Sleep = Callable[[float], None]
 
 
-def _take(session_dir: Path, wait_s: float, *, running: bool, sleep: Sleep) -> Hold | None:
+def _session_dir(session_dir: Path) -> None:
+    """Create the session's directory 0700, or make it 0700 when a sender's ``mkdir -p`` left it open.
+
+    A producer may create ``sessions/<id>/inbox`` before any serve ran for the
+    id (its parents get the default mode). The directory is ours and under our
+    own home, so it is tightened rather than refused; :func:`private_dir` then
+    verifies it as for any lock.
+    """
+    session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):  # private_dir below says what is wrong, if anything
+        fd = os.open(session_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    private_dir(session_dir)
+
+
+def _take(
+    session_dir: Path, wait_s: float, *, running: bool, sleep: Sleep, about: Mapping[str, str]
+) -> Hold | None:
     """Both locks of a session, waiting up to ``wait_s`` for a closing holder (or any, if ``running``)."""
     started = time.monotonic()
     while True:
-        private_dir(session_dir)  # again each time: ``sessions prune`` may have just removed it
+        _session_dir(session_dir)  # again each time: ``sessions prune`` may have just removed it
         live = _try(session_dir, LIVE_LOCK)
         if live is not None:
             # Ours now; a holder still closing keeps serve.lock a moment longer.
             while True:
-                serve = _try(session_dir, SERVE_LOCK, {"pid": os.getpid()})
+                serve = _try(session_dir, SERVE_LOCK, {"pid": os.getpid(), **about})
                 if serve is not None:
                     waited = time.monotonic() - started
-                    return Hold(session_dir.name, session_dir, live, serve, waited)
+                    return Hold(session_dir.name, session_dir, live, serve, waited, about)
                 if time.monotonic() - started >= wait_s:
                     live.release()
                     return None
@@ -118,21 +148,33 @@ def _take(session_dir: Path, wait_s: float, *, running: bool, sleep: Sleep) -> H
         sleep(_POLL_S)
 
 
-def hold(home: Path, base: str, *, explicit: bool, wait_s: float, sleep: Sleep = time.sleep) -> Hold:
+def hold(
+    home: Path,
+    base: str,
+    *,
+    explicit: bool,
+    wait_s: float,
+    about: Mapping[str, str] | None = None,
+    sleep: Sleep = time.sleep,
+) -> Hold:
     """Hold ``base`` or, for a derived id whose first window is running, the next free ``<base>-N``.
 
     An explicit id waits up to ``wait_s`` for its holder to close, then raises
     :class:`SessionBusy`. A derived id waits only for a holder that is already
     closing (a reconnect); a holder that is running is another window.
+    ``about`` is noted beside the pid in ``serve.lock`` (``sessions`` shows it
+    for closed sessions too).
     """
+    about = about or {}
     root = home / "sessions"
     if explicit:
-        held = _take(root / base, wait_s, running=True, sleep=sleep)
+        held = _take(root / base, wait_s, running=True, sleep=sleep, about=about)
         if held is None:
             raise SessionBusy(base, holder_pid(root / base), wait_s)
         return held
     for n in range(1, MAX_WINDOWS + 1):
-        held = _take(root / (base if n == 1 else f"{base}-{n}"), wait_s, running=False, sleep=sleep)
+        session_dir = root / (base if n == 1 else f"{base}-{n}")
+        held = _take(session_dir, wait_s, running=False, sleep=sleep, about=about)
         if held is not None:
             return held
     raise SessionBusy(f"{base}-{MAX_WINDOWS}", None, 0.0)

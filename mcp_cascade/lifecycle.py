@@ -26,7 +26,7 @@ from typing import Literal
 from mcp_cascade._fs import pid_alive, read_json
 from mcp_cascade.config import resolve_home
 from mcp_cascade.errors import ConfigError, StoreUnavailable
-from mcp_cascade.holder import SERVE_LOCK, SessionBusy, hold, holder_pid, is_held
+from mcp_cascade.holder import SERVE_LOCK, SessionBusy, hold, holder_note, holder_pid, is_held
 from mcp_cascade.sessions import SessionPaths, read_session
 from mcp_cascade.store import Store
 
@@ -98,6 +98,7 @@ def survey(home: Path) -> list[SessionEntry]:
         paths = SessionPaths(home, folder.name)
         live = is_held(folder)
         info = read_session(home, folder.name) if live else None
+        note = holder_note(folder)  # a closed session's last holder: where and when it last ran
         pending = _pending(paths)
         state: State = "live" if live else "pending" if pending else "stale"
         entries.append(
@@ -105,8 +106,8 @@ def survey(home: Path) -> list[SessionEntry]:
                 session=folder.name,
                 state=state,
                 pid=holder_pid(folder) if live else None,
-                folder=info.cwd if info else "",
-                started_at=info.started_at if info else "",
+                folder=info.cwd if info else str(note.get("cwd", "")),
+                started_at=info.started_at if info else str(note.get("started_at", "")),
                 pending=len(pending),
                 pending_ids=pending,
                 last_active=_last_active(paths),

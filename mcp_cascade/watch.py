@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,14 +28,14 @@ from anyio.abc import TaskStatus
 from mcp_cascade import legacy
 from mcp_cascade.clock import SYSTEM, Clock
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import InvalidResponse, StoreUnavailable
-from mcp_cascade.events import Event, Observer
+from mcp_cascade.errors import InvalidResponse, Poisoned, StoreUnavailable
+from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.health import FileFacts, file_problems, tier_status
-from mcp_cascade.inbox import Claimed, Failed, Maildir, Taken, Unsettled
+from mcp_cascade.inbox import TRANSIENT_ERRNOS, Claimed, Failed, Maildir, Taken, Unsettled
 from mcp_cascade.watchers import Change, Watcher, WatcherSetting, candidates, open_watcher
+from mcp_cascade.wire import Tier
 
 T = TypeVar("T")
-TIER = 3
 _BATCH = 64
 _INBOX, _LEGACY = "inbox", "legacy"
 
@@ -178,8 +179,8 @@ class InboxWatcher:
     async def _io(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    def _emit(self, name: str, **kw: Any) -> None:
-        self._observer.emit(Event(name, tier=TIER, session=self.maildir.session, **kw))
+    def _emit(self, name: EventName, **kw: Any) -> None:
+        self._observer.emit(Event(name, tier=Tier.FILE, session=self.maildir.session, **kw))
 
     def _error(self, message: str) -> None:
         self.last_error = message
@@ -301,11 +302,23 @@ class InboxWatcher:
         names = self.maildir.scan()
         todo = [n for n in names if n not in self._stuck and n not in attempted][:_BATCH]
         now = self._clock.wall()
-        return names, [self.maildir.take(name, now) for name in todo]
+        taken: list[Taken] = []
+        for name in todo:
+            try:
+                taken.append(self.maildir.take(name, now))
+            except OSError as exc:
+                if exc.errno not in TRANSIENT_ERRNOS:
+                    taken.append(self.maildir.fail(name, f"cannot be taken: {exc!r}", kind="unreadable"))
+                elif taken:
+                    break  # the machine's fault: deliver what came before, retry this one in its turn
+                else:
+                    raise
+        return names, taken
 
     async def _deliver(self, taken: list[Taken]) -> bool:
         """Make the claimed responses durable in one group commit, in order; False when the store refused."""
         done: list[str] = []
+        poisoned: set[str] = set()
         claimed = [item for item in taken if isinstance(item, Claimed)]
         try:
             for item in taken:
@@ -320,21 +333,26 @@ class InboxWatcher:
                     self._report(item)
                 elif isinstance(item, Unsettled):
                     self._unsettled[item.name] = item.settles_at
-            results = await self.engine.receive_many([c.response for c in claimed], TIER)
+            results = await self.engine.receive_many([c.response for c in claimed], Tier.FILE)
             for item, result in zip(claimed, results, strict=True):
                 if isinstance(result, StoreUnavailable):
                     continue  # durable in cur/ but not in the store: kept, retried next tick
+                if isinstance(result, Poisoned):
+                    poisoned.add(item.name)
+                    failed = await self._io(partial(self.maildir.fail, item.name, str(result), claimed=True))
+                    self._report(failed, counted=True)  # the engine counted its quarantine
+                    continue
                 done.append(item.name)
                 self.pending = max(0, self.pending - 1)
-            return len(done) == len(claimed)
+            return len(done) + len(poisoned) == len(claimed)
         finally:
             # Whatever was claimed and not accepted goes back to new/ at the next tick, whatever stopped us.
-            self._stalled.extend(c.name for c in claimed if c.name not in done)
+            self._stalled.extend(c.name for c in claimed if c.name not in done and c.name not in poisoned)
             if done:
                 with anyio.CancelScope(shield=True):
                     await self._io(self.maildir.ack, done)
 
-    def _report(self, item: Failed) -> None:
+    def _report(self, item: Failed, *, counted: bool = False) -> None:
         self.pending = max(0, self.pending - 1)
         if item.moved:
             self.failed += 1
@@ -346,6 +364,9 @@ class InboxWatcher:
             reason=item.reason,
             fields={"file": item.name, "moved_to_failed": item.moved},
         )
+        if item.moved and not counted:
+            fields = {"file": item.name, "kind": item.kind}
+            self._emit("quarantined", level="warning", reason=item.reason, fields=fields)
 
     # --- the legacy folder --------------------------------------------------------------------
 
@@ -413,7 +434,7 @@ class InboxWatcher:
                 fields={"file": file.name, "legacy": True},
             )
             try:
-                await self.engine.receive(response, TIER)
+                await self.engine.receive(response, Tier.FILE)
             except StoreUnavailable:
                 self._debounce.touch(file.name)  # retried after another quiet window
                 return False

@@ -38,14 +38,6 @@ class Recorder:
                 await self._changed.wait()
 
 
-def point_webhook_at(home: Path, session: str, url: str) -> None:
-    """Rewrite the session's discovery file so its webhook_url is ``url`` (the pid stays)."""
-    path = SessionPaths(home, session).session_json
-    data: dict[str, Any] = json.loads(path.read_text())
-    data["webhook_url"] = url
-    path.write_text(json.dumps(data))
-
-
 def write_session_json(home: Path, session: str, pid: int, url: str) -> None:
     """A discovery file as serve writes it, for a server that is not really there."""
     paths = SessionPaths(home, session)

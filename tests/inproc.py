@@ -18,14 +18,15 @@ import httpx
 from mcp.client.client import Client
 
 from mcp_cascade.channel import ChannelDeps, build_server
-from mcp_cascade.config import ensure_home
 from mcp_cascade.delivery import Engine
+from mcp_cascade.home import ensure_home
 from mcp_cascade.outbound import BridgeClient
 from mcp_cascade.response import Response
-from mcp_cascade.sessions import WEBHOOK_PATH, SessionPaths
+from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.sidecar import SidecarDeps, build_app
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.store import Store
+from mcp_cascade.wire import WEBHOOK_PATH
 from tests.cascade_helpers import Recorder
 from tests.helpers import encode, sign
 

@@ -18,9 +18,10 @@ from mcp_cascade.bridge.telegram import (
     split_text,
     truncate,
 )
-from mcp_cascade.bridge.testing import random_token
+from mcp_cascade.clock import FakeClock
 from mcp_cascade.events import Event
 from mcp_cascade.retry import Backoff
+from mcp_cascade.testing import random_token
 
 pytestmark = pytest.mark.anyio
 FAST = Backoff(initial_s=0.01, cap_s=0.05)
@@ -74,14 +75,13 @@ def test_split_text_prefers_line_breaks_and_truncate_marks_the_cut() -> None:
     assert utf16_len(truncate("😀" * 10, 5)) <= 5
 
 
-async def test_a_429_waits_exactly_as_long_as_telegram_asked(
-    fake: FakeTelegram, client: TelegramClient
-) -> None:
-    fake.fail("sendMessage", 429, retry_after=1)
-    message = await client.send(42, "hello")
-    calls = fake.calls_of("sendMessage")
-    assert [c.status for c in calls] == [429, 200]
-    assert calls[1].at - calls[0].at >= 0.95
+async def test_a_429_waits_exactly_as_long_as_telegram_asked(fake: FakeTelegram) -> None:
+    clock = FakeClock()
+    async with TelegramClient(random_token(), fake.base_url, Events(), backoff=FAST, clock=clock) as tg:
+        fake.fail("sendMessage", 429, retry_after=7)
+        message = await tg.send(42, "hello")
+    assert [c.status for c in fake.calls_of("sendMessage")] == [429, 200]
+    assert clock.slept == [7.0]  # what Telegram asked for, not the backoff's 10-50 ms
     assert message.message_id == fake.messages(42)[0].message_id
 
 
@@ -102,14 +102,18 @@ async def test_a_request_telegram_refuses_is_not_retried(fake: FakeTelegram, cli
     assert len(fake.calls_of("editMessageText")) == 1
 
 
-async def test_retries_stop_at_the_deadline_with_the_last_reason(
-    fake: FakeTelegram, client: TelegramClient
-) -> None:
+async def test_retries_stop_at_the_deadline_with_the_last_reason(fake: FakeTelegram) -> None:
+    clock = FakeClock()
     fake.fail("getMe", 503, times=1000)
-    with pytest.raises(TelegramUnavailable, match=r"gave up after 0\.3 s"):
-        await client.start(deadline_s=0.3)
-    snapshot = client.reachability()
-    assert snapshot["reachable"] is False and snapshot["consecutive_failures"] >= 2
+    async with TelegramClient(
+        random_token(), fake.base_url, Events(), backoff=FAST, clock=clock, random=lambda: 1.0
+    ) as tg:
+        with pytest.raises(TelegramUnavailable, match=r"gave up after 0\.3 s"):
+            await tg.start(deadline_s=0.3)
+        snapshot = tg.reachability()
+    # 10, 20, 40, then 50 ms (the cap) while the next wait still ends before 300 ms.
+    assert clock.slept == pytest.approx([0.01, 0.02, 0.04, 0.05, 0.05, 0.05, 0.05])
+    assert snapshot["reachable"] is False and snapshot["consecutive_failures"] == len(clock.slept) + 1
 
 
 async def test_an_unchanged_edit_and_an_expired_tap_are_not_errors(

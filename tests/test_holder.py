@@ -15,13 +15,14 @@ import pytest
 
 from mcp_cascade._lock import UnsafeDirectory
 from mcp_cascade.holder import Hold, SessionBusy, hold, holder_pid, is_held
-from tests.helpers import ROOT
+from mcp_cascade.inbox import ensure_inbox
 
 # A holder in another process: takes the session, says so, closes on the first line, exits on the second.
 _HOLDER = """
 import sys
 from pathlib import Path
 from mcp_cascade._lock import UnsafeDirectory
+from mcp_cascade.inbox import ensure_inbox
 from mcp_cascade.holder import hold
 held = hold(Path(sys.argv[1]), sys.argv[2], explicit=True, wait_s=0)
 print(held.session, flush=True)
@@ -39,7 +40,6 @@ def other_process(home: Path, session: str) -> Iterator[subprocess.Popen[str]]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == session
     try:
@@ -109,3 +109,19 @@ def test_a_lock_file_that_is_a_symlink_is_not_followed(home: Path, tmp_path: Pat
     with pytest.raises(UnsafeDirectory, match="cannot open lock"):
         hold(home, "pinned", explicit=True, wait_s=0)
     assert not target.exists()
+
+
+def test_a_session_folder_a_sender_created_open_is_made_private_and_held(home: Path) -> None:
+    """A sender may write into a session's inbox before its first serve; older senders used mkdir -p."""
+    inbox = home / "sessions" / "early" / "inbox" / "new"
+    inbox.mkdir(parents=True, mode=0o700)  # its parents get the default mode (0755 under umask 022)
+    (home / "sessions" / "early").chmod(0o755)
+    held = hold(home, "early", explicit=True, wait_s=0)
+    assert oct((home / "sessions" / "early").stat().st_mode & 0o777) == "0o700"
+    held.release()
+
+
+def test_the_inbox_of_a_session_that_never_ran_is_created_private(home: Path) -> None:
+    ensure_inbox(home / "sessions" / "fresh" / "inbox")
+    for path in (home / "sessions", home / "sessions" / "fresh", home / "sessions" / "fresh" / "inbox"):
+        assert oct(path.stat().st_mode & 0o777) == "0o700", path

@@ -31,7 +31,8 @@ SESSION = "fixture-0123abcd"
 def old_store(home: Path, name: str = "state.db") -> Path:
     """A copy of the 0.1.0 file where this release looks for it."""
     where = home / "sessions" / SESSION if name == "state.db" else home / "bridge"
-    where.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in (where.parent, where):  # private, as serve makes them (a loose home is tightened, noisily)
+        folder.mkdir(exist_ok=True, mode=0o700)
     shutil.copyfile(FIXTURES / name, where / name)
     return where / name
 

@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from mcp_cascade.bridge.fake_api import FakeTelegram
-from mcp_cascade.config import ensure_home
+from mcp_cascade.cli import main
+from mcp_cascade.home import ensure_home
 from mcp_cascade.testing import ServeProcess
 from tests.bridge_helpers import ALICE, allow, bridge, greet
 from tests.other_user import attacker_argv, needs_second_uid
@@ -74,3 +75,12 @@ def test_a_loose_home_is_tightened_and_a_private_one_left_alone(tmp_path: Path) 
     assert _mode(home) == 0o700 and _mode(home / "sessions") == 0o700 and _mode(wal) == 0o600
     assert _mode(elsewhere) == 0o644  # a symlink inside is never followed
     assert ensure_home(home) == []
+
+
+def test_a_command_run_in_process_leaves_the_callers_umask_alone(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        assert main(["config", "--home", str(tmp_path / "h"), "--breaker-threshold", "-3"], env={}) == 2
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(old)

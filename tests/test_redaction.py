@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from mcp_cascade.bridge.fake_api import FakeTelegram
-from mcp_cascade.bridge.testing import random_token
 from mcp_cascade.redact import PLACEHOLDER, keep_secret, scrub, scrub_json
 from mcp_cascade.signing import load_or_create_secret
+from mcp_cascade.testing import random_token
 from tests.bridge_helpers import ALICE, allow, bridge, greet, sessions
 from tests.helpers import sign
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram().serving() as running:
-        yield running
 
 
 def test_scrub_removes_a_secret_whatever_its_case_and_its_secret_half_alone() -> None:

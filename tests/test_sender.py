@@ -15,8 +15,8 @@ from mcp_cascade.errors import ConfigError, InvalidResponse
 from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.response import Response, make_response
 from mcp_cascade.sessions import SessionPaths
-from mcp_cascade.testing import ServeProcess
-from tests.cascade_helpers import Recorder, config, meta_tier, point_webhook_at, seen, write_session_json
+from mcp_cascade.testing import ServeProcess, point_webhook_at
+from tests.cascade_helpers import Recorder, config, meta_tier, seen, write_session_json
 
 pytestmark = pytest.mark.anyio
 

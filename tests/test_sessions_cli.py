@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from mcp_cascade.errors import ConfigError
 from mcp_cascade.lifecycle import parse_age
 from mcp_cascade.response import from_dict
 from mcp_cascade.sessions import SessionPaths
@@ -63,6 +66,8 @@ async def test_sessions_lists_live_pending_and_stale_and_prune_removes_only_old_
     closed_session(home, "old-pending", pending=True, age_days=40)
     project = tmp_path / "shop"
     project.mkdir()
+    async with ServeProcess(home, "was-here", cwd=project) as earlier:
+        ran = await earlier.wait_session()
     async with ServeProcess(home, "running", cwd=project) as serve:
         await serve.wait_session()
         assert serve.process is not None
@@ -75,10 +80,14 @@ async def test_sessions_lists_live_pending_and_stale_and_prune_removes_only_old_
             "old-pending": "pending",
             "new-stale": "stale",
             "old-stale": "stale",
+            "was-here": "stale",
         }
         assert found["running"]["pid"] == serve.process.pid
         assert found["running"]["folder"] == str(project) and found["running"]["started_at"]
         assert found["old-pending"]["pending_ids"] == ["old-pending:1"]
+        # A closed session still says where and when it last ran.
+        assert found["was-here"]["folder"] == str(project)
+        assert found["was-here"]["started_at"] == ran.started_at
         assert cli(home, "--pids").stdout.split() == [str(serve.process.pid)]
 
         dry = cli(home, "prune", "--dry-run")
@@ -88,12 +97,12 @@ async def test_sessions_lists_live_pending_and_stale_and_prune_removes_only_old_
 
         done = cli(home, "prune", "--older-than", "30d")
         assert done.returncode == 0, done.stderr
-        assert set(listed(home)) == {"running", "old-pending", "new-stale"}
+        assert set(listed(home)) == {"running", "old-pending", "new-stale", "was-here"}
         assert "kept old-pending: 1 pending answer(s); --force drops them" in done.stdout
 
         forced = cli(home, "prune", "--force")
         assert "dropped 1 pending answer(s) of old-pending:\n  old-pending:1" in forced.stdout
-        assert set(listed(home)) == {"running", "new-stale"}
+        assert set(listed(home)) == {"running", "new-stale", "was-here"}
         assert SessionPaths(home, "running").session_json.exists()
 
         everything = cli(home, "prune", "--older-than", "0")
@@ -107,3 +116,13 @@ def test_an_age_is_read_with_its_unit_and_a_bad_one_is_refused() -> None:
     assert parse_age("90") == 90
     with pytest.raises(Exception, match="older-than"):
         parse_age("thirty days")
+
+
+@given(st.text(st.characters(codec=None), max_size=20))
+def test_any_age_text_is_read_or_refused_with_the_flag_named(raw: str) -> None:
+    try:
+        seconds = parse_age(raw)
+    except ConfigError as exc:
+        assert exc.key == "older-than"
+    else:
+        assert seconds >= 0

@@ -8,6 +8,7 @@ live serve is refused with one line; a reconnect keeps the id.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,12 +16,11 @@ import anyio
 import httpx
 import pytest
 
-from mcp_cascade.config import session_id_for
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import from_dict
-from mcp_cascade.sessions import SessionPaths, read_session
+from mcp_cascade.sessions import SessionPaths, read_session, session_id_for
 from mcp_cascade.testing import ServeProcess
-from tests.helpers import ROOT, body, encode, sign
+from tests.helpers import ROOT, body, encode, run_inspect, sign
 
 pytestmark = pytest.mark.anyio
 
@@ -69,6 +69,14 @@ async def test_two_windows_in_one_folder_get_their_own_sessions_and_answers(
             assert (one.pid, two.pid) == (first.process.pid, second.process.pid)
             assert (one.cwd, two.cwd) == (str(project), str(project))
             assert (one.label, two.label) == ("shop", "shop #2")
+            # The operator's view tells the two windows apart: folder, start time, process.
+            status = await anyio.to_thread.run_sync(lambda: run_inspect(home, "status", "--json"))
+            views = {v["session"]: v for v in json.loads(status.stdout)["sessions"]}
+            assert [views[s]["liveness"] for s in (base, base + "-2")] == ["live", "live"]
+            assert [views[s]["pid"] for s in (base, base + "-2")] == [one.pid, two.pid]
+            assert [views[s]["folder"] for s in (base, base + "-2")] == [str(project)] * 2
+            assert views[base]["started_at"] == one.started_at
+            assert views[base + "-2"]["started_at"] == two.started_at
 
             assert await post(home, base, body(id="w:1", session=base)) == 200
             assert await post(home, base + "-2", body(id="w:2", session=base + "-2")) == 200

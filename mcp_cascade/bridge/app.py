@@ -21,9 +21,9 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import uvicorn
 
 from mcp_cascade._capture import capture_into
+from mcp_cascade.asgi import bind_socket, serve_asgi
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.inbound import POLL_TIMEOUT_S, Inbound
@@ -39,11 +39,11 @@ from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home, warn_tightened
+from mcp_cascade.config import LiveConfig, Loaded
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
+from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.redact import keep_secret
-from mcp_cascade.server import _Uvicorn, bind_socket
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.telemetry import make_telemetry
 
@@ -182,20 +182,8 @@ class Bridge:
     @contextlib.asynccontextmanager
     async def _http(self, sock: Any, deps: ApiDeps) -> AsyncIterator[None]:
         host, port = sock.getsockname()[:2]
-        server = _Uvicorn(
-            uvicorn.Config(
-                build_app(deps),
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=1,
-            )
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                    await anyio.sleep(0.005)
+        # Nothing an API call started is lost by cutting it short (its caller gets an error).
+        async with serve_asgi(build_app(deps), sock):
             self.state.api_url = f"http://{host}:{port}"
             publish(self.home, self.state.api_url)
             self.observer.emit(Event("bridge_listening", fields={"api_url": self.state.api_url}))
@@ -203,10 +191,6 @@ class Bridge:
                 yield
             finally:
                 unpublish(self.home)
-                # Nothing an API call started is lost by cutting it short (its caller gets an error),
-                # so stop at once rather than wait out uvicorn's graceful shutdown.
-                server.should_exit = True
-                tg.cancel_scope.cancel()
 
     async def _monitor(
         self, outbox: Outbox, ledger: Ledger, access: Access, telegram: TelegramClient, sender: Sender

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcp_cascade import _lock
-from mcp_cascade._fs import atomic_write_json, read_json
+from mcp_cascade._fs import BINARY, NOFOLLOW, atomic_write_json, read_json
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.outbound import BRIDGE_JSON
 from mcp_cascade.redact import keep_secret
@@ -50,7 +50,7 @@ def load_token(home: Path, env: Mapping[str, str]) -> str:
         return token
     path = home / TOKEN_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | BINARY)
     except FileNotFoundError:
         raise TokenError(
             f"no bot token: set {TOKEN_ENV} or write it to {path} (mode 0600); get one from @BotFather"

@@ -106,7 +106,7 @@ class Router:
         command = parse_command(inc.text)
         if command is not None and command[0] in ("start", "help", "sessions", "use"):
             return self._command(inc, *command)
-        verdict = parse_verdict(inc.text)
+        verdict = None if inc.forwarded else parse_verdict(inc.text)
         if verdict is not None:
             prompt = self.ledger.open_permission(inc.chat_id, verdict[1])
             if prompt is not None:
@@ -210,20 +210,28 @@ class Router:
                 return Say("No session is running.")
             current = self.current(inc.chat_id)
             lines = [
-                f"{'▶' if s.session_id == current else '•'} {s.session_id} ({s.label or s.cwd})"
+                f"{n}. {'▶' if s.session_id == current else '•'} {describe(s)}"
                 + (f" on {s.host}" if s.host else "")
-                for s in live
+                for n, s in enumerate(live, 1)
             ]
-            return Say("Running sessions:\n" + "\n".join(lines) + "\n\nPick one with /use NAME.")
+            return Say(
+                "Running sessions:\n" + "\n".join(lines) + "\n\nPick one with /use NAME or /use NUMBER."
+            )
         return self._use(inc, arg)
 
     def _use(self, inc: Incoming, name: str) -> Say:
         if not name:
             return Say("Usage: /use NAME (see /sessions)")
         known = [d for d, _ in list_sessions(self.home)] + [s.session_id for s in self._remote()]
-        labels = {s.session_id for s in self.live() if s.label == name}
+        live = self.live()
+        labels = {s.session_id for s in live if s.label == name}
+        # A number picks from the /sessions list (two windows of one folder differ only by their suffix).
+        numbered = [live[int(name) - 1].session_id] if name.isdigit() and 0 < int(name) <= len(live) else []
         matches = (
-            [d for d in known if d == name] or [d for d in known if d.startswith(name)] or sorted(labels)
+            [d for d in known if d == name]
+            or numbered
+            or [d for d in known if d.startswith(name)]
+            or sorted(labels)
         )
         if not matches:
             return Say(f"No session {name!r}; /sessions lists them.")
@@ -231,3 +239,9 @@ class Router:
             return Say(f"{name!r} matches several sessions: {', '.join(matches)}")
         self.ledger.choose(inc.chat_id, matches[0])
         return Say(f"Now talking to {matches[0]}.")
+
+
+def describe(info: SessionInfo) -> str:
+    """A session as a person tells two windows apart: id, folder, when it started, its process."""
+    started = info.started_at[:16].replace("T", " ") or "?"
+    return f"{info.session_id}: {info.label or '?'} in {info.cwd or '?'}, started {started}, pid {info.pid}"

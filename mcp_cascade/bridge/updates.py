@@ -37,6 +37,8 @@ class Incoming:
     reply_to: int | None = None
     callback_id: str | None = None
     callback_data: str | None = None
+    # Someone else's words passed on (Telegram's forward_origin): never an approval.
+    forwarded: bool = False
 
     @property
     def response_id(self) -> str:
@@ -85,6 +87,7 @@ def incoming(update: Update) -> Incoming | None:
         _stamp(message.date),
         text=text,
         reply_to=message.reply_to_message.message_id if message.reply_to_message else None,
+        forwarded=message.forward_origin is not None,
     )
 
 

@@ -13,14 +13,14 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from mcp_cascade.delivery import Engine, Outcome
+from mcp_cascade.delivery import Engine, Received
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.queue import Item, Quarantined, Queue
 
-__all__ = ["OnOutcome", "consume"]
+__all__ = ["OnReceived", "consume"]
 
-OnOutcome = Callable[[Item, Outcome], Awaitable[None]]
+OnReceived = Callable[[Item, Received], Awaitable[None]]
 _CLAIM_WAIT_S = 1.0
 _STORE_PAUSE_S = 0.2
 _PROGRESS_EVERY_S = 3.0
@@ -32,7 +32,7 @@ async def consume(
     observer: Observer,
     *,
     tier: int,
-    on_outcome: OnOutcome | None = None,
+    on_outcome: OnReceived | None = None,
     progress: Callable[[Item], Awaitable[None]] | None = None,
 ) -> None:
     """Deliver what ``queue`` holds into ``engine`` until cancelled; transport errors propagate."""
@@ -66,8 +66,8 @@ async def consume(
 
 async def _receive(
     engine: Engine, item: Item, tier: int, progress: Callable[[Item], Awaitable[None]] | None
-) -> Outcome | None:
-    outcome: Outcome | None = None
+) -> Received | None:
+    outcome: Received | None = None
     async with anyio.create_task_group() as tg:
         if progress is not None:
             tg.start_soon(_keep_alive, progress, item)

@@ -21,8 +21,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mcp_cascade.config import Config
-from mcp_cascade.delivery import Engine, Outcome
-from mcp_cascade.events import Event, Observer
+from mcp_cascade.delivery import Engine, Received
+from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.queue import Item
 from mcp_cascade.remote.conn import Link, host_name, node_id
 from mcp_cascade.remote.consume import consume
@@ -30,10 +30,11 @@ from mcp_cascade.remote.jetstream import RECEIPT_HEADER, JetStreamQueue, ensure_
 from mcp_cascade.remote.registry import HEARTBEAT_S, Registration, bucket, now
 from mcp_cascade.response import now_rfc3339
 from mcp_cascade.signing import Signer
+from mcp_cascade.wire import Tier
 
-__all__ = ["REMOTE_TIER", "RemoteSession"]
+__all__ = ["RemoteSession"]
 
-REMOTE_TIER = 4
+REMOTE_TIER = Tier.NATS
 _RETRY_S = 1.0
 
 
@@ -131,7 +132,7 @@ class RemoteSession:
                 self._emit("nats_consume", level="warning", reason=f"{exc!r}; resuming in {_RETRY_S:g} s")
                 await anyio.sleep(_RETRY_S)
 
-    async def _receipt(self, item: Item, outcome: Outcome) -> None:
+    async def _receipt(self, item: Item, outcome: Received) -> None:
         msg = item.token
         assert isinstance(msg, Msg)
         to = (msg.headers or {}).get(RECEIPT_HEADER)
@@ -168,5 +169,5 @@ class RemoteSession:
             "last_error": self.link.last_error,
         }
 
-    def _emit(self, name: str, **kw: Any) -> None:
+    def _emit(self, name: EventName, **kw: Any) -> None:
         self._observer.emit(Event(name, session=self.session, tier=REMOTE_TIER, **kw))
