@@ -45,6 +45,7 @@ from inotify_simple import INotify, flags
 from watchfiles import Change, awatch
 
 from benchmarks._common import HEADER, Stats, save
+from benchmarks._report import Target, verdicts
 from mcp_cascade._fs import fsync_dir, write_excl
 from mcp_cascade.inbox import ensure_inbox, file_name
 from mcp_cascade.response import from_json, make_response
@@ -342,6 +343,15 @@ async def run(n: int, peer_n: int) -> None:
     portable_met = all(p99 <= PORTABLE_P99_MS for p99 in portable.values())
     idle_met = idles["watchfiles"] <= PORTABLE_IDLE_PERCENT
     print(table(rows, n))
+    floor_p50 = wake.stats.p50 + commit.stats.p50
+    targets = verdicts(
+        [
+            Target("tier 3 rename → frame, p50", to_frame.stats.p50, 1.0, floor=floor_p50),
+            Target(
+                "tier 3 rename → frame, p99", to_frame.stats.p99, 3.0, floor=wake.stats.p99 + commit.stats.p99
+            ),
+        ]
+    )
     print(
         f"serve's CPU while idle ({IDLE_S:g} s, no traffic), % of one core: "
         + ", ".join(f"{b} {v:.2f}" for b, v in idles.items())
@@ -367,6 +377,7 @@ async def run(n: int, peer_n: int) -> None:
             "portable_target_met": portable_met,
             "portable_idle_target_met": idle_met,
             "ahead_of_peers": ahead,
+            "targets": targets,
         },
     )
     print(f"wrote {path}")
