@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mcp_cascade.stats import nearest_rank
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -151,10 +153,8 @@ class Stats:
         if not ordered:
             return cls(0, float("nan"), float("nan"), float("nan"), float("nan"))
 
-        def pct(p: float) -> float:
-            return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
-
-        return cls(len(ordered), statistics.median(ordered), pct(0.99), pct(0.999), ordered[-1])
+        p99, p999 = nearest_rank(ordered, 0.99), nearest_rank(ordered, 0.999)
+        return cls(len(ordered), statistics.median(ordered), p99, p999, ordered[-1])
 
     def row(self) -> str:
         return f"{self.n:>7} {self.p50:>9.3f} {self.p99:>9.3f} {self.p999:>9.3f} {self.max:>9.3f}"

@@ -29,12 +29,14 @@ from mcp_cascade.response import make_response
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.telemetry import JsonLog, Metrics, Telemetry
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.wire import webhook_request
 
 
 async def round_trip(serve: ServeProcess, conn: HttpConnection, path: str, signer: Signer, rid: str) -> float:
     """Milliseconds from the POST to its channel notification."""
-    body = make_response(type="message", user_id=7, text="benchmark answer", id=rid).to_json()
-    headers = {**signer.headers(rid, body), "content-type": "application/json"}
+    body, headers = webhook_request(
+        signer, make_response(type="message", user_id=7, text="benchmark answer", id=rid)
+    )
     before = len(serve.channel())
     start = time.perf_counter()
     status, payload = await conn.post(path, body, headers)

@@ -20,6 +20,7 @@ from mcp_cascade.config import resolve_home
 from mcp_cascade.response import make_response
 from mcp_cascade.sessions import read_session
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.wire import webhook_request
 
 
 def main() -> int:
@@ -34,11 +35,8 @@ def main() -> int:
         print(f"session {args.session!r} is not running under {home}", file=sys.stderr)
         return 1
     response = make_response(type="message", user_id=0, text=args.text, id=f"example:{uuid.uuid4().hex}")
-    body = response.to_json()
-    headers = Signer(load_or_create_secret(home)).headers(response.id, body)
-    answer = httpx.post(
-        info.webhook_url, content=body, headers={**headers, "content-type": "application/json"}
-    )
+    body, headers = webhook_request(Signer(load_or_create_secret(home)), response)
+    answer = httpx.post(info.webhook_url, content=body, headers=headers)
     print(json.dumps(answer.json()))
     return 0 if answer.status_code in (200, 202) else 1
 

@@ -1,37 +1,37 @@
 """One response's walk through the tiers: the inside of ``Sender.deliver``.
 
-Rounds of ``tier_order`` until a tier makes the response durable at the server
-or the overall timeout passes. Every wait is bounded by what is left of the
-budget it belongs to, so nothing here needs cancelling from outside: the
-receipt always lists every attempt, including the last one.
+Rounds of ``tier_order`` until a tier makes the response durable at the server or the overall
+timeout passes. Every wait is bounded by what is left of the budget it belongs to, so nothing
+here needs cancelling from outside: the receipt always lists every attempt, including the last one.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
-import httpx
 
+from mcp_cascade._http import LazyClient
 from mcp_cascade.breaker import Breaker, Permit
+from mcp_cascade.clock import Clock, Random
 from mcp_cascade.config import Config
-from mcp_cascade.events import Event, Observer
-from mcp_cascade.inbox import enqueue
-from mcp_cascade.outbox import TierChoice
+from mcp_cascade.events import Event, EventName, Observer
+from mcp_cascade.queue import MaildirQueue, Queue
 from mcp_cascade.response import Response
 from mcp_cascade.retry import RetrySchedule
 from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
-from mcp_cascade.sidecar import TIER_HEADER
 from mcp_cascade.signing import Signer
+from mcp_cascade.wire import Tier, TierChoice, webhook_request
 
-Status = Literal["delivered", "queued", "failed"]
-Outcome = Literal["ok", "error", "timeout", "refused", "skipped"]
-TIER_NUMBERS = {"webhook": 1, "bridge": 2, "file": 3}
+if TYPE_CHECKING:  # the NATS client is imported only when nats_url is set
+    from mcp_cascade.remote.route import RemoteRoute
+
+DeliveryStatus = Literal["delivered", "queued", "failed"]
+AttemptOutcome = Literal["ok", "error", "timeout", "refused", "skipped"]
 # Answers that say the response itself is unacceptable: another tier would not change that.
 _PERMANENT = frozenset({400, 413, 415, 422})
 
@@ -40,8 +40,8 @@ _PERMANENT = frozenset({400, 413, 415, 422})
 class Attempt:
     """One try at one tier: what happened, why, and how long it took."""
 
-    tier: int
-    outcome: Outcome
+    tier: Tier
+    outcome: AttemptOutcome
     reason: str
     latency_ms: float
     status_code: int | None = None
@@ -61,8 +61,8 @@ class Attempt:
 class Result:
     """How a walk ended: the receipt's status and tier, and why the server refused it if it did."""
 
-    status: Status
-    tier: int | None
+    status: DeliveryStatus
+    tier: Tier | None
     rejected: str = ""
 
 
@@ -71,13 +71,14 @@ class Means:
     """What a walk uses from its sender."""
 
     home: Path
-    client: httpx.AsyncClient
+    client: LazyClient
     signer: Signer
     observer: Observer
-    clock: Callable[[], float]
-    random: Callable[[], float]
+    clock: Clock
+    random: Random
     breaker: Callable[[str, SessionInfo | None, Config], Breaker]  # the session's, for this server
     acknowledge: Callable[[Response, str, str, Config], None]  # starts tier 2's acknowledgment
+    remote: RemoteRoute | None = None  # set when nats_url is
 
 
 class Walk:
@@ -97,9 +98,9 @@ class Walk:
         self.response = response
         self.session = session
         self.choice = choice
-        self.clock = means.clock
-        elapsed = time.perf_counter() - started
-        self.deadline = self.clock() + config.overall_timeout_ms / 1000 - elapsed
+        self.clock = means.clock.monotonic
+        # The budget counts from the delivery's start (the outbox write came first).
+        self.deadline = started + config.overall_timeout_ms / 1000
         self.webhook_s = config.webhook_timeout_ms / 1000
         self.attempts: list[Attempt] = []
         self.kind = ""  # why the last tier did not take the response (the failover reason)
@@ -109,12 +110,12 @@ class Walk:
     def remaining(self) -> float:
         return max(0.0, self.deadline - self.clock())
 
-    def plan(self) -> tuple[int, ...]:
+    def plan(self) -> tuple[Tier, ...]:
         if self.choice == "file":
-            return (3,)
+            return (Tier.FILE,)
         if self.choice == "webhook":
-            return (1,)
-        return tuple(TIER_NUMBERS[name] for name in self.config.tier_order)
+            return (Tier.WEBHOOK,)
+        return tuple(Tier.from_key(name) for name in self.config.tier_order)
 
     async def run(self) -> Result:
         rounds = RetrySchedule(self.remaining(), clock=self.clock, random=self.means.random)
@@ -125,48 +126,100 @@ class Walk:
             delay = rounds.next_delay()
             if delay is None:
                 return Result("failed", None)
-            await anyio.sleep(delay)
+            await self.means.clock.sleep(delay)
             if self.remaining() <= 0:
                 return Result("failed", None)
 
     async def round(self) -> Result | None:
         info = await anyio.to_thread.run_sync(read_session, self.means.home, self.session)
         breaker = self.means.breaker(self.session, info, self.config)
+        if self.means.remote is not None and self.choice == "auto" and (info is None or not info.alive):
+            place, why = await self.means.remote.place(self.session)
+            if place == "remote":
+                return await self.tier4(self.means.remote, breaker, why)
         down = None
         if info is None:
             down = "session not running (no session.json)"
         elif not info.alive:
             down = f"session not running (pid {info.pid} is gone)"
-        previous: int | None = None
-        for tier in self.plan():
+        return await self.sequence(self.plan(), None, info, breaker, down)
+
+    async def sequence(
+        self,
+        plan: tuple[Tier, ...],
+        previous: Tier | None,
+        info: SessionInfo | None,
+        breaker: Breaker,
+        down: str | None,
+    ) -> Result | None:
+        """Try ``plan`` in order, never waiting on a tier 1 that cannot help soon.
+
+        Refused (nobody listens): the inbox at once, tier 2 only if it fails. Timed out
+        (frozen or slow): the inbox now while tier 2 keeps trying; first acknowledgment
+        wins (the session's dedup keeps a late twin to one push).
+        """
+        for index, tier in enumerate(plan):
             if previous is not None:
                 self.failover(previous, tier)
-            if tier == 1:
+            if tier == Tier.WEBHOOK:
                 result = await self.tier1(info, breaker, down)
-            elif tier == 2:
-                result = await self.tier2(info, breaker, down)
+            elif tier == Tier.BRIDGE:
+                result = await self.tier2(info, breaker, down, give_up_refused=Tier.FILE in plan[index + 1 :])
             else:
                 result = await self.tier3(down)
             if result is not None:
                 return result
-            previous = tier
+            previous, rest = tier, plan[index + 1 :]
+            if tier == Tier.WEBHOOK and Tier.FILE in rest and self.kind == "refused":
+                if Tier.BRIDGE in rest:
+                    self.acknowledge()  # the person hears back as if tier 2 had started
+                inbox_first = (Tier.FILE, *(t for t in rest if t != Tier.FILE))
+                return await self.sequence(inbox_first, Tier.WEBHOOK, info, breaker, down)
+            if tier == Tier.WEBHOOK and Tier.FILE in rest and Tier.BRIDGE in rest and self.kind == "timeout":
+                self.failover(Tier.WEBHOOK, Tier.BRIDGE)
+                self.failover(Tier.WEBHOOK, Tier.FILE)
+                return await self.race(info, breaker, down)
         return None
+
+    async def race(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
+        """Tier 2 and tier 3 together; the first to acknowledge wins and the other stops."""
+        won: Result | None = None
+
+        async def run(tier: Tier) -> None:
+            nonlocal won
+            try:
+                result = await (self.tier2(info, breaker, down) if tier == Tier.BRIDGE else self.tier3(down))
+            except anyio.get_cancelled_exc_class():
+                self.record(tier, "skipped", f"stopped: tier {won.tier if won else '?'} answered first", now)
+                raise
+            if result is not None and won is None:
+                won = result
+                tg.cancel_scope.cancel()
+
+        now = self.clock()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, Tier.BRIDGE)
+            tg.start_soon(run, Tier.FILE)
+        return won
 
     async def tier1(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
         if down is not None or info is None:
-            self.skip(1, down or "", "session_down")
+            self.skip(Tier.WEBHOOK, down or "", "session_down")
             return None
         permit = breaker.allow()
         if permit == "reject":
-            self.skip_open(1, breaker)
+            self.skip_open(Tier.WEBHOOK, breaker)
             return None
         self.tier1_tried = True
-        return await self.post(info.webhook_url, breaker, 1, permit, min(self.webhook_s, self.remaining()))
+        timeout = min(self.webhook_s, self.remaining())
+        return await self.post(info.webhook_url, breaker, Tier.WEBHOOK, permit, timeout)
 
-    async def tier2(self, info: SessionInfo | None, breaker: Breaker, down: str | None) -> Result | None:
+    async def tier2(
+        self, info: SessionInfo | None, breaker: Breaker, down: str | None, *, give_up_refused: bool = False
+    ) -> Result | None:
         self.acknowledge()
         if down is not None or info is None:
-            self.skip(2, down or "", "session_down")
+            self.skip(Tier.BRIDGE, down or "", "session_down")
             return None
         budget = min(self.config.bridge_timeout_ms / 1000, self.remaining())
         schedule = RetrySchedule(
@@ -178,52 +231,72 @@ class Walk:
                 delay = schedule.next_delay()
                 if delay is None:
                     return None
-                await anyio.sleep(delay)
+                await self.means.clock.sleep(delay)
             wait = True
             permit = breaker.allow()
             if permit == "reject":
-                self.skip_open(2, breaker)
+                self.skip_open(Tier.BRIDGE, breaker)
                 return None
             timeout = min(self.webhook_s, schedule.remaining())
             if timeout <= 0:
                 return None
-            result = await self.post(info.webhook_url, breaker, 2, permit, timeout)
-            if result is not None:
+            result = await self.post(info.webhook_url, breaker, Tier.BRIDGE, permit, timeout)
+            if result is not None or (give_up_refused and self.kind == "refused"):
                 return result
 
     async def tier3(self, down: str | None) -> Result | None:
         timeout = self.remaining()
         if timeout <= 0:
             return None
-        inbox = SessionPaths(self.means.home, self.session).inbox
-        started = time.perf_counter()
+        queue: Queue = MaildirQueue(SessionPaths(self.means.home, self.session).inbox, self.session)
+        started = self.clock()
         try:
-            with anyio.fail_after(timeout):
-                await anyio.to_thread.run_sync(enqueue, inbox, self.response, abandon_on_cancel=True)
+            await queue.enqueue(self.response, timeout)
         except TimeoutError:
-            self.record(3, "timeout", f"inbox write took over {timeout * 1000:.0f} ms", started)
+            self.record(Tier.FILE, "timeout", f"inbox write took over {timeout * 1000:.0f} ms", started)
             self.kind = "timeout"
             return None
         except OSError as exc:
-            self.record(3, "error", f"inbox write failed: {exc}", started)
+            self.record(Tier.FILE, "error", f"inbox write failed: {exc}", started)
             self.kind = "error"
             return None
-        self.record(3, "ok", "queued in the inbox" + (f"; {down}" if down else ""), started)
-        return Result("queued", 3)
+        self.record(Tier.FILE, "ok", "queued in the inbox" + (f"; {down}" if down else ""), started)
+        return Result("queued", Tier.FILE)
+
+    async def tier4(self, remote: RemoteRoute, breaker: Breaker, where: str) -> Result | None:
+        """Publish to the session's JetStream subject: the PubAck is 'queued', its receipt 'delivered'."""
+        permit = breaker.allow()
+        if permit == "reject":
+            self.skip_open(Tier.NATS, breaker)
+            return None
+        timeout = min(self.config.bridge_timeout_ms / 1000, self.remaining())
+        started = self.clock()
+        remote.expect(self.response.id)
+        try:
+            queue: Queue = remote.queue(self.session)
+            stored = await queue.enqueue(self.response, timeout)
+        except (TimeoutError, ConnectionError) as exc:
+            await remote.receipt(self.response.id, 0)
+            slow = isinstance(exc, TimeoutError)
+            breaker.failure(permit, slow=slow)
+            self.kind = "timeout" if slow else "refused"
+            self.record(Tier.NATS, "timeout" if slow else "refused", f"{exc}; {where}", started)
+            return None
+        breaker.success(permit)
+        status = await remote.receipt(self.response.id, min(self.webhook_s, self.remaining()))
+        said = "delivered (the session's receipt)" if status == "delivered" else "no receipt yet"
+        self.record(Tier.NATS, "ok", f"PubAck: {stored}, {said}; {where}", started)
+        return Result("delivered" if status == "delivered" else "queued", Tier.NATS)
 
     async def post(
-        self, url: str, breaker: Breaker, tier: int, permit: Permit, timeout: float
+        self, url: str, breaker: Breaker, tier: Tier, permit: Permit, timeout: float
     ) -> Result | None:
-        body = self.response.to_json()
-        headers = self.means.signer.headers(self.response.id, body)
-        headers["content-type"] = "application/json"
-        headers["x-correlation-id"] = self.response.correlation_id
-        if tier == 2:
-            headers[TIER_HEADER] = "2"
-        started = time.perf_counter()
+        body, headers = webhook_request(self.means.signer, self.response, tier)
+        started = self.clock()
         reported = False
         try:
-            outcome, reason, code, payload = await self.exchange(url, body, headers, timeout)
+            answer, reason, code, payload = await self.means.client.exchange(url, body, headers, timeout)
+            outcome: AttemptOutcome = answer
             result: Result | None = None
             if outcome == "ok" and code is not None:
                 result, outcome, reason = _interpret(code, payload, tier)
@@ -240,26 +313,6 @@ class Walk:
             if not reported:
                 breaker.abandon(permit)
 
-    async def exchange(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
-    ) -> tuple[Outcome, str, int | None, Any]:
-        with anyio.move_on_after(timeout):
-            try:
-                answer = await self.means.client.post(url, content=body, headers=headers)
-            except httpx.ConnectError as exc:
-                text = str(exc)
-                return "refused", "connection refused" if "refused" in text.lower() else text, None, None
-            except httpx.TimeoutException as exc:
-                return "timeout", f"timed out: {exc}", None, None
-            except httpx.HTTPError as exc:
-                return "error", str(exc) or type(exc).__name__, None, None
-            try:
-                payload = answer.json()
-            except ValueError:
-                payload = answer.text[:200]
-            return "ok", "", answer.status_code, payload
-        return "timeout", f"no answer within {timeout * 1000:.0f} ms", None, None
-
     def acknowledge(self) -> None:
         if self.acked:
             return
@@ -268,7 +321,7 @@ class Walk:
         reason = f"{self.kind}: {last}" if self.kind else last
         self.means.acknowledge(self.response, self.session, reason, self.config)
 
-    def failover(self, source: int, target: int) -> None:
+    def failover(self, source: Tier, target: Tier) -> None:
         self.emit(
             "failover",
             tier=target,
@@ -276,7 +329,7 @@ class Walk:
             fields={"from_tier": source, "to_tier": target, "kind": self.kind or "error"},
         )
 
-    def emit(self, name: str, **kw: Any) -> None:
+    def emit(self, name: EventName, **kw: Any) -> None:
         self.means.observer.emit(
             Event(
                 name,
@@ -287,11 +340,11 @@ class Walk:
             )
         )
 
-    def skip(self, tier: int, reason: str, kind: str) -> None:
+    def skip(self, tier: Tier, reason: str, kind: str) -> None:
         self.kind = kind
-        self.record(tier, "skipped", reason, time.perf_counter())
+        self.record(tier, "skipped", reason, self.clock())
 
-    def skip_open(self, tier: int, breaker: Breaker) -> None:
+    def skip_open(self, tier: Tier, breaker: Breaker) -> None:
         snap = breaker.snapshot()
         if snap.state == "half_open":
             self.skip(tier, "breaker half-open: a probe is in flight", "breaker_open")
@@ -305,9 +358,9 @@ class Walk:
             self.skip(tier, f"{why}; next probe in {wait_ms:.0f} ms", "breaker_open")
 
     def record(
-        self, tier: int, outcome: Outcome, reason: str, started: float, code: int | None = None
+        self, tier: Tier, outcome: AttemptOutcome, reason: str, started: float, code: int | None = None
     ) -> None:
-        latency = (time.perf_counter() - started) * 1000
+        latency = (self.clock() - started) * 1000
         self.attempts.append(Attempt(tier, outcome, reason, latency, code))
         self.emit(
             "attempt",
@@ -319,11 +372,18 @@ class Walk:
         )
 
 
-def _interpret(code: int, payload: Any, tier: int) -> tuple[Result | None, Outcome, str]:
+def _interpret(code: int, payload: Any, tier: Tier) -> tuple[Result | None, AttemptOutcome, str]:
     """What a sidecar's answer means for the delivery."""
     status = payload.get("status") if isinstance(payload, dict) else None
     if code == 200 and status in ("delivered", "duplicate"):
-        return Result("delivered", tier), "ok", f"HTTP 200 {status}"
+        # A duplicate names the tier that reached the session first (a late tier-1 answer, say).
+        first = payload.get("first_tier") if status == "duplicate" else None
+        by = first if first in (1, 2, 3) else tier
+        return (
+            Result("delivered", by),
+            "ok",
+            f"HTTP 200 {status}" + (f" (first by tier {by})" if by != tier else ""),
+        )
     if code == 202 and status == "queued":
         return Result("queued", tier), "ok", "HTTP 202 queued"
     detail = payload.get("error") if isinstance(payload, dict) else payload
@@ -343,7 +403,7 @@ def _wrong_session(payload: Any) -> bool:
     )
 
 
-def _kind(outcome: Outcome, code: int | None) -> str:
+def _kind(outcome: AttemptOutcome, code: int | None) -> str:
     if outcome in ("timeout", "refused"):
         return outcome
     if code is not None and code >= 500:

@@ -3,17 +3,24 @@
 serve, the bridge and ``send`` all append to the same file. Each record is one
 ``write`` on an ``O_APPEND`` descriptor, so records from several processes never
 interleave. Rotation (``audit.jsonl`` → ``audit.jsonl.1`` once it reaches
-``audit_max_bytes``) is decided under an exclusive ``flock`` on a lock file
+``audit_max_bytes``, the older ones shifted up to ``audit.jsonl.<audit_generations>``,
+the oldest dropped) is decided under an exclusive ``flock`` on a lock file
 beside it and re-checked there, so two processes crossing the limit together
 rotate once: neither renames the other's fresh file over the previous
 generation. A writer whose file was rotated away notices the new inode before
 its next record and reopens; a record written in that instant lands at the end
 of ``audit.jsonl.1``, never lost.
+
+:meth:`AuditTrail.write` never touches the file: it hands the event to one
+writer thread per trail, which serialises whatever has piled up and appends it
+in as few ``write`` calls as the size limit allows (each call whole records).
+The event loop that emits pays a queue put, not a stat, a ``flock`` and a write
+per event; :meth:`AuditTrail.close` (and :meth:`AuditTrail.flush`) wait for
+everything handed over to be written.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -22,7 +29,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mcp_cascade import _lock
+from mcp_cascade._spool import Spool
 from mcp_cascade.events import Event
+from mcp_cascade.redact import scrub
 
 AUDIT_FILE = "audit.jsonl"
 _RECORD_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms", "reason")
@@ -31,21 +41,29 @@ _RECORD_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms"
 class AuditTrail:
     """Appends audit records for one process (``component`` names it: serve, bridge, send)."""
 
-    def __init__(self, path: Path, max_bytes: int, component: str) -> None:
+    def __init__(self, path: Path, max_bytes: int, component: str, generations: int = 1) -> None:
         self.path = path
-        self._rotated = path.with_name(path.name + ".1")
-        self._lockfile = path.with_name(path.name + ".lock")
+        # Previous generations, newest first: audit.jsonl.1, audit.jsonl.2, ...
+        self._rotated = [path.with_name(f"{path.name}.{n}") for n in range(1, generations + 1)]
         self._max_bytes = max_bytes
         self._component = component
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._fd = -1
         self._ino = -1
+        self._spool: Spool[tuple[float, Event]] = Spool(self._write_batch, "audit-writer")
 
     def write(self, event: Event) -> None:
-        """Append ``event`` as one record."""
+        """Hand ``event`` to the writer thread (it is appended as one record, in emit order)."""
+        self._spool.put((time.time(), event))
+
+    def flush(self) -> None:
+        """Return once every record handed over so far is written."""
+        self._spool.flush()
+
+    def _record(self, ts: float, event: Event) -> bytes:
         record: dict[str, Any] = {
-            "ts": round(time.time(), 6),
+            "ts": round(ts, 6),
             "component": self._component,
             "pid": self._pid,
             "event": event.event,
@@ -56,22 +74,38 @@ class AuditTrail:
                 record[key] = value
         for key, value in event.fields.items():
             record.setdefault(key, value)
-        data = (json.dumps(record, default=str, separators=(",", ":")) + "\n").encode()
+        return (scrub(json.dumps(record, default=str, separators=(",", ":"))) + "\n").encode()
+
+    def _write_batch(self, items: list[tuple[float, Event]]) -> None:
+        self._append([self._record(ts, event) for ts, event in items])
+
+    def _append(self, records: list[bytes]) -> None:
+        """Write ``records`` in runs that each fit under the size limit (rotating between runs)."""
+        start = 0
         with self._lock:
-            try:
-                self._prepare(len(data))
-                os.write(self._fd, data)
-            except OSError:
-                pass  # the audit trail is a record, never a reason to fail a delivery
+            while start < len(records):
+                end, size = start + 1, len(records[start])
+                while end < len(records) and size + len(records[end]) <= self._max_bytes // 2:
+                    size += len(records[end])
+                    end += 1
+                try:
+                    self._prepare(size)
+                    os.write(self._fd, b"".join(records[start:end]))
+                except OSError:
+                    pass  # the audit trail is a record, never a reason to fail a delivery
+                start = end
 
     def _prepare(self, incoming: int) -> None:
         """Make ``_fd`` the current file, rotating first when this record would pass the limit."""
         size = self._current_size()
         if size + incoming > self._max_bytes and size > 0:
-            with _FileLock(self._lockfile):
+            with _lock.take(self.path.parent, self.path.name + ".lock", wait_s=float("inf")):
                 # Re-check under the lock: another process may have rotated in the meantime.
                 if self._current_size() + incoming > self._max_bytes:
-                    os.replace(self.path, self._rotated)
+                    for older, newer in reversed(list(zip(self._rotated[1:], self._rotated, strict=False))):
+                        if newer.exists():
+                            os.replace(newer, older)
+                    os.replace(self.path, self._rotated[0])
                     self._reopen()
 
     def _current_size(self) -> int:
@@ -94,7 +128,8 @@ class AuditTrail:
         self._ino = os.fstat(self._fd).st_ino
 
     def close(self) -> None:
-        """Close the file."""
+        """Write what is pending, then close the file (a later write opens it again)."""
+        self.flush()
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -102,31 +137,21 @@ class AuditTrail:
                 self._ino = -1
 
 
-class _FileLock:
-    """An exclusive ``flock`` held for a ``with`` block (between processes; threads use their own lock)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._fd = -1
-
-    def __enter__(self) -> None:
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)  # closing the descriptor releases the lock
-
-
 def read_audit(home: Path) -> Iterator[dict[str, Any]]:
     """Every audit record under ``home``, oldest generation first.
 
-    Both files are opened before either is read, and the current one first, so
-    a rotation in between can repeat a generation (skipped by inode) but never
-    hide one.
+    Every file is opened before any is read, the current one first, then the
+    generations from newest to oldest, so a rotation in between can repeat a
+    generation (skipped by inode) but never hide one.
     """
     handles = []
     seen: set[int] = set()
-    for name in (AUDIT_FILE, AUDIT_FILE + ".1"):
+    numbers = sorted(
+        int(p.name.rsplit(".", 1)[1])
+        for p in home.glob(AUDIT_FILE + ".*")
+        if p.name.rsplit(".", 1)[1].isdigit()
+    )
+    for name in (AUDIT_FILE, *(f"{AUDIT_FILE}.{n}" for n in numbers)):
         try:
             fh = (home / name).open("rb")
         except (FileNotFoundError, NotADirectoryError):

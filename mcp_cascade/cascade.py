@@ -22,39 +22,42 @@ resend is never seen twice by the session.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
-import httpx
 from anyio.abc import TaskGroup
 
-from mcp_cascade._walk import Attempt, Means, Result, Status, Walk
-from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot
-from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded, ensure_home
+from mcp_cascade._http import LazyClient
+from mcp_cascade._walk import Attempt, DeliveryStatus, Means, Result, Walk
+from mcp_cascade.acknowledge import AckHook, acknowledge
+from mcp_cascade.breaker import BreakerSnapshot
+from mcp_cascade.breakers import SessionBreakers
+from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
+from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded
 from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
-from mcp_cascade.events import Event, Observer
-from mcp_cascade.outbox import TIER_CHOICES, Claimed, CorruptEntry, Outbox, TierChoice
+from mcp_cascade.events import Event, EventName, Observer
+from mcp_cascade.home import ensure_home, warn_tightened
+from mcp_cascade.outbox import CorruptEntry, Outbox, OutboxClaim
 from mcp_cascade.response import Response, with_session
-from mcp_cascade.retry import Backoff, RetrySchedule
-from mcp_cascade.sessions import SessionInfo
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.wire import TIER_CHOICES, TierChoice
+
+if TYPE_CHECKING:
+    import httpx
+
+if TYPE_CHECKING:
+    from mcp_cascade.remote.route import RemoteRoute
+    from mcp_cascade.sessions import SessionInfo
 
 __all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
 
 _REDRIVE_EVERY_S = 2.0
-# The response whose attempt moved a breaker, for the breaker event (each task has its own value).
-_CAUSE: ContextVar[Response | None] = ContextVar("mcp_cascade_breaker_cause", default=None)
-# Below uvicorn's 5 s keep-alive, so a pooled connection is never reused just as the server closes it.
-_KEEPALIVE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,7 @@ class Receipt:
     response_id: str
     correlation_id: str
     session: str
-    status: Status
+    status: DeliveryStatus
     tier: int | None
     latency_ms: float
     attempts: tuple[Attempt, ...]
@@ -87,29 +90,14 @@ class Receipt:
         }
 
 
-class AckHook(Protocol):
-    """Tier 2's direct acknowledgment to the person (the bridge answers in Telegram)."""
-
-    async def __call__(self, response: Response, session: str, reason: str) -> None:
-        """Tell the person their answer is taken care of; raise to have it retried."""
-
-
-def breaker_settings(config: Config) -> BreakerSettings:
-    """The breaker settings of a configuration."""
-    return BreakerSettings(
-        threshold=config.breaker_threshold,
-        slow_after=config.slow_after,
-        reset_s=config.breaker_reset_ms / 1000,
-        max_reset_s=config.breaker_max_reset_ms / 1000,
-    )
-
-
 class Sender:
     """Delivers responses to sessions through the tiers; use as ``async with Sender(...) as sender``.
 
     It owns one pooled HTTP client and a task group: the outbox re-drive, the
     configuration reload (when given a :class:`LiveConfig`) and tier-2
-    acknowledgments run there.
+    acknowledgments run there. ``clock``, ``random`` and ``transport`` are
+    seams: the system's by default, a fake clock, fixed draws and an
+    in-process transport in tests.
     """
 
     def __init__(
@@ -120,19 +108,24 @@ class Sender:
         *,
         ack: AckHook | None = None,
         outbox: Path | None = None,
+        clock: Clock = SYSTEM,
+        random: Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.home = home
+        self._transport = transport
         self._config = config
         self._observer = observer
         self._ack = ack
         self.outbox = Outbox(outbox if outbox is not None else home / "outbox")
-        self._routes: dict[str, tuple[Breaker, tuple[int, str] | None]] = {}
-        self._clock = time.monotonic
-        self._random = random.Random().random
+        self._breakers = SessionBreakers(clock, observer)
+        self._clock = clock
+        self._random = random or system_random()
         self._redrive_lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._means: Means | None = None
+        self.remote: RemoteRoute | None = None  # set while running with nats_url
 
     @property
     def config(self) -> Config:
@@ -140,20 +133,22 @@ class Sender:
         return self._config.current if isinstance(self._config, LiveConfig) else self._config
 
     def _prepare(self) -> Signer:
-        ensure_home(self.home)
+        warn_tightened(self._observer, self.home, ensure_home(self.home))
         self.outbox.ensure()
         return Signer(load_or_create_secret(self.home))
 
     async def __aenter__(self) -> Sender:
         signer = await anyio.to_thread.run_sync(self._prepare)
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    trust_env=False,
-                    timeout=httpx.Timeout(30.0),
-                    limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_S),
-                )
-            )
+            remote = None
+            if self.config.nats_url:
+                from mcp_cascade.remote.route import RemoteRoute
+
+                remote = RemoteRoute(self.config, self.home, signer, self._observer, "mcp-cascade sender")
+                await stack.enter_async_context(remote.running())
+            self.remote = remote
+            client = LazyClient(self._transport)
+            stack.push_async_callback(client.aclose)
             self._means = Means(
                 self.home,
                 client,
@@ -161,8 +156,9 @@ class Sender:
                 self._observer,
                 self._clock,
                 self._random,
-                self._breaker,
+                self._breakers.of,
                 self._start_ack,
+                remote,
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
@@ -179,12 +175,13 @@ class Sender:
         self._tg = None
         self._means = None
 
+    def remote_sessions(self) -> list[SessionInfo]:
+        """Sessions other hosts serve (empty without ``nats_url``); safe to call from any thread."""
+        return self.remote.sessions() if self.remote is not None else []
+
     def breakers(self) -> Mapping[str, BreakerSnapshot]:
         """Each session's breaker; ``next_probe_at`` is in unix time here."""
-        now, mono = time.time(), self._clock()
-        return {
-            session: _wall(breaker.snapshot(), now, mono) for session, (breaker, _) in self._routes.items()
-        }
+        return self._breakers.snapshots()
 
     async def deliver(
         self, response: Response, session: str, *, tier: Literal["auto", "webhook", "file"] = "auto"
@@ -207,8 +204,8 @@ class Sender:
             )
         response = with_session(response, session)
         config = self.config
-        started = time.perf_counter()
-        claimed: Claimed | None = None
+        started = self._clock.monotonic()
+        claimed: OutboxClaim | None = None
         try:
             # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
             with anyio.CancelScope(shield=True):
@@ -249,11 +246,16 @@ class Sender:
                     "outbox",
                     entry.response,
                     entry.session,
-                    fields={"action": "redrive", "age_s": round(time.time() - entry.created_at, 3)},
+                    fields={"action": "redrive", "age_s": round(self._clock.wall() - entry.created_at, 3)},
                 )
                 receipts.append(
                     await self._drive(
-                        claimed, entry.response, entry.session, entry.tier, self.config, time.perf_counter()
+                        claimed,
+                        entry.response,
+                        entry.session,
+                        entry.tier,
+                        self.config,
+                        self._clock.monotonic(),
                     )
                 )
             return receipts
@@ -264,11 +266,12 @@ class Sender:
                 await self.redrive()
             except Exception as exc:  # task boundary: a broken outbox must not stop sending
                 self._observer.emit(Event("outbox", level="error", reason=f"re-drive failed: {exc!r}"))
+            # A period on the event loop, not a budget: a fake clock must not make it spin.
             await anyio.sleep(_REDRIVE_EVERY_S)
 
     async def _drive(
         self,
-        claimed: Claimed | None,
+        claimed: OutboxClaim | None,
         response: Response,
         session: str,
         tier: TierChoice,
@@ -277,22 +280,20 @@ class Sender:
     ) -> Receipt:
         assert self._means is not None
         delivery = Walk(self._means, config, response, session, tier, started)
-        cause = _CAUSE.set(response)
         try:
-            result = await delivery.run()
+            with self._breakers.blaming(response):
+                result = await delivery.run()
         except BaseException:
             if claimed is not None:
                 claimed.release()  # cancelled: the entry stays for a re-drive
             raise
-        finally:
-            _CAUSE.reset(cause)
         receipt = Receipt(
             response.id,
             response.correlation_id,
             session,
             result.status,
             result.tier,
-            (time.perf_counter() - started) * 1000,
+            (self._clock.monotonic() - started) * 1000,
             tuple(delivery.attempts),
         )
         with anyio.CancelScope(shield=True):
@@ -300,7 +301,7 @@ class Sender:
         return receipt
 
     async def _settle(
-        self, claimed: Claimed | None, receipt: Receipt, result: Result, config: Config
+        self, claimed: OutboxClaim | None, receipt: Receipt, result: Result, config: Config
     ) -> None:
         fields = {"status": receipt.status, "attempts": len(receipt.attempts)}
         if receipt.status != "failed":
@@ -320,92 +321,25 @@ class Sender:
             self._emit_receipt("not_delivered", receipt, level="warning", reason=reason, fields=fields)
             self._emit_receipt("sent", receipt, level="warning", reason=reason, fields=fields)
 
-    def _breaker(self, session: str, info: SessionInfo | None, config: Config) -> Breaker:
-        """The session's breaker, under ``config``; a new server behind the session starts it afresh."""
-        settings = breaker_settings(config)
-        identity = (info.pid, info.webhook_url) if info is not None else None
-        known = self._routes.get(session)
-        if known is None:
-            breaker = Breaker(settings, self._clock, partial(self._breaker_changed, session))
-            self._routes[session] = (breaker, identity)
-            return breaker
-        breaker, seen = known
-        breaker.configure(settings)
-        if identity is not None and identity != seen:
-            if seen is not None:
-                breaker.reset()  # what the old server did says nothing about the new one
-            self._routes[session] = (breaker, identity)
-        return breaker
-
     def _start_ack(self, response: Response, session: str, reason: str, config: Config) -> None:
         if self._ack is not None and self._tg is not None:
-            self._tg.start_soon(self._acknowledge, response, session, reason, config)
-
-    def _breaker_changed(self, session: str, snapshot: BreakerSnapshot) -> None:
-        wall = _wall(snapshot, time.time(), self._clock())
-        cause = _CAUSE.get()
-        self._observer.emit(
-            Event(
-                "breaker",
-                session=session,
-                response_id=cause.id if cause else None,
-                correlation_id=cause.correlation_id if cause else None,
-                level="warning" if snapshot.state == "open" else "info",
-                reason=snapshot.reason or None,
-                fields={
-                    "state": snapshot.state,
-                    "failures": snapshot.failures,
-                    "slow": snapshot.slow,
-                    "next_probe_at": wall.next_probe_at,
-                },
+            self._tg.start_soon(
+                partial(
+                    acknowledge,
+                    self._ack,
+                    response,
+                    session,
+                    reason,
+                    budget_s=config.overall_timeout_ms / 1000,
+                    clock=self._clock,
+                    random=self._random,
+                    observer=self._observer,
+                )
             )
-        )
-
-    async def _acknowledge(self, response: Response, session: str, reason: str, config: Config) -> None:
-        assert self._ack is not None
-        schedule = RetrySchedule(
-            config.overall_timeout_ms / 1000,
-            reserve_s=Backoff().initial_s,
-            clock=self._clock,
-            random=self._random,
-        )
-        tries = 0
-        while True:
-            tries += 1
-            started = time.perf_counter()
-            try:
-                with anyio.fail_after(max(schedule.remaining(), 0.001)):
-                    await self._ack(response, session, reason)
-            except Exception as exc:  # the hook is the embedding bridge's code: any failure is retried
-                error = f"{type(exc).__name__}: {exc}"
-                self._emit("ack_retry", response, session, tier=2, level="debug", reason=error)
-            else:
-                self._emit(
-                    "acknowledged",
-                    response,
-                    session,
-                    tier=2,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    fields={"ok": True, "tries": tries},
-                )
-                return
-            delay = schedule.next_delay()
-            if delay is None:
-                self._emit(
-                    "acknowledged",
-                    response,
-                    session,
-                    tier=2,
-                    level="warning",
-                    reason=f"gave up after {tries} tries: {error}",
-                    fields={"ok": False, "tries": tries},
-                )
-                return
-            await anyio.sleep(delay)
 
     def _emit(
         self,
-        name: str,
+        name: EventName,
         response: Response,
         session: str,
         *,
@@ -430,7 +364,13 @@ class Sender:
         )
 
     def _emit_receipt(
-        self, name: str, receipt: Receipt, *, level: str, fields: Mapping[str, Any], reason: str | None = None
+        self,
+        name: EventName,
+        receipt: Receipt,
+        *,
+        level: str,
+        fields: Mapping[str, Any],
+        reason: str | None = None,
     ) -> None:
         self._observer.emit(
             Event(
@@ -447,24 +387,21 @@ class Sender:
         )
 
 
-def _wall(snapshot: BreakerSnapshot, now: float, mono: float) -> BreakerSnapshot:
-    if snapshot.next_probe_at is None:
-        return snapshot
-    return replace(snapshot, next_probe_at=round(now + (snapshot.next_probe_at - mono), 3))
-
-
 def send_one(loaded: Loaded, response: Response, session: str, tier: TierChoice = "auto") -> Receipt:
     """Deliver one response with a sender of its own (``mcp-cascade send``).
 
     While it runs, the sender also re-drives outbox entries left by senders
     that died; whatever that pass has not finished stays for the next one.
     """
-    from mcp_cascade.server import make_telemetry
+    from mcp_cascade.telemetry import make_telemetry
 
     async def main() -> Receipt:
-        telemetry = make_telemetry(loaded, "send", session)
+        telemetry = make_telemetry(loaded, "send", session, metrics_served=False)
         try:
             async with Sender(loaded.home, loaded.config, telemetry) as sender:
+                if sender.remote is not None:  # a first look at the registry before choosing the way
+                    with anyio.move_on_after(loaded.config.overall_timeout_ms / 2000):
+                        await sender.remote.link.ready.wait()
                 return await sender.deliver(response, session, tier=tier)
         finally:
             telemetry.close()

@@ -26,13 +26,12 @@ from pydantic import BaseModel
 
 from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import CascadeError
+from mcp_cascade.redact import scrub
 from mcp_cascade.response import Response
 from mcp_cascade.store import Stored
+from mcp_cascade.wire import CHANNEL, PERMISSION, PERMISSION_REQUEST
 
 SERVER_NAME = "mcp-cascade"
-CHANNEL = "notifications/claude/channel"
-PERMISSION = "notifications/claude/channel/permission"
-PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
 
 INSTRUCTIONS = """\
 Answers from the user's phone (Telegram) arrive as <channel source="mcp-cascade" ...> blocks.
@@ -201,7 +200,7 @@ def build_server(deps: ChannelDeps) -> Server[Any]:
         try:
             return await _dispatch(ctx, params.name, args)
         except CascadeError as exc:
-            return _text({"error": str(exc)}, error=True)
+            return _text({"error": scrub(str(exc))}, error=True)
 
     async def _dispatch(
         ctx: ServerRequestContext[Any], name: str, args: dict[str, Any]
@@ -232,7 +231,7 @@ def build_server(deps: ChannelDeps) -> Server[Any]:
         rid = str(request_id) if request_id else None
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
-            arrival = engine.wait_arrival()
+            arrival = engine.next_arrival()
             found = await anyio.to_thread.run_sync(engine.store.unacked, rid, 1)
             if found:
                 await anyio.to_thread.run_sync(engine.store.ack, [found[0].response.id])
@@ -241,7 +240,7 @@ def build_server(deps: ChannelDeps) -> Server[Any]:
             if left <= 0:
                 return _text({"status": "timeout", "request_id": rid, "waited_s": timeout_s})
             with anyio.move_on_after(min(left, 1.0)):
-                await arrival
+                await arrival.wait()
             waited = timeout_s - max(0.0, deadline - time.monotonic())
             await ctx.session.report_progress(waited, timeout_s, "waiting for the user's answer")
 

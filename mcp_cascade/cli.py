@@ -12,53 +12,35 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from mcp_cascade.config import ENV_PREFIX, KEYS, Config, Loaded, load_config, resolve_home, resolve_session
 from mcp_cascade.errors import CascadeError
-from mcp_cascade.response import SCHEMA
+from mcp_cascade.flags import add_config_flags, load
+from mcp_cascade.redact import scrub
 
+if TYPE_CHECKING:
+    pass
+
+# Each command imports what it uses when it runs (or when its own --help is asked for), so
+# ``mcp-cascade --help`` and ``send`` do not pay for the MCP SDK, pydantic or the Telegram modules.
 Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
-
-
-def _flag_type(key: str) -> Callable[[str], Any]:
-    if key in ("tier_order", "allow"):
-        return lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip())
-    return str
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--key-name`` flag per configuration key (values are validated by the config model)."""
-    group = parser.add_argument_group("configuration (flag > environment > config.toml > default)")
-    for key in KEYS:
-        info = Config.model_fields[key]
-        group.add_argument(
-            "--" + key.replace("_", "-"),
-            dest="cfg_" + key,
-            type=_flag_type(key),
-            default=None,
-            metavar=key.split("_")[-1].upper(),
-            help=f"{info.description} (default {info.default})",
-        )
-
-
-def config_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The configuration values given as flags."""
-    return {key: getattr(args, "cfg_" + key, None) for key in KEYS}
-
-
-def load(args: argparse.Namespace, env: Mapping[str, str]) -> Loaded:
-    """The effective configuration for a command's arguments."""
-    return load_config(resolve_home(getattr(args, "home", None), env), env, config_flags(args))
 
 
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the MCP server for one Claude Code session (stdio)."""
+    if sys.platform == "win32":  # see docs/platforms.md#windows
+        raise CascadeError(
+            "needs Linux or macOS (its stdio transport and session locks are POSIX); on Windows run"
+            " Claude Code and mcp-cascade inside WSL 2 (bridge, send, inspect and config work natively)"
+        )
+    from mcp_cascade.config import ENV_PREFIX
     from mcp_cascade.server import serve
+    from mcp_cascade.sessions import resolve_session
 
     loaded = load(args, env)
     session = resolve_session(args.session, env, Path.cwd())
-    code = serve(loaded, session, Path.cwd())
+    explicit = args.session is not None or ENV_PREFIX + "SESSION" in env
+    code = serve(loaded, session, Path.cwd(), explicit=explicit)
     # Everything is closed and durable by now; skip the interpreter's slow teardown (~150 ms of
     # atexit hooks and module finalisation) so the client's shutdown grace period is kept.
     sys.stderr.flush()
@@ -67,6 +49,8 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def config_table() -> str:
     """Every configuration key as a Markdown table: default, environment variable, flag, meaning."""
+    from mcp_cascade.config import ENV_PREFIX, KEYS, Config
+
     rows = ["| key | default | environment | flag | meaning |", "|---|---|---|---|---|"]
     for key in KEYS:
         info = Config.model_fields[key]
@@ -80,6 +64,8 @@ def config_table() -> str:
 
 def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the effective configuration and where each value came from."""
+    from mcp_cascade.config import ENV_PREFIX, KEYS
+
     if args.markdown:
         print(config_table())
         return 0
@@ -110,8 +96,24 @@ def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the response JSON Schema (the webhook body and the inbox file)."""
+    from mcp_cascade.response import SCHEMA
+
     print(json.dumps(SCHEMA, indent=2))
     return 0
+
+
+def _read_text(source: str) -> str:
+    """The answer from a file or (``-``) stdin, without the one newline a shell adds at the end."""
+    from mcp_cascade.errors import ConfigError
+
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError("text-file", f"cannot read {source}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("text-file", f"{source} is not UTF-8 ({exc.reason})") from exc
+    return text.removesuffix("\n")
 
 
 def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -126,6 +128,8 @@ def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError("behavior", "--permission needs --behavior allow|deny")
     if args.permission is None and args.behavior is not None:
         raise ConfigError("behavior", "--behavior only goes with --permission")
+    if args.text_file is not None:
+        args.text = _read_text(args.text_file)
     loaded = load(args, env)
     if loaded.sources["log_level"] == "default":  # stdout has the receipt; stderr only what needs a look
         loaded = replace(loaded, config=loaded.config.model_copy(update={"log_level": "warning"}))
@@ -152,107 +156,182 @@ def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
+def _lazy(module: str, name: str) -> Handler:
+    """A handler that imports its command's module only when the command runs."""
+
+    def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+        from importlib import import_module
+
+        handler: Handler = getattr(import_module(module), name)
+        return handler(args, env)
+
+    return run
+
+
+def _version() -> str:
+    """The installed distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mcp-cascade")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every command (``only``: give arguments to that command alone).
+
+    ``main`` passes the command on the command line, so a run builds (and imports for) one
+    command's arguments; the others are listed by name and help text only.
+    """
     parser = argparse.ArgumentParser(
-        prog="mcp-cascade", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="mcp-cascade",
+        description="Telegram answers into the right Claude Code session, effectively once.",
     )
+    version = f"mcp-cascade {_version()}"
+    parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser | None:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--version", action="version", version=version)
         p.add_argument("--home", help="state directory (default $MCP_CASCADE_HOME or ~/.mcp-cascade)")
         p.set_defaults(handler=handler)
-        return p
+        return p if only is None or only == name else None
 
-    p = command("serve", cmd_serve, "MCP server for one Claude Code session (spawned by Claude Code, stdio)")
-    p.add_argument(
-        "--session", help="session id [a-z0-9-]{1,64} (default: derived from the project directory)"
-    )
-    add_config_flags(p)
+    if p := command(
+        "serve", cmd_serve, "MCP server for one Claude Code session (spawned by Claude Code, stdio)"
+    ):
+        p.add_argument(
+            "--session", help="session id [a-z0-9-]{1,64} (default: derived from the project directory)"
+        )
+        add_config_flags(p)
 
-    p = command("config", cmd_config, "print the effective configuration and where each value came from")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--markdown", action="store_true", help="print every key as a Markdown table and exit")
-    add_config_flags(p)
+    if p := command("config", cmd_config, "print the effective configuration and where each value came from"):
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--markdown", action="store_true", help="print every key as a Markdown table and exit")
+        add_config_flags(p)
 
     command("schema", cmd_schema, "print the response JSON Schema")
 
-    p = command("send", cmd_send, "deliver one response to a session through the cascade; prints the receipt")
-    p.add_argument("--session", required=True, help="target session id [a-z0-9-]{1,64}")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--text", help="a typed answer (type message)")
-    what.add_argument("--callback", metavar="DATA", help="a button's data, at most 64 bytes (type callback)")
-    what.add_argument(
-        "--permission", metavar="REQUEST_ID", help="answer a permission prompt (with --behavior)"
-    )
-    p.add_argument("--behavior", choices=("allow", "deny"), help="the permission answer")
-    p.add_argument("--id", help="idempotency key (default: a fresh local:<uuid>); resending it is harmless")
-    p.add_argument("--tier", choices=("auto", "webhook", "file"), default="auto", help="force one path")
-    p.add_argument("--user-id", type=int, default=0, help="the answering user's Telegram id (default 0)")
-    add_config_flags(p)
+    if p := command(
+        "send", cmd_send, "deliver one response to a session through the cascade; prints the receipt"
+    ):
+        p.add_argument("--session", required=True, help="target session id [a-z0-9-]{1,64}")
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument(
+            "--text",
+            help="a typed answer (type message); other users on this machine can read it in ps,"
+            " so prefer --text-file",
+        )
+        what.add_argument(
+            "--text-file",
+            metavar="PATH",
+            help="read the typed answer from PATH, or from stdin with '-' (not visible in ps)",
+        )
+        what.add_argument(
+            "--callback", metavar="DATA", help="a button's data, at most 64 bytes (type callback)"
+        )
+        what.add_argument(
+            "--permission", metavar="REQUEST_ID", help="answer a permission prompt (with --behavior)"
+        )
+        p.add_argument("--behavior", choices=("allow", "deny"), help="the permission answer")
+        p.add_argument(
+            "--id", help="idempotency key (default: a fresh local:<uuid>); resending it is harmless"
+        )
+        p.add_argument("--tier", choices=("auto", "webhook", "file"), default="auto", help="force one path")
+        p.add_argument("--user-id", type=int, default=0, help="the answering user's Telegram id (default 0)")
+        add_config_flags(p)
 
-    from mcp_cascade.bridge.commands import cmd_bridge, cmd_fake_telegram
+    if p := command(
+        "bridge",
+        _lazy("mcp_cascade.bridge.commands", "cmd_bridge"),
+        "the Telegram bridge: one bot for every session (token: TELEGRAM_BOT_TOKEN)",
+    ):
+        add_config_flags(p)
+        actions = p.add_subparsers(dest="bridge_command", metavar="ACTION")
+        pair = actions.add_parser("pair", help="allow the person a pairing code was given to")
+        pair.add_argument("code", help="the code the bot sent")
+        pair.add_argument("--home", dest="pair_home", help="state directory (as for the bridge)")
+    if p := command(
+        "fake-telegram",
+        _lazy("mcp_cascade.bridge.commands", "cmd_fake_telegram"),
+        "a local fake Telegram Bot API (prints its base URL)",
+    ):
+        p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+        p.add_argument("--token", help="accept only this bot token (default: any)")
 
-    p = command(
-        "bridge", cmd_bridge, "the Telegram bridge: one bot for every session (token: TELEGRAM_BOT_TOKEN)"
-    )
-    add_config_flags(p)
-    actions = p.add_subparsers(dest="bridge_command", metavar="ACTION")
-    pair = actions.add_parser("pair", help="allow the person a pairing code was given to")
-    pair.add_argument("code", help="the code the bot sent")
-    pair.add_argument("--home", dest="pair_home", help="state directory (as for the bridge)")
-    p = command("fake-telegram", cmd_fake_telegram, "a local fake Telegram Bot API (prints its base URL)")
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
-    p.add_argument("--token", help="accept only this bot token (default: any)")
-
-    from mcp_cascade.demo.command import cmd_demo
-
-    p = command(
+    if p := command(
         "demo",
-        cmd_demo,
+        _lazy("mcp_cascade.demo.command", "cmd_demo"),
         "run the whole cascade locally (fake Telegram, the real bridge and sessions), break it one piece"
         " at a time, and check that every answer arrived exactly once",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON report on stdout and nothing else")
-    p.epilog = (
-        "It runs in a temporary home, removed at the end (never in your own); with --home DIR it runs in"
-        " DIR, which must be empty, and keeps it. Exit 0 only when every answer arrived exactly once."
-    )
+    ):
+        p.add_argument("--json", action="store_true", help="print one JSON report on stdout and nothing else")
+        p.epilog = (
+            "It runs in a temporary home, removed at the end (never in your own); with --home DIR it runs"
+            " in DIR, which must be empty, and keeps it. Exit 0 only when every answer arrived exactly once."
+        )
 
-    from mcp_cascade import inspect as inspect_command
+    if p := command(
+        "inspect",
+        _lazy("mcp_cascade.inspect", "run"),
+        "the operator's view: status, queue, trace, watch, selftest",
+    ):
+        from mcp_cascade import inspect as inspect_command
 
-    p = command("inspect", inspect_command.run, "the operator's view: status, queue, trace, watch, selftest")
-    inspect_command.add_arguments(p)
+        inspect_command.add_arguments(p)
 
-    def cmd_soak(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-        from mcp_cascade.soak.cli import cmd_soak as run
+    if p := command(
+        "sessions",
+        _lazy("mcp_cascade.lifecycle", "cmd_sessions"),
+        "list sessions (live, closed with pending answers, stale); prune removes closed ones",
+    ):
+        from mcp_cascade import lifecycle
 
-        return run(args, env)
+        lifecycle.add_arguments(p)
 
-    p = command("soak", cmd_soak, "reliability scenarios on real processes: lost, doubled, late answers")
-    p.add_argument("--scenario", default="all", help="a scenario name, several with commas, all, or none")
-    p.add_argument("--count", default="small", help="responses per scenario: small (CI), full (10000) or N")
-    p.add_argument("--seed", type=int, default=1, help="seed of every random choice (default 1)")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON here")
-    p.add_argument("--load", action="store_true", help="also run the open-loop load test and the step test")
-    p.add_argument("--load-duration", type=float, default=60.0, help="seconds per constant-rate mode")
-    p.add_argument("--workdir", help="keep every home and log here (default: a temporary folder, removed)")
+    if p := command(
+        "soak",
+        _lazy("mcp_cascade.soak.cli", "cmd_soak"),
+        "reliability scenarios on real processes: lost, doubled, late answers",
+    ):
+        p.add_argument("--scenario", default="all", help="a scenario name, several with commas, all, or none")
+        p.add_argument(
+            "--count", default="small", help="responses per scenario: small (CI), full (10000) or N"
+        )
+        p.add_argument("--seed", type=int, default=1, help="seed of every random choice (default 1)")
+        p.add_argument("--json", metavar="PATH", help="also write the report as JSON here")
+        p.add_argument(
+            "--load", action="store_true", help="also run the open-loop load test and the step test"
+        )
+        p.add_argument("--load-duration", type=float, default=60.0, help="seconds per constant-rate mode")
+        p.add_argument(
+            "--workdir", help="keep every home and log here (default: a temporary folder, removed)"
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Entry point of the console script."""
     env = dict(os.environ) if env is None else env
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = argv[0] if argv and not argv[0].startswith("-") else ""
+    args = build_parser(chosen).parse_args(argv)
+    # Everything the command creates (SQLite's -wal and -shm files too) is for this user alone;
+    # restored after, for a caller that runs main() in its own process.
+    umask = os.umask(0o077) if hasattr(os, "umask") else None
     handler: Handler = args.handler
     try:
         return handler(args, env)
     except CascadeError as exc:
-        print(f"mcp-cascade {args.command}: {exc}", file=sys.stderr)
+        print(f"mcp-cascade {args.command}: {scrub(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if umask is not None:
+            os.umask(umask)
 
 
 if __name__ == "__main__":

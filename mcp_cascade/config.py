@@ -8,8 +8,7 @@ package reads ``os.environ``: callers pass the mapping in.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
+import ipaddress
 import re
 import signal
 import tomllib
@@ -19,15 +18,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import inotify_simple
 from anyio.abc import TaskStatus
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
+from mcp_cascade.watchers import Watcher, WatcherSetting, open_watcher
 
 ENV_PREFIX = "MCP_CASCADE_"
-Tier = Literal["webhook", "bridge", "file"]
+TierKey = Literal["webhook", "bridge", "file"]
 SESSION_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
 
 
@@ -40,8 +47,11 @@ class Config(BaseModel):
     bridge_timeout_ms: int = Field(500, ge=1, le=60_000, description="tier-2 redelivery budget")
     file_debounce_ms: int = Field(500, ge=0, le=60_000, description="quiet time for legacy in-place files")
     file_rescan_ms: int = Field(1000, ge=10, le=3_600_000, description="periodic inbox rescan")
+    watcher: WatcherSetting = Field(
+        "auto", description="inbox and config.toml wake-ups: auto, inotify, watchfiles or poll"
+    )
     overall_timeout_ms: int = Field(10_000, ge=1, le=3_600_000, description="report undelivered after")
-    tier_order: tuple[Tier, ...] = Field(
+    tier_order: tuple[TierKey, ...] = Field(
         ("webhook", "bridge", "file"), min_length=1, description="sender's tier priorities"
     )
     breaker_threshold: int = Field(5, ge=1, le=1000, description="consecutive failures that open it")
@@ -49,14 +59,24 @@ class Config(BaseModel):
     breaker_max_reset_ms: int = Field(16_000, ge=1, le=3_600_000, description="cap of the probe wait")
     slow_after: int = Field(3, ge=1, le=1000, description="slow tier-1 answers in a row that degrade it")
     sidecar_host: str = Field("127.0.0.1", description="sidecar bind address")
+    listen_beyond_loopback: bool = Field(
+        False,
+        validate_default=True,
+        description="allow a non-loopback sidecar_host (webhook, health, metrics open to the network)",
+    )
     sidecar_port: int = Field(0, ge=0, le=65_535, description="sidecar port, 0 for any free one")
     bridge_port: int = Field(0, ge=0, le=65_535, description="bridge API port, 0 for any free one")
     retention_days: int = Field(7, ge=7, le=3650, description="how long delivered ids are kept")
+    session_wait_ms: int = Field(5000, ge=0, le=600_000, description="wait for a session's closing holder")
+    legacy_webhook_unsigned: bool = Field(
+        False, description="accept cctelegram's unsigned webhook body from any local process (loopback)"
+    )
     legacy_dir: Path | None = Field(None, description="a legacy responses folder to watch")
     log_file: Path | None = Field(None, description="JSON log lines go here instead of stderr")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log threshold")
     metrics: bool = Field(True, description="record OpenTelemetry metrics")
     audit_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="audit file size before rotation")
+    audit_generations: int = Field(3, ge=1, le=1000, description="rotated audit files kept")
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
     flood_chat_per_s: float = Field(1.0, gt=0, le=1000, description="bridge: messages a second to one person")
@@ -71,6 +91,15 @@ class Config(BaseModel):
     file_max_bytes: int = Field(
         20 * 1024 * 1024, ge=1, le=20 * 1024 * 1024, description="bridge: largest file taken from a person"
     )
+    nats_url: str | None = Field(
+        None, description="NATS server(s) for sessions on other hosts, comma-separated; unset: local only"
+    )
+    nats_creds: Path | None = Field(None, description="NATS .creds file (JWT and NKey seed)")
+    nats_tls_ca: Path | None = Field(None, description="CA bundle that signs the NATS server's tls:// cert")
+    nats_replicas: int = Field(1, ge=1, le=5, description="copies of the JetStream stream (3 on a cluster)")
+    nats_dup_window_s: int = Field(
+        120, ge=1, le=7 * 86400, description="JetStream duplicate window; covers a sender's retry span"
+    )
 
     @field_validator("receipt_accepted", "receipt_delivered", "receipt_waiting")
     @classmethod
@@ -81,12 +110,51 @@ class Config(BaseModel):
             raise ValueError(f"{value!r} is not in Telegram's reaction set: {' '.join(sorted(REACTIONS))}")
         return value
 
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for url in value.split(","):
+            if not re.match(r"^(nats|tls)://[^\s/]+$", url.strip()):
+                raise ValueError(f"{url.strip()!r} is not a nats:// or tls:// URL (host:port, no path)")
+        return value
+
+    @model_validator(mode="after")
+    def _nats_consistent(self) -> Config:
+        if self.nats_dup_window_s * 1000 < self.overall_timeout_ms:
+            raise ValueError(
+                "nats_dup_window_s must cover overall_timeout_ms (a sender retries for that long)"
+            )
+        return self
+
+    @field_validator("listen_beyond_loopback")
+    @classmethod
+    def _loopback_unless_opted_in(cls, value: bool, info: ValidationInfo) -> bool:
+        host = info.data.get("sidecar_host")
+        if isinstance(host, str) and not value and not is_loopback(host):
+            raise ValueError(
+                f"sidecar_host {host!r} is not a loopback address; other machines could reach the "
+                "webhook, health and metrics: set listen_beyond_loopback = true to mean it"
+            )
+        return value
+
     @field_validator("tier_order")
     @classmethod
     def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(value)) != len(value):
             raise ValueError("tiers may appear only once")
         return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 KEYS: tuple[str, ...] = tuple(Config.model_fields)
@@ -114,21 +182,6 @@ def default_home(env: Mapping[str, str]) -> Path:
 def resolve_home(flag: str | Path | None, env: Mapping[str, str]) -> Path:
     """The home directory: flag > environment > default."""
     return Path(flag).expanduser().resolve() if flag else default_home(env).resolve()
-
-
-def session_id_for(cwd: Path) -> str:
-    """A session id that stays the same for the same project directory."""
-    slug = re.sub(r"[^a-z0-9]+", "-", cwd.name.lower()).strip("-")[:40] or "session"
-    digest = hashlib.sha256(str(cwd.resolve()).encode()).hexdigest()[:8]
-    return f"{slug}-{digest}"
-
-
-def resolve_session(flag: str | None, env: Mapping[str, str], cwd: Path) -> str:
-    """The session id: flag > ``MCP_CASCADE_SESSION`` > derived from the project directory."""
-    value = flag or env.get(ENV_PREFIX + "SESSION") or session_id_for(cwd)
-    if not SESSION_ID_RE.match(value):
-        raise ConfigError("session", f"{value!r} is not a valid session id ([a-z0-9-]{{1,64}})")
-    return value
 
 
 def _env_value(key: str, raw: str) -> Any:
@@ -184,38 +237,32 @@ def load_config(
     return Loaded(config, sources, home, path, own_env, given)
 
 
-def ensure_home(home: Path) -> None:
-    """Create the home directory 0700 (and check it can be written)."""
-    try:
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = home / f".probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError("home", f"{home} is not writable: {exc.strerror or exc}") from exc
-
-
 # Keys a running process reads once at start-up: a reload records them, they apply on the next start.
 RESTART_KEYS = frozenset(
     {
         "sidecar_host",
+        "listen_beyond_loopback",
         "sidecar_port",
         "bridge_port",
         "log_file",
         "log_level",
         "metrics",
         "audit_max_bytes",
+        "audit_generations",
         "telegram_api_base",
         "legacy_dir",
         "retention_days",
+        "watcher",
+        "session_wait_ms",
+        "nats_url",
+        "nats_creds",
+        "nats_tls_ca",
+        "nats_dup_window_s",
+        "nats_replicas",
     }
 )
-_WATCH_MASK = (
-    inotify_simple.flags.CLOSE_WRITE
-    | inotify_simple.flags.MOVED_TO
-    | inotify_simple.flags.MOVED_FROM
-    | inotify_simple.flags.DELETE
-)
+# config.toml changes rarely and a reload may wait: the poll backend looks twice a second.
+_CONFIG_POLL_S = 0.5
 
 
 class LiveConfig:
@@ -240,6 +287,7 @@ class LiveConfig:
         self._observer: Observer = observer or NullObserver()
         self._watching = False
         self._subscribers: list[Callable[[Config], None]] = []
+        self._on_hangup: list[Callable[[], None]] = []
 
     @classmethod
     def from_loaded(cls, loaded: Loaded, *, observer: Observer | None = None) -> LiveConfig:
@@ -263,6 +311,10 @@ class LiveConfig:
         rescan period); everything else reads :attr:`current` when it starts.
         """
         self._subscribers.append(callback)
+
+    def on_hangup(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on each SIGHUP, before the reload (reopening a rotated log file)."""
+        self._on_hangup.append(callback)
 
     def reload(self) -> bool:
         """Re-read the configuration; True when the new one is in force, False when it was rejected."""
@@ -300,11 +352,12 @@ class LiveConfig:
     async def watch(
         self, observer: Observer | None = None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Reload on SIGHUP and whenever config.toml is written, renamed into place or removed.
+        """Reload on SIGHUP (where there is one) and whenever config.toml is written, replaced or removed.
 
-        Runs until cancelled; ``task_status`` is set once both are being
-        watched. Only one watch per LiveConfig installs the signal handler and
-        the file watch; a second call just waits.
+        The file is watched by the backend the ``watcher`` key chooses (see
+        :mod:`mcp_cascade.watchers`). Runs until cancelled; ``task_status`` is
+        set once both are being watched. Only one watch per LiveConfig installs
+        the signal handler and the file watch; a second call just waits.
         """
         if observer is not None:
             self._observer = observer
@@ -313,39 +366,51 @@ class LiveConfig:
             await anyio.sleep_forever()
         self._watching = True
         try:
-            with anyio.open_signal_receiver(signal.SIGHUP) as signals, self._file_watch() as watcher:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._on_signals, signals)
-                    if watcher is not None:
+            async with (
+                open_watcher(self.current.watcher, poll_s=_CONFIG_POLL_S) as watcher,
+                anyio.create_task_group() as tg,
+            ):
+                with _hangups() as signals:
+                    if signals is not None:
+                        tg.start_soon(self._on_signals, signals)
+                    if self._arm(watcher):
                         tg.start_soon(self._on_file, watcher)
                     task_status.started()
+                    await anyio.sleep_forever()
         finally:
             self._watching = False
 
     async def _on_signals(self, signals: AsyncIterator[int]) -> None:
         async for _ in signals:
+            for callback in self._on_hangup:
+                callback()
             self.reload()
 
-    @contextlib.contextmanager
-    def _file_watch(self) -> Iterator[inotify_simple.INotify | None]:
+    def _arm(self, watcher: Watcher) -> bool:
         home = self._loaded.home
-        watcher = inotify_simple.INotify(nonblocking=True)
         try:
-            try:
-                watcher.add_watch(home, _WATCH_MASK)
-            except OSError as exc:
-                self._observer.emit(
-                    Event("config_watch", level="warning", reason=f"cannot watch {home}: {exc}; SIGHUP only")
-                )
-                yield None
-                return
-            yield watcher
-        finally:
-            watcher.close()
+            watcher.add("config", home, writes=False, removals=True)
+        except OSError as exc:
+            self._observer.emit(
+                Event("config_watch", level="warning", reason=f"cannot watch {home}: {exc}; SIGHUP only")
+            )
+            return False
+        return True
 
-    async def _on_file(self, watcher: inotify_simple.INotify) -> None:
+    async def _on_file(self, watcher: Watcher) -> None:
         name = self._loaded.file.name
         while True:
-            await anyio.wait_readable(watcher.fileno())
-            if any(event.name == name for event in watcher.read(timeout=0)):
+            changes = await watcher.changes(3600.0)
+            if any(c.name in (name, None) and c.kind != "gone" for c in changes):
                 self.reload()
+
+
+@contextlib.contextmanager
+def _hangups() -> Iterator[AsyncIterator[int] | None]:
+    """SIGHUP as an async iterator; None where the platform has no SIGHUP (Windows)."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None:
+        yield None
+        return
+    with anyio.open_signal_receiver(hangup) as signals:
+        yield signals

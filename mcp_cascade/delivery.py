@@ -9,7 +9,7 @@ and the store's states.
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,14 +19,16 @@ from typing import Literal, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 
-from mcp_cascade.errors import StoreUnavailable
-from mcp_cascade.events import Event, Observer
+from mcp_cascade.clock import SYSTEM, Clock
+from mcp_cascade.errors import Poisoned, StoreUnavailable
+from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.response import Response
 from mcp_cascade.store import Accepted, Store, Stored
 
 T = TypeVar("T")
-TIER_NAMES = {1: "webhook", 2: "bridge", 3: "file"}
 _BATCH = 64
+# What a push raises when the frame cannot be built from this response (not a broken connection).
+_CONTENT_ERRORS = (UnicodeError, TypeError, OverflowError)
 
 
 class Pusher(Protocol):
@@ -37,7 +39,7 @@ class Pusher(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Received:
     """What happened to a received response, as the webhook answers it."""
 
     status: Literal["delivered", "queued", "duplicate"]
@@ -45,6 +47,7 @@ class Outcome:
     correlation_id: str
     tier: int
     latency_ms: float
+    first_tier: int | None = None  # a duplicate's: the tier that brought the response first
 
 
 @dataclass(eq=False, slots=True)
@@ -57,7 +60,7 @@ class _Slot:
     durable: anyio.Event = field(default_factory=anyio.Event)
     pushed: anyio.Event = field(default_factory=anyio.Event)
     accepted: Accepted | None = None
-    error: StoreUnavailable | None = None
+    error: StoreUnavailable | Poisoned | None = None
 
 
 class Engine:
@@ -70,8 +73,17 @@ class Engine:
     then responses are kept (``queued``) and pushed, in order, on attach.
     """
 
-    def __init__(self, store: Store, session: str, observer: Observer, *, push_wait_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        session: str,
+        observer: Observer,
+        *,
+        push_wait_s: float = 1.0,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.store = store
+        self._clock = clock
         self.session = session
         self._observer = observer
         self._push_wait_s = push_wait_s
@@ -111,7 +123,7 @@ class Engine:
     async def _io(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    def _emit(self, name: str, response: Response | None = None, **kw: object) -> None:
+    def _emit(self, name: EventName, response: Response | None = None, **kw: object) -> None:
         self._observer.emit(
             Event(
                 name,
@@ -122,11 +134,12 @@ class Engine:
             )
         )
 
-    async def receive(self, response: Response, tier: int) -> Outcome:
+    async def receive(self, response: Response, tier: int) -> Received:
         """Make ``response`` durable (or recognise it), then wait briefly for its push.
 
         Raises StoreUnavailable when it cannot be made durable: nothing was
-        acknowledged, so the sender must fall back.
+        acknowledged, so the sender must fall back. Raises Poisoned when this
+        response itself cannot be stored (it was quarantined; no tier would help).
         """
         slot = self._enqueue([response], tier)[0]
         await slot.durable.wait()
@@ -146,7 +159,7 @@ class Engine:
             return outcome
         with anyio.move_on_after(self._push_wait_s):
             await slot.pushed.wait()
-        elapsed = (time.perf_counter() - slot.start) * 1000
+        elapsed = (self._clock.monotonic() - slot.start) * 1000
         if not slot.pushed.is_set():
             self._emit(
                 "queued",
@@ -155,21 +168,22 @@ class Engine:
                 latency_ms=elapsed,
                 reason=f"not pushed within {self._push_wait_s:g}s; it stays pending",
             )
-            return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
-        return Outcome("delivered", response.id, response.correlation_id, tier, elapsed)
+            return Received("queued", response.id, response.correlation_id, tier, elapsed)
+        return Received("delivered", response.id, response.correlation_id, tier, elapsed)
 
     async def receive_many(
         self, responses: Sequence[Response], tier: int
-    ) -> list[Outcome | StoreUnavailable]:
+    ) -> list[Received | StoreUnavailable | Poisoned]:
         """Make several responses durable together, in this order, without waiting for their pushes.
 
         For a producer that keeps its own durable copy until this returns (the
-        inbox): one group commit for the lot. Each result is an Outcome
-        (``queued`` or ``duplicate``), or the StoreUnavailable that kept that
-        response from being made durable (the caller keeps its copy).
+        inbox): one group commit for the lot. Each result is a Received
+        (``queued`` or ``duplicate``), the StoreUnavailable that kept that
+        response from being made durable (the caller keeps its copy), or the
+        Poisoned error that set it aside (the caller quarantines its copy).
         """
         slots = self._enqueue(responses, tier)
-        results: list[Outcome | StoreUnavailable] = []
+        results: list[Received | StoreUnavailable | Poisoned] = []
         for slot in slots:
             await slot.durable.wait()
             if slot.error is not None:
@@ -188,7 +202,7 @@ class Engine:
         return results
 
     def _enqueue(self, responses: Sequence[Response], tier: int) -> list[_Slot]:
-        now = time.perf_counter()
+        now = self._clock.monotonic()
         slots = [_Slot(r, tier, now) for r in responses]
         for slot in slots:
             self._emit("received", slot.response, tier=tier, level="debug")
@@ -196,10 +210,10 @@ class Engine:
         self._wake.set()
         return slots
 
-    def _settle(self, slot: _Slot) -> Outcome:
+    def _settle(self, slot: _Slot) -> Received:
         """Report a response the pump has committed: a duplicate, or durable (queued for its push)."""
         response, tier = slot.response, slot.tier
-        elapsed = (time.perf_counter() - slot.start) * 1000
+        elapsed = (self._clock.monotonic() - slot.start) * 1000
         assert slot.accepted is not None
         if not slot.accepted.new:
             self._emit(
@@ -209,47 +223,102 @@ class Engine:
                 latency_ms=elapsed,
                 reason=f"first received by tier {slot.accepted.tier}, now {slot.accepted.state}",
             )
-            return Outcome("duplicate", response.id, response.correlation_id, tier, elapsed)
+            return Received(
+                "duplicate", response.id, response.correlation_id, tier, elapsed, slot.accepted.tier
+            )
         self._emit("durable", response, tier=tier, latency_ms=elapsed)
         arrival, self._arrival = self._arrival, anyio.Event()
         arrival.set()
-        return Outcome("queued", response.id, response.correlation_id, tier, elapsed)
+        return Received("queued", response.id, response.correlation_id, tier, elapsed)
 
-    async def wait_arrival(self) -> None:
-        """Return when the next new response has been made durable."""
-        await self._arrival.wait()
+    def next_arrival(self) -> anyio.Event:
+        """Set when the next new response has been made durable; take it before looking, so none is missed."""
+        return self._arrival
 
     async def _pump(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            while True:
-                slots, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
-                claim = _BATCH if self._pusher is not None else 0
-                if not slots and not claim:
-                    break
-                items = [(s.response, s.tier) for s in slots]
-                try:
-                    accepted, batch = await self._io(partial(self.store.accept_batch, items, claim=claim))
-                except StoreUnavailable as exc:
-                    self.last_push_error = (time.time(), str(exc))
-                    for s in slots:
-                        self._emit("failed", s.response, tier=s.tier, reason=f"store: {exc}", level="error")
-                        s.error = exc
-                        s.durable.set()
-                    if not slots:
-                        self._emit("push_stalled", reason=f"store: {exc}", level="error")
-                        await anyio.sleep(0.2)
-                    continue
-                for s, acc in zip(slots, accepted, strict=True):
-                    s.accepted = acc
-                    if acc.new:
-                        self._in_flight[acc.seq] = s
+            try:
+                await self._pump_once()
+            except Exception as exc:  # the task's boundary: the session keeps its server whatever happens
+                self.last_push_error = (self._clock.wall(), repr(exc))
+                self._emit("push_stalled", reason=f"push loop: {exc!r}", level="error")
+                await anyio.sleep(0.2)
+                self._wake.set()
+
+    async def _pump_once(self) -> None:
+        """Commit what arrived and push what is pending, until both are empty."""
+        while True:
+            slots, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
+            claim = _BATCH if self._pusher is not None else 0
+            if not slots and not claim:
+                break
+            items = [(s.response, s.tier) for s in slots]
+            try:
+                accepted, batch = await self._io(partial(self.store.accept_batch, items, claim=claim))
+            except StoreUnavailable as exc:
+                self.last_push_error = (self._clock.wall(), str(exc))
+                for s in slots:
+                    self._emit("failed", s.response, tier=s.tier, reason=f"store: {exc}", level="error")
+                    s.error = exc
                     s.durable.set()
-                if batch:
-                    await self._push_batch(batch)
-                if not slots and not batch:
-                    break
+                if not slots:
+                    self._emit("push_stalled", reason=f"store: {exc}", level="error")
+                    await anyio.sleep(0.2)  # a poll period on the loop: a fake clock must not spin it
+                continue
+            except Exception as exc:  # one item's fault: find it, set it aside
+                if not slots:
+                    self._emit("push_stalled", reason=f"claim: {exc!r}", level="error")
+                    await anyio.sleep(0.2)
+                    continue
+                await self._one_by_one(slots)
+                continue
+            self._report_set_aside()
+            for s, acc in zip(slots, accepted, strict=True):
+                s.accepted = acc
+                if acc.new:
+                    self._in_flight[acc.seq] = s
+                s.durable.set()
+            if batch:
+                await self._push_batch(batch)
+            if not slots and not batch:
+                break
+
+    async def _one_by_one(self, slots: list[_Slot]) -> None:
+        """The batch failed for something other than the disk: commit each alone, quarantine what fails."""
+        for s in slots:
+            try:
+                (acc,), _ = await self._io(partial(self.store.accept_batch, [(s.response, s.tier)], claim=0))
+            except StoreUnavailable as exc:
+                s.error = exc
+            except Exception as exc:  # this item's own fault
+                s.error = Poisoned("store", f"cannot be stored: {exc!r}"[:500])
+                self._quarantined(s.response, s.tier, s.error)
+            else:
+                s.accepted = acc
+                if acc.new:
+                    self._in_flight[acc.seq] = s
+            s.durable.set()
+
+    def _quarantined(self, response: Response | None, tier: int, error: Poisoned) -> None:
+        self._emit(
+            "quarantined", response, tier=tier, reason=str(error), level="error", fields={"kind": error.kind}
+        )
+
+    def _report_set_aside(self) -> None:
+        for row in self.store.set_aside():
+            self._observer.emit(
+                Event(
+                    "quarantined",
+                    tier=row.tier or None,
+                    response_id=row.id,
+                    session=self.session,
+                    reason=row.reason,
+                    level="error",
+                    fields={"kind": "store", "seq": row.seq},
+                )
+            )
 
     async def _push_batch(self, batch: list[Stored]) -> None:
         pusher = self._pusher
@@ -261,10 +330,18 @@ class Engine:
                     probes.append(item.seq)
                     continue
                 assert pusher is not None
-                await pusher.push(item.response, item.tier, redelivered=item.redelivered)
+                try:
+                    await pusher.push(item.response, item.tier, redelivered=item.redelivered)
+                except _CONTENT_ERRORS as exc:  # no frame can be built from it: set aside, go on
+                    error = Poisoned("push", f"cannot be written to the client: {exc!r}"[:500])
+                    with contextlib.suppress(StoreUnavailable):  # else it stays 'pushing' until a restart
+                        await self._io(self.store.quarantine, item.seq, str(error))
+                    self._quarantined(item.response, item.tier, error)
+                    self._in_flight.pop(item.seq, None)
+                    continue
                 done.append(item.seq)
         except Exception as exc:  # the client connection broke mid-batch: task boundary
-            self.last_push_error = (time.time(), repr(exc))
+            self.last_push_error = (self._clock.wall(), repr(exc))
             self._emit("push_failed", reason=repr(exc), level="error")
             self.detach()
         finally:
@@ -278,14 +355,14 @@ class Engine:
             except StoreUnavailable as exc:
                 # Written but not recorded (a full disk): the rows stay 'pushing', so only a restart
                 # pushes them again, flagged. The pump must live on: the disk may come back.
-                self.last_push_error = (time.time(), f"store: {exc}")
+                self.last_push_error = (self._clock.wall(), f"store: {exc}")
                 self._emit("push_unrecorded", reason=f"store: {exc}", level="error")
-        now = time.perf_counter()
+        now = self._clock.monotonic()
         for item in batch:
             if item.seq not in done and item.seq not in probes:
                 continue
             slot = self._in_flight.pop(item.seq, None)
-            latency = (now - slot.start) * 1000 if slot else (time.time() - item.received_at) * 1000
+            latency = (now - slot.start) * 1000 if slot else (self._clock.wall() - item.received_at) * 1000
             self._emit(
                 "pushed",
                 item.response,

@@ -48,5 +48,16 @@ class StoreUnavailable(CascadeError):
     """Durable state cannot be written right now (HTTP 503; the sender falls back)."""
 
 
+class Poisoned(CascadeError):
+    """One item fails for a reason of its own (its content), so retrying cannot help: it is quarantined.
+
+    ``kind`` is the quarantine reason counted in ``quarantined_total``.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class SessionNotFound(CascadeError):
     """No session.json for the session, or its process is gone."""

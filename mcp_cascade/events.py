@@ -9,18 +9,94 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+EventName = Literal[
+    "ack_failed",
+    "ack_retry",
+    "acknowledged",
+    "api_refused",
+    "attempt",
+    "breaker",
+    "bridge_listening",
+    "claimed",
+    "client_closed",
+    "config_rejected",
+    "config_reloaded",
+    "config_watch",
+    "duplicate",
+    "durable",
+    "failed",
+    "failover",
+    "feedback_failed",
+    "handshake_fallback",
+    "home_tightened",
+    "http_request",
+    "inbox_recovered",
+    "inotify_overflow",
+    "library_log",
+    "listening_beyond_loopback",
+    "log_reopened",
+    "nats_connected",
+    "nats_consume",
+    "nats_disconnected",
+    "nats_down",
+    "nats_heartbeat",
+    "nats_reconnected",
+    "not_delivered",
+    "outbox",
+    "paired",
+    "poll_failed",
+    "polled",
+    "prompt_sent",
+    "purged",
+    "push_failed",
+    "push_stalled",
+    "push_unrecorded",
+    "pushed",
+    "python_warning",
+    "quarantined",
+    "queue_state",
+    "queued",
+    "reactions_refused",
+    "receipt_failed",
+    "receipt_lost",
+    "receipt_rejected",
+    "received",
+    "recovered",
+    "rejected",
+    "remote_receipt",
+    "rescan",
+    "retried",
+    "routed",
+    "say_failed",
+    "sent",
+    "sidecar_listening",
+    "signal",
+    "stopped",
+    "telegram_ready",
+    "telegram_retry",
+    "tier_state",
+    "toast_skipped",
+    "uncaught",
+    "update_retry",
+    "watch_error",
+    "watch_restored",
+    "watcher_chosen",
+]
+"""Every event's name. A reader comparing against a name not listed here is a type error
+(``strict_equality``), so a typo cannot silently yield an empty metric label."""
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened to a response, a tier or a component.
 
-    ``event`` names it (``received``, ``durable``, ``pushed``, ``duplicate``,
-    ``rejected``, ``failed``, ``queued``, ``failover``, ``breaker``, ...).
+    ``event`` names it (one of :data:`EventName`); ``fields`` carry what is
+    particular to that event.
     """
 
-    event: str
+    event: EventName
     tier: int | None = None
     response_id: str | None = None
     correlation_id: str | None = None

@@ -97,12 +97,12 @@ class FileFacts:
 
     ``rescan_age_s`` is the time since the last full rescan (None before the
     first); ``failing`` maps each part of the watcher that is broken right now
-    (``inotify``, ``inbox watch``, ``legacy folder``...) to what went wrong.
+    (``inbox watch``, ``legacy folder``...) to what went wrong.
     """
 
     inbox_writable: bool
     watcher_alive: bool
-    inotify_armed: bool
+    watch_armed: bool
     rescan_age_s: float | None
     rescan_interval_s: float
     stalled: int
@@ -117,7 +117,7 @@ def file_problems(facts: FileFacts) -> list[Problem]:
     if not facts.watcher_alive:
         problems.append(Problem("the inbox watcher has stopped: files stay in inbox/new", fatal=True))
     problems.extend(Problem(message) for _, message in sorted(facts.failing.items()))
-    if not facts.inotify_armed and not {"inotify", "inbox watch"} & set(facts.failing):
+    if not facts.watch_armed and "inbox watch" not in facts.failing:
         problems.append(
             Problem(
                 f"inbox/new is not watched: files wait for the rescan (every {facts.rescan_interval_s:g}s)"

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_cascade._fs import atomic_write, fsync_dir, write_excl
+from mcp_cascade._fs import BINARY, CLOEXEC, NOFOLLOW, NONBLOCK, atomic_write, durable_rename, write_excl
 from mcp_cascade.errors import InvalidResponse
 from mcp_cascade.response import MAX_BODY_BYTES, Response, from_json
 
@@ -30,7 +30,11 @@ STALE_TMP_S = 3600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # <time_ns>-<id-safe>.json; colons are accepted from hand-written producers that keep the id as is.
 NAME_RE = re.compile(r"^([0-9]{1,20})-[A-Za-z0-9._:-]{1,200}\.json$")
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Failures of the machine (descriptors, space, I/O), not of one file: they keep the queue's order and retry.
+TRANSIENT_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM}
+)
+_READ_FLAGS = os.O_RDONLY | NOFOLLOW | NONBLOCK | CLOEXEC | BINARY
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +46,13 @@ class Enqueued:
 
 
 def ensure_inbox(root: Path) -> None:
-    """Create the maildir folders (0700)."""
-    for sub in SUBDIRS:
-        (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create the maildir folders, and the session directory above them, 0700.
+
+    (``mkdir(parents=True)`` would give the parents it creates the default mode.)
+    """
+    root.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in (root.parent, root, *(root / sub for sub in SUBDIRS)):
+        path.mkdir(exist_ok=True, mode=0o700)
 
 
 def file_name(response: Response, now_ns: int | None = None) -> str:
@@ -64,8 +72,7 @@ def enqueue(root: Path, response: Response) -> Enqueued:
     tmp = root / "tmp" / name
     write_excl(tmp, response.to_json())
     final = root / "new" / name
-    tmp.rename(final)
-    fsync_dir(root / "new")
+    durable_rename(tmp, final)
     return Enqueued(final, (time.perf_counter() - start) * 1000)
 
 
@@ -88,11 +95,15 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """A file that cannot be accepted: moved to ``failed/`` (``moved``), or left where it was."""
+    """A file that cannot be accepted: moved to ``failed/`` (``moved``), or left where it was.
+
+    ``kind`` is the quarantine reason: ``invalid`` (its content) or ``unreadable`` (not a file one can read).
+    """
 
     name: str
     reason: str
     moved: bool
+    kind: str = "invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +203,18 @@ class Maildir:
         return os.access(self.new, os.W_OK | os.X_OK) and os.access(self.tmp, os.W_OK | os.X_OK)
 
     def recover(self, now: float | None = None) -> Recovery:
-        """Start-up: every claimed file back into new/ (its delivery is unknown); stale tmp/ files removed."""
+        """Start-up: every claimed file back into new/ (its delivery is unknown); stale tmp/ files removed.
+
+        What is not a regular file in cur/ was never claimed by us: it goes to failed/.
+        """
         now = time.time() if now is None else now
         requeued: list[str] = []
         for name in sorted((p.name for p in self.cur.iterdir()), key=sort_key):
             try:
+                kind = _kind(os.lstat(self.cur / name).st_mode)
+                if kind != "regular file" or os.path.lexists(self.new / name):
+                    self.fail(name, f"found in cur/ at start-up: {kind}, never claimed as such", claimed=True)
+                    continue
                 (self.cur / name).rename(self.new / name)
             except FileNotFoundError:
                 continue
@@ -235,7 +253,9 @@ class Maildir:
             return Gone(name)
         kind = _kind(st.st_mode)
         if kind != "regular file":
-            return self.fail(name, f"not a regular file: {kind} (never followed or opened)")
+            return self.fail(
+                name, f"not a regular file: {kind} (never followed or opened)", kind="unreadable"
+            )
         if not NAME_RE.match(name):
             return self.fail(name, "name is not <time_ns>-<id>.json (DESIGN 6)")
         if st.st_size > MAX_BODY_BYTES:
@@ -245,9 +265,11 @@ class Maildir:
         except FileNotFoundError:
             return Gone(name)
         except NotReadable as exc:
-            return self.fail(name, str(exc))
+            return self.fail(name, str(exc), kind="unreadable")
         except OSError as exc:
-            return self.fail(name, f"cannot be read: {exc.strerror or exc}")
+            if exc.errno in TRANSIENT_ERRNOS:
+                raise  # the machine's fault, not the file's: it keeps its place in the queue
+            return self.fail(name, f"cannot be read: {exc.strerror or exc}", kind="unreadable")
         try:
             response = from_json(data)
         except InvalidResponse as exc:
@@ -258,7 +280,13 @@ class Maildir:
         if response.session is not None and response.session != self.session:
             return self.fail(name, f"addressed to session {response.session!r}, this is {self.session!r}")
         try:
-            path.rename(self.cur / name)
+            try:
+                path.rename(self.cur / name)
+            except IsADirectoryError:
+                # A folder planted in cur/ under this name, never claimed by us: it steps aside into
+                # failed/ and the claim is made again (renaming over a stale regular copy just works).
+                self.fail(name, "a directory in cur/ in the way of a claim", claimed=True, kind="unreadable")
+                path.rename(self.cur / name)
         except FileNotFoundError:
             return Gone(name)
         return Claimed(name, response)
@@ -276,7 +304,7 @@ class Maildir:
             except FileNotFoundError:
                 continue
 
-    def fail(self, name: str, reason: str, *, claimed: bool = False) -> Failed:
+    def fail(self, name: str, reason: str, *, claimed: bool = False, kind: str = "invalid") -> Failed:
         """Move ``name`` (from new/, or cur/ when ``claimed``) into failed/ and write ``<name>.reason``.
 
         Where the move is impossible (permissions, a name clash with a folder) the
@@ -287,11 +315,13 @@ class Maildir:
         try:
             source.rename(self.failed / target)
         except FileNotFoundError:
-            return Failed(name, reason + "; it disappeared before it could be moved", moved=False)
+            return Failed(name, reason + "; it disappeared before it could be moved", False, kind)
         except OSError as exc:
-            return Failed(name, f"{reason}; left in place: cannot move it ({exc.strerror or exc})", False)
+            return Failed(
+                name, f"{reason}; left in place: cannot move it ({exc.strerror or exc})", False, kind
+            )
         try:
             atomic_write(self.failed / f"{target}.reason", f"{reason}\n".encode())
         except OSError as exc:
-            return Failed(name, f"{reason}; the .reason file could not be written ({exc})", moved=True)
-        return Failed(name, reason, moved=True)
+            return Failed(name, f"{reason}; the .reason file could not be written ({exc})", True, kind)
+        return Failed(name, reason, True, kind)

@@ -17,12 +17,16 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
-__all__ = ["BREAKER_STATES", "BUCKETS_S", "FAILOVER_KINDS", "OUTCOMES", "TIERS", "Metrics"]
+from mcp_cascade.wire import TIER_LABELS
+
+__all__ = ["BREAKER_STATES", "BUCKETS_S", "FAILOVER_KINDS", "OUTCOMES", "QUARANTINE_REASONS", "Metrics"]
 
 BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-TIERS = ("1", "2", "3")
 OUTCOMES = ("delivered", "queued", "duplicate", "rejected", "failed")
 BREAKER_STATES = ("closed", "open", "half_open")
+# Why an item was set aside: its content (invalid), not a file one can read (unreadable), refused by the
+# store or the client's frame (store, push), or a Telegram update that cannot be routed or carried (update).
+QUARANTINE_REASONS = ("invalid", "unreadable", "store", "push", "update")
 # The sender's failover kinds (SENDER_API), created at zero for every forward pair of tiers.
 FAILOVER_KINDS = ("timeout", "refused", "http_5xx", "breaker_open", "slow", "session_down")
 _FORWARD_PAIRS = (("1", "2"), ("1", "3"), ("2", "3"))
@@ -46,7 +50,7 @@ class _Complete:
             )
         seen = {s.labels.get("tier") for s in latency.samples}
         zero = [(f"{b}", 0.0) for b in BUCKETS_S] + [("+Inf", 0.0)]
-        for tier in TIERS:
+        for tier in TIER_LABELS:
             if tier not in seen:
                 latency.add_metric([tier], zero, 0.0)
         if "mcp_cascade_breaker_state" not in families:
@@ -116,11 +120,17 @@ class Metrics:
             "mcp_cascade_inotify_overflows", description="inotify queue overflows (each triggers a rescan)"
         )
         self.rescans = meter.create_counter("mcp_cascade_rescans", description="full inbox rescans")
+        self.quarantined = meter.create_counter(
+            "mcp_cascade_quarantined",
+            description="items set aside for a fault of their own, by tier and reason",
+        )
         self.http = meter.create_histogram("http.server.request.duration", unit="s", description=_HTTP_HELP)
-        for tier in TIERS:
+        for tier in TIER_LABELS:
             for outcome in OUTCOMES:
                 self.responses.add(0, {"tier": tier, "outcome": outcome})
             self.tier_up.set(1, {"tier": tier})
+            for reason in QUARANTINE_REASONS:
+                self.quarantined.add(0, {"tier": tier, "reason": reason})
         for source_tier, to_tier in _FORWARD_PAIRS:
             for kind in FAILOVER_KINDS:
                 self.failovers.add(0, {"from_tier": source_tier, "to_tier": to_tier, "reason": kind})

@@ -16,7 +16,6 @@ server; one the server rejects as invalid moves to ``failed/`` with a
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -24,15 +23,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from mcp_cascade._fs import atomic_write, fsync_dir
+from mcp_cascade._fs import BINARY, NOFOLLOW, atomic_write, durable_rename, fsync_dir, fsync_file
+from mcp_cascade._lock import try_lock
 from mcp_cascade.config import SESSION_ID_RE
 from mcp_cascade.errors import CascadeError, InvalidResponse
 from mcp_cascade.response import Response, from_dict
+from mcp_cascade.wire import TIER_CHOICES, TierChoice
 
-TierChoice = Literal["auto", "webhook", "file"]
-TIER_CHOICES: tuple[TierChoice, ...] = ("auto", "webhook", "file")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _STALE_TMP_S = 3600.0
 
@@ -47,7 +46,7 @@ class CorruptEntry(CascadeError):
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class OutboxEntry:
     """One response waiting in the outbox."""
 
     name: str
@@ -57,10 +56,10 @@ class Entry:
     created_at: float
 
 
-class Claimed:
+class OutboxClaim:
     """A locked entry of this process; it ends with :meth:`done`, :meth:`reject` or :meth:`release`."""
 
-    def __init__(self, outbox: Outbox, entry: Entry, fd: int) -> None:
+    def __init__(self, outbox: Outbox, entry: OutboxEntry, fd: int) -> None:
         self.outbox = outbox
         self.entry = entry
         self._fd = fd
@@ -110,7 +109,7 @@ class Outbox:
                 path.unlink(missing_ok=True)
                 os.close(fd)
 
-    def put(self, response: Response, session: str, tier: TierChoice) -> Claimed:
+    def put(self, response: Response, session: str, tier: TierChoice) -> OutboxClaim:
         """Make ``response`` durable, locked by this process: tmp (O_EXCL, flock, fsync) → pending/, fsync."""
         name = f"{time.time_ns():020d}-{os.getpid()}-{_UNSAFE.sub('_', response.id)[:100]}.json"
         tmp = self.tmp / name
@@ -122,20 +121,19 @@ class Outbox:
             "created_at": created,
             "response": response.to_dict(),
         }
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW | BINARY, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try_lock(fd, block=False)  # a file this process just created: nobody else can hold it
             view = memoryview(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            tmp.rename(self.pending / name)
-            fsync_dir(self.pending)
+            fsync_file(fd)
+            durable_rename(tmp, self.pending / name)
         except OSError:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
-        return Claimed(self, Entry(name, response, session, tier, created), fd)
+        return OutboxClaim(self, OutboxEntry(name, response, session, tier, created), fd)
 
     def names(self) -> list[str]:
         """Every pending entry's name, oldest first."""
@@ -144,7 +142,7 @@ class Outbox:
         except FileNotFoundError:
             return []
 
-    def claim(self, name: str) -> Claimed | None:
+    def claim(self, name: str) -> OutboxClaim | None:
         """Lock the entry ``name`` if no live process holds it; None when held or gone.
 
         Raises CorruptEntry (after moving the file to ``failed/``) when it cannot be read back.
@@ -162,9 +160,9 @@ class Outbox:
             self.move_to_failed(path, exc.reason)
             os.close(fd)
             raise
-        return Claimed(self, entry, fd)
+        return OutboxClaim(self, entry, fd)
 
-    def entries(self) -> Iterator[Entry]:
+    def entries(self) -> Iterator[OutboxEntry]:
         """Every readable pending entry, locked or not (for inspection)."""
         for name in self.names():
             with contextlib.suppress(OSError, CorruptEntry):
@@ -181,12 +179,10 @@ class Outbox:
 
 def _lock(path: Path) -> int | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | BINARY)
     except (FileNotFoundError, OSError):
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(fd, block=False):
         os.close(fd)
         return None
     return fd
@@ -210,7 +206,7 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(name: str, raw: bytes) -> Entry:
+def _parse(name: str, raw: bytes) -> OutboxEntry:
     try:
         data: Any = json.loads(raw)
         if not isinstance(data, dict) or data.get("protocol") != 1:
@@ -221,7 +217,7 @@ def _parse(name: str, raw: bytes) -> Entry:
         session = data.get("session")
         if not isinstance(session, str) or not SESSION_ID_RE.match(session):
             raise CorruptEntry(Path(name), f"bad session id {session!r}")
-        return Entry(name, from_dict(data["response"]), session, tier, float(data["created_at"]))
+        return OutboxEntry(name, from_dict(data["response"]), session, tier, float(data["created_at"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptEntry(Path(name), f"unreadable: {exc}") from exc
     except InvalidResponse as exc:

@@ -33,6 +33,7 @@ from mcp_cascade.scrape import Scrape, fetch
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.signing import Signer
 from mcp_cascade.store import Store, Stored
+from mcp_cascade.wire import Tier, webhook_request
 
 TierStatus = Literal["delivered", "queued", "failed"]
 _VIA = {1: "signed webhook POST", 2: "webhook POST with X-Cascade-Tier: 2", 3: "inbox file"}
@@ -111,7 +112,7 @@ async def run_selftest(
     async with httpx.AsyncClient(timeout=timeout_s) as client:
         before = await _scrape(client, metrics_url)
         results: list[TierResult] = []
-        for tier in (1, 2):
+        for tier in (Tier.WEBHOOK, Tier.BRIDGE):
             results.append(await _via_webhook(client, paths, webhook_url, signer, tier, timeout_s))
         results.append(await _via_inbox(paths, rescan_ms / 1000 * 2 + 1.0))
         after = await _scrape(client, metrics_url)
@@ -126,13 +127,10 @@ async def _scrape(client: httpx.AsyncClient, url: str) -> Scrape | None:
 
 
 async def _via_webhook(
-    client: httpx.AsyncClient, paths: SessionPaths, url: str, signer: Signer, tier: int, timeout_s: float
+    client: httpx.AsyncClient, paths: SessionPaths, url: str, signer: Signer, tier: Tier, timeout_s: float
 ) -> TierResult:
     response = probe(paths.session, tier)
-    body = response.to_json()
-    headers = {**signer.headers(response.id, body), "content-type": "application/json"}
-    if tier == 2:
-        headers["x-cascade-tier"] = "2"
+    body, headers = webhook_request(signer, response, tier)
     started = time.time()
     try:
         answer = await client.post(url, content=body, headers=headers)

@@ -11,44 +11,39 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
 import anyio.to_thread
-import uvicorn
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
+from mcp_cascade._capture import capture_into
 from mcp_cascade._fs import atomic_write_json, dir_writable
+from mcp_cascade.asgi import bind_socket, serve_asgi
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
-from mcp_cascade.config import LiveConfig, Loaded, ensure_home
+from mcp_cascade.config import LiveConfig, Loaded, is_loopback
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event
 from mcp_cascade.health import LastError, WebhookFacts, overall_status, tier_status, webhook_problems
+from mcp_cascade.holder import Hold, hold
+from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.inbox import Maildir
 from mcp_cascade.outbound import BridgeClient, allowed_users
 from mcp_cascade.response import now_rfc3339
 from mcp_cascade.selftest import run_selftest
 from mcp_cascade.sessions import PROTOCOL, SessionPaths
-from mcp_cascade.sidecar import WEBHOOK_PATH, SidecarDeps, build_app
+from mcp_cascade.sidecar import SidecarDeps, build_app
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.stdio import protocol_stdio
 from mcp_cascade.store import Store
-from mcp_cascade.telemetry import AuditTrail, JsonLog, Metrics, Telemetry, open_log_stream
+from mcp_cascade.telemetry import make_telemetry
 from mcp_cascade.watch import InboxWatcher
-
-
-class _Uvicorn(uvicorn.Server):
-    # serve owns the signals (SIGTERM stops the MCP server too); uvicorn must not install its own.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+from mcp_cascade.wire import WEBHOOK_PATH
 
 
 @dataclass
@@ -71,50 +66,28 @@ class ServeState:
         return max(0.0, now - self.oldest_pending) if self.oldest_pending else 0.0
 
 
-def bind_socket(host: str, port: int, key: str = "sidecar_port") -> socket.socket:
-    """Bind here, so a taken port is our clear error (naming ``key``), not uvicorn's sys.exit."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted sockets inherit it: without it, Nagle holds the response body behind the headers.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
-def make_telemetry(loaded: Loaded, component: str, session: str | None = None) -> Telemetry:
-    """The process's observer: JSON logs (stderr or file), the home's audit trail, metrics."""
-    cfg = loaded.config
-    static: dict[str, Any] = {"component": component}
-    if session:
-        static["session"] = session
-    return Telemetry(
-        log=JsonLog(open_log_stream(cfg.log_file), cfg.log_level, **static),
-        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component),
-        metrics=Metrics() if cfg.metrics else None,
-    )
-
-
 class Serve:
     """Everything one session runs; :meth:`run` until stdin closes or SIGTERM."""
 
-    def __init__(self, loaded: Loaded, session: str, *, cwd: Path) -> None:
+    def __init__(
+        self, loaded: Loaded, held: Hold, *, cwd: Path, label: str, tightened: list[str] | None = None
+    ) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.home = loaded.home
-        self.session = session
+        self.held = held
+        session = self.session = held.session
         self.cwd = cwd
+        self.label = label
         self.paths = SessionPaths(self.home, session)
         self.state = ServeState()
-        ensure_home(self.home)
+        tightened = (tightened or []) + ensure_home(self.home)
         self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.signer = Signer(load_or_create_secret(self.home))
+        self.bridge = BridgeClient(self.home, self.signer)
         self.telemetry = make_telemetry(loaded, "serve", session)
+        warn_tightened(self.telemetry, self.home, tightened)
+        capture_into(self.telemetry)
         self.store = Store(self.paths.state_db)
         self.engine = Engine(self.store, session, self.telemetry)
         cfg = self.config
@@ -126,14 +99,23 @@ class Serve:
             legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
             debounce_s=cfg.file_debounce_ms / 1000,
             legacy_max_age_s=cfg.retention_days * 86400,
+            watcher=cfg.watcher,
         )
         # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
         self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.live.subscribe(
             lambda c: self.watcher.retune(
                 rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000
             )
         )
+        self.remote = None
+        if cfg.nats_url:
+            from mcp_cascade.remote.node import RemoteSession
+
+            self.remote = RemoteSession(
+                cfg, self.home, session, cwd, self.engine, self.signer, self.telemetry
+            )
         # Bound now, before any task group exists, so a taken port is a plain ConfigError.
         self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
 
@@ -172,6 +154,8 @@ class Serve:
                 "latency_ms": {t: recent[t] for t in ("3",) if t in recent},
             },
         }
+        if self.remote is not None:
+            tiers["nats"] = self.remote.health()
         if tier is not None:
             return tiers[tier]
         age = self.state.oldest_pending_age_s(now)
@@ -184,6 +168,7 @@ class Serve:
             "session_id": self.session,
             "pid": os.getpid(),
             "tiers": tiers,
+            "bridge": self.bridge.check(),  # whether questions may go to it, and why not
             "queue_depth": depth,
             "oldest_pending_age_s": round(age, 3),
             "uptime_s": round(now - self.state.started, 3),
@@ -259,9 +244,9 @@ class Serve:
                 "pid": os.getpid(),
                 "webhook_url": self.state.webhook_url,
                 "health_url": self.state.health_url,
-                "started_at": now_rfc3339(),
+                "started_at": self.held.about.get("started_at") or now_rfc3339(),
                 "cwd": str(self.cwd),
-                "label": self.cwd.name,
+                "label": self.label,
             },
         )
 
@@ -278,39 +263,46 @@ class Serve:
                 self.telemetry,
                 self.fresh_health,
                 self.scrape if metrics else None,
+                legacy_unsigned=lambda: self.live.current.legacy_webhook_unsigned,
+                public=not is_loopback(host),
             )
         )
-        server = _Uvicorn(
-            uvicorn.Config(
-                app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
-            )
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                    await anyio.sleep(0.005)
+        # Stopped at once on exit: Claude Code allows a stopping server about 100 ms before it
+        # escalates, and uvicorn's own shutdown polls every 100 ms.
+        async with serve_asgi(app, sock):
             self._publish(host, port)
+            if not is_loopback(host):
+                self.telemetry.emit(
+                    Event(
+                        "listening_beyond_loopback",
+                        session=self.session,
+                        level="warning",
+                        reason=f"the sidecar listens on {host}:{port} (listen_beyond_loopback = true): "
+                        "other machines can reach its webhook (signed answers only, plain HTTP), "
+                        "health (statuses only) and metrics",
+                    )
+                )
             self.telemetry.emit(
                 Event(
                     "sidecar_listening", session=self.session, fields={"webhook_url": self.state.webhook_url}
                 )
             )
-            try:
-                yield
-            finally:
-                # Claude Code allows a stopping server about 100 ms before it escalates; uvicorn's own
-                # shutdown polls every 100 ms. Every acknowledged response is already durable, and a
-                # request cut short was not acknowledged (its sender falls back), so stop at once.
-                server.should_exit = True
-                tg.cancel_scope.cancel()
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _remote(self) -> AsyncIterator[None]:
+        if self.remote is None:
+            yield
+            return
+        async with self.remote.running():
+            yield
 
     async def _mcp(self) -> None:
         stdin, stdout = protocol_stdio()
         deps = ChannelDeps(
             engine=self.engine,
             session=self.session,
-            outbound=BridgeClient(self.home, self.signer),
+            outbound=self.bridge,
             status=self.fresh_health,
             selftest=self.selftest,
             permission_relay=bool(allowed_users(self.home, self.config)),
@@ -346,6 +338,7 @@ class Serve:
                 self.engine.running(),
                 self._sidecar(),
                 self.watcher.running(),
+                self._remote(),
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self._monitor)
@@ -353,17 +346,22 @@ class Serve:
                 await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
                 tg.start_soon(self._stop_on_signal, tg.cancel_scope)
                 await self._mcp()
+                self.held.closing()  # a reconnecting serve may start taking over now
                 self.telemetry.emit(Event("client_closed", session=self.session, reason="stdin closed"))
                 tg.cancel_scope.cancel()
         finally:
+            self.held.closing()
+            # Only the holder writes and removes session.json, and it still holds the session here.
             self.paths.session_json.unlink(missing_ok=True)
             self.store.close()
             self.telemetry.emit(Event("stopped", session=self.session))
             self.telemetry.close()
+            self.held.release()
 
     async def _stop_on_signal(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
+                self.held.closing()
                 self.telemetry.emit(Event("signal", session=self.session, reason=signal.Signals(signum).name))
                 scope.cancel()
                 return
@@ -378,8 +376,17 @@ def _latest(candidates: list[LastError | None]) -> LastError | None:
     return max(found, key=lambda e: e.at) if found else None
 
 
-def serve(loaded: Loaded, session: str, cwd: Path) -> int:
-    """Run serve to completion; returns the exit code."""
-    app = Serve(loaded, session, cwd=cwd)
+def serve(loaded: Loaded, session: str, cwd: Path, *, explicit: bool) -> int:
+    """Hold the session (or the next free one for a second window), then run serve to completion."""
+    tightened = ensure_home(loaded.home)
+    about = {"cwd": str(cwd), "started_at": now_rfc3339()}
+    wait_s = loaded.config.session_wait_ms / 1000
+    held = hold(loaded.home, session, explicit=explicit, wait_s=wait_s, about=about)
+    try:
+        window = "" if held.session == session else " #" + held.session.rsplit("-", 1)[1]
+        app = Serve(loaded, held, cwd=cwd, label=cwd.name + window, tightened=tightened)
+    except BaseException:
+        held.release()
+        raise
     anyio.run(app.run)
     return 0

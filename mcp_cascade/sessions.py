@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._fs import pid_alive, read_json
+from mcp_cascade._fs import pid_alive, pid_owner, read_json
+from mcp_cascade.errors import ConfigError
 
 PROTOCOL = 1
 
@@ -50,11 +55,28 @@ class SessionInfo:
     started_at: str
     cwd: str
     label: str
+    host: str = ""  # set for a session registered by another host (reached through NATS)
+    node: str = ""
+
+    @property
+    def remote(self) -> bool:
+        """Whether the session runs on another host (its pid means nothing here)."""
+        return bool(self.node)
 
     @property
     def alive(self) -> bool:
-        """Whether the serving process still exists."""
-        return pid_alive(self.pid)
+        """Whether the serving process still exists, as a process of ours.
+
+        A pid reused by another account's process is not our serve: answers never go
+        to whatever that account listens on. A session of another host (registered
+        through NATS) was heard from recently; its pid means nothing here.
+        """
+        if self.remote:
+            return True
+        if not pid_alive(self.pid):
+            return False
+        owner = pid_owner(self.pid)
+        return owner is None or not hasattr(os, "geteuid") or owner == os.geteuid()
 
 
 def read_session(home: Path, session: str) -> SessionInfo | None:
@@ -85,3 +107,20 @@ def list_sessions(home: Path) -> list[tuple[str, SessionInfo | None]]:
     if not root.is_dir():
         return []
     return [(d.name, read_session(home, d.name)) for d in sorted(root.iterdir()) if d.is_dir()]
+
+
+def session_id_for(cwd: Path) -> str:
+    """A session id that stays the same for the same project directory (a second window adds ``-2``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cwd.name.lower()).strip("-")[:40] or "session"
+    digest = hashlib.sha256(str(cwd.resolve()).encode()).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+def resolve_session(flag: str | None, env: Mapping[str, str], cwd: Path) -> str:
+    """The session id: flag > ``MCP_CASCADE_SESSION`` > derived from the project directory."""
+    from mcp_cascade.config import ENV_PREFIX, SESSION_ID_RE  # pydantic: only for the command that needs it
+
+    value = flag or env.get(ENV_PREFIX + "SESSION") or session_id_for(cwd)
+    if not SESSION_ID_RE.match(value):
+        raise ConfigError("session", f"{value!r} is not a valid session id ([a-z0-9-]{{1,64}})")
+    return value

@@ -7,6 +7,7 @@ sender to fall back to another tier.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,9 +20,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import FieldError, InvalidResponse, SignatureError, StoreUnavailable
+from mcp_cascade.errors import FieldError, InvalidResponse, Poisoned, SignatureError, StoreUnavailable
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.openapi import spec
+from mcp_cascade.redact import scrub_json
 from mcp_cascade.response import (
     CORRELATION_RE,
     MAX_BODY_BYTES,
@@ -30,10 +32,10 @@ from mcp_cascade.response import (
     is_legacy_webhook,
     parse_body,
 )
-from mcp_cascade.signing import Signer
+from mcp_cascade.signing import Signer, signed_tier
+from mcp_cascade.wire import CORRELATION_HEADER, WEBHOOK_PATH, Tier
 
-WEBHOOK_PATH = "/webhook/bridge-response"
-TIER_HEADER = "x-cascade-tier"
+__all__ = ["SidecarDeps", "build_app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,10 @@ class SidecarDeps:
     observer: Observer
     health: Callable[[str | None], Mapping[str, Any]]
     metrics: Callable[[], bytes] | None
+    # legacy_webhook_unsigned, read per request (a config reload turns it off without a restart).
+    legacy_unsigned: Callable[[], bool] = bool
+    # Listening beyond loopback: health says how things are, never where (no paths, pids or URLs).
+    public: bool = False
 
 
 class _Rejected(Exception):
@@ -95,12 +101,15 @@ def build_app(deps: SidecarDeps) -> Starlette:
         return timed
 
     async def webhook(request: Request) -> Response:
-        header_cid = request.headers.get("x-correlation-id")
-        tier_header = request.headers.get(TIER_HEADER, "1")
-        tier = 2 if tier_header == "2" else 1
+        header_cid = request.headers.get(CORRELATION_HEADER)
+        # The tier only labels metrics and meta; a claim the signature does not cover is ignored.
+        tier = Tier.BRIDGE if signed_tier(deps.signer, request.headers) == 2 else Tier.WEBHOOK
         try:
             response = await _parse(request, deps, header_cid)
-            outcome = await deps.engine.receive(response, tier)
+            try:
+                outcome = await deps.engine.receive(response, tier)
+            except Poisoned as exc:  # quarantined, not acknowledged: no tier could carry it either
+                raise _Rejected(422, str(exc), (FieldError("$", str(exc)),)) from exc
         except _Rejected as exc:
             deps.observer.emit(
                 Event(
@@ -117,7 +126,7 @@ def build_app(deps: SidecarDeps) -> Starlette:
             body: dict[str, Any] = {"status": "rejected", "error": exc.message}
             if exc.errors:
                 body["errors"] = [{"path": e.path, "message": e.message} for e in exc.errors]
-            return JSONResponse(body, status_code=exc.status)
+            return JSONResponse(scrub_json(body), status_code=exc.status)
         except StoreUnavailable as exc:
             return JSONResponse({"status": "unavailable", "error": f"cannot persist: {exc}"}, status_code=503)
         code = 202 if outcome.status == "queued" else 200
@@ -128,16 +137,19 @@ def build_app(deps: SidecarDeps) -> Starlette:
                 "correlation_id": outcome.correlation_id,
                 "tier": outcome.tier,
                 "latency_ms": round(outcome.latency_ms, 3),
+                **({"first_tier": outcome.first_tier} if outcome.first_tier is not None else {}),
             },
             status_code=code,
-            headers={"x-correlation-id": outcome.correlation_id},
+            headers={CORRELATION_HEADER: outcome.correlation_id},
         )
 
     async def health(request: Request) -> Response:
         tier = request.path_params.get("tier")
         if tier not in (None, "webhook", "file"):
             return JSONResponse({"error": f"no tier {tier!r}; try webhook or file"}, status_code=404)
-        body = dict(await anyio.to_thread.run_sync(deps.health, tier))
+        body = scrub_json(dict(await anyio.to_thread.run_sync(deps.health, tier)))
+        if deps.public:
+            body = _public_health(body)
         return JSONResponse(body, status_code=503 if body.get("status") == "down" else 200)
 
     async def metrics(request: Request) -> Response:
@@ -161,6 +173,41 @@ def build_app(deps: SidecarDeps) -> Starlette:
     )
 
 
+def _loopback(request: Request) -> bool:
+    """Whether the request comes from this machine (the only place unsigned legacy bodies may come from)."""
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _unsigned_legacy(body: bytes) -> Any:
+    """cctelegram's webhook body, which it never signs (legacy_webhook_unsigned on, loopback only)."""
+    try:
+        data = parse_body(body)
+        if not is_legacy_webhook(data):
+            raise _Rejected(
+                401,
+                "webhook-signature missing: only cctelegram's legacy body shape may come unsigned",
+            )
+        return from_legacy(data, id_source=body)
+    except InvalidResponse as exc:
+        raise _Rejected(400 if exc.kind == "malformed" else 422, str(exc), exc.errors) from exc
+
+
+_PUBLIC_KEYS = ("status", "session_id", "queue_depth", "oldest_pending_age_s", "uptime_s")
+
+
+def _public_health(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a health body that is safe for the network: statuses and figures only."""
+    public = {k: body[k] for k in _PUBLIC_KEYS if k in body}
+    tiers = body.get("tiers")
+    if isinstance(tiers, Mapping):
+        public["tiers"] = {name: {"status": t.get("status")} for name, t in tiers.items()}
+    return public
+
+
 async def _parse(request: Request, deps: SidecarDeps, header_cid: str | None) -> Any:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
@@ -175,6 +222,8 @@ async def _parse(request: Request, deps: SidecarDeps, header_cid: str | None) ->
         raise _Rejected(400, f"body is not UTF-8 ({exc.reason})") from exc
     if header_cid is not None and not CORRELATION_RE.match(header_cid):
         raise _Rejected(400, "x-correlation-id must be a UUID (8-4-4-4-12 hex digits)")
+    if "webhook-signature" not in request.headers and deps.legacy_unsigned() and _loopback(request):
+        return _unsigned_legacy(body)
     try:
         msg_id = deps.signer.verify(request.headers, body)
     except SignatureError as exc:

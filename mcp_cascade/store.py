@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcp_cascade._schema import check_readable, open_versioned
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.response import Response, from_dict
 
-_SCHEMA = """
+# Schema versions (see :mod:`mcp_cascade._schema`): step N takes a store from version N to N + 1.
+STEPS = (
+    # 1: the schema of release 0.1.0 (which left user_version at 0).
+    """
 CREATE TABLE IF NOT EXISTS responses (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -41,7 +45,15 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_state ON responses (state, seq);
 CREATE INDEX IF NOT EXISTS responses_corr ON responses (correlation_id);
-"""
+""",
+    # 2: retention deletes by state and age without a scan.
+    "CREATE INDEX responses_received ON responses (state, received_at);",
+    # 3: rows set aside for a fault of their own (state 'quarantined'), with the reason.
+    "CREATE TABLE quarantine (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, reason TEXT NOT NULL,"
+    " at REAL NOT NULL);",
+)
+# Rows set aside for a fault of their own: never pushed, never counted as waiting.
+_LIVE = "state NOT IN ('delivered', 'quarantined')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,17 @@ class Stored:
     redelivered: bool
     pushed_at: float | None
     acked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A row set aside (state ``quarantined``) with the reason it cannot be pushed."""
+
+    seq: int
+    id: str
+    reason: str
+    at: float
+    tier: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +97,21 @@ class Store:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._set_aside: list[Quarantined] = []
+        self._aside_lock = threading.Lock()  # not self._lock: the event loop must never wait on a commit
         if readonly:
             # Another process's store, read beside it (inspect): never created, never written.
             try:
                 self._db = sqlite3.connect(
                     f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=5.0
                 )
+                check_readable(self._db, path, STEPS)
                 self._db.execute("SELECT 1 FROM responses LIMIT 1")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot read {path}: {exc}") from exc
             return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        path.chmod(0o600)
+        self._db = open_versioned(path, STEPS)
 
     def close(self) -> None:
         """Close the database (idempotent)."""
@@ -147,17 +169,58 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise StoreUnavailable(str(exc)) from exc
-        return accepted, [_row(r) for r in rows]
+        return accepted, rows
 
-    def _claim_locked(self, limit: int) -> list[tuple[Any, ...]]:
+    def _claim_locked(self, limit: int) -> list[Stored]:
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM responses WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,)
         ).fetchall()
-        if rows:
+        claimed: list[Stored] = []
+        for row in rows:
+            try:
+                claimed.append(_row(row))
+            except Exception as exc:  # a row no reader can rebuild must not block the ones behind it
+                reason = f"stored body cannot be read: {exc!r}"[:500]
+                self._quarantine_locked(int(row[0]), reason, tier=int(row[2]))
+        if claimed:
             self._db.executemany(
-                "UPDATE responses SET state = 'pushing' WHERE seq = ?", [(r[0],) for r in rows]
+                "UPDATE responses SET state = 'pushing' WHERE seq = ?", [(s.seq,) for s in claimed]
             )
-        return rows
+        return claimed
+
+    def _quarantine_locked(self, seq: int, reason: str, now: float | None = None, *, tier: int = 0) -> None:
+        now = time.time() if now is None else now
+        self._db.execute("UPDATE responses SET state = 'quarantined' WHERE seq = ?", (seq,))
+        (rid,) = self._db.execute("SELECT id FROM responses WHERE seq = ?", (seq,)).fetchone()
+        self._db.execute("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?)", (seq, rid, reason, now))
+        with self._aside_lock:
+            self._set_aside.append(Quarantined(seq, str(rid), reason, now, tier))
+
+    def quarantine(self, seq: int, reason: str) -> None:
+        """Set one row aside for a fault of its own (durably): it is never pushed again."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._quarantine_locked(seq, reason)
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # disk full, read-only, locked past the timeout
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreUnavailable(str(exc)) from exc
+
+    def set_aside(self) -> list[Quarantined]:
+        """The rows quarantined since the last call (for the caller to report)."""
+        with self._aside_lock:
+            found, self._set_aside = self._set_aside, []
+        return found
+
+    def quarantined(self, limit: int = 200) -> list[Quarantined]:
+        """Every quarantined row with its reason, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, reason, at FROM quarantine ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+        return [Quarantined(int(a), str(b), str(c), float(d)) for a, b, c, d in rows]
 
     def known(self, response_id: str) -> bool:
         """Whether this id was ever accepted (and is still retained)."""
@@ -200,9 +263,9 @@ class Store:
         """Responses not yet delivered, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM responses WHERE state != 'delivered' ORDER BY seq LIMIT ?", (limit,)
+                f"SELECT {_COLUMNS} FROM responses WHERE {_LIVE} ORDER BY seq LIMIT ?", (limit,)
             ).fetchall()
-        return [_row(r) for r in rows]
+        return _rows(rows)
 
     def counts(self) -> dict[str, int]:
         """How many responses are in each state."""
@@ -213,21 +276,19 @@ class Store:
     def oldest_pending(self) -> float | None:
         """Receipt time of the oldest response not yet delivered."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(received_at) FROM responses WHERE state != 'delivered'"
-            ).fetchone()
+            row = self._db.execute(f"SELECT MIN(received_at) FROM responses WHERE {_LIVE}").fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def unacked(self, request_id: str | None = None, limit: int = 50) -> list[Stored]:
         """Delivered or pending responses no tool call has acknowledged yet, oldest first."""
-        sql = f"SELECT {_COLUMNS} FROM responses WHERE acked_at IS NULL"
+        sql = f"SELECT {_COLUMNS} FROM responses WHERE acked_at IS NULL AND state != 'quarantined'"
         args: list[Any] = []
         if request_id is not None:
             sql += " AND request_id = ?"
             args.append(request_id)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
-        return [_row(r) for r in rows]
+        return _rows(rows)
 
     def recent(self, limit: int = 20) -> list[Stored]:
         """The newest responses, newest first."""
@@ -235,7 +296,7 @@ class Store:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM responses ORDER BY seq DESC LIMIT ?", (limit,)
             ).fetchall()
-        return [_row(r) for r in rows]
+        return _rows(rows)
 
     def find(self, key: str) -> list[Stored]:
         """Responses whose id or correlation id is ``key``."""
@@ -244,7 +305,7 @@ class Store:
                 f"SELECT {_COLUMNS} FROM responses WHERE id = ? OR correlation_id = ? ORDER BY seq",
                 (key, key),
             ).fetchall()
-        return [_row(r) for r in rows]
+        return _rows(rows)
 
     def ack(self, ids: Sequence[str], now: float | None = None) -> int:
         """Acknowledge responses by id (tools for clients without channels); returns how many."""
@@ -269,6 +330,17 @@ class Store:
 
 
 _COLUMNS = "seq, body, tier, received_at, state, redelivered, pushed_at, acked_at"
+
+
+def _rows(rows: list[tuple[Any, ...]]) -> list[Stored]:
+    """The rows that can be rebuilt; one that cannot is quarantined when the pump reaches it."""
+    out: list[Stored] = []
+    for row in rows:
+        try:
+            out.append(_row(row))
+        except Exception:  # a read-only view skips a row it cannot rebuild
+            continue
+    return out
 
 
 def _row(row: tuple[Any, ...]) -> Stored:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
-import math
+import os
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from mcp_cascade._spool import Spool
 from mcp_cascade.audit import AuditTrail
-from mcp_cascade.events import Event
+from mcp_cascade.events import Event, EventName
 from mcp_cascade.health import LastError
-from mcp_cascade.metrics import Metrics
+from mcp_cascade.redact import scrub
+from mcp_cascade.stats import nearest_rank
+
+if TYPE_CHECKING:
+    from mcp_cascade.config import Loaded
+    from mcp_cascade.metrics import Metrics
 
 __all__ = [
     "AuditTrail",
@@ -23,14 +30,25 @@ __all__ = [
     "Metrics",
     "RecentLatencies",
     "Telemetry",
+    "make_telemetry",
     "open_log_stream",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # OpenTelemetry and the Prometheus client load only where metrics are on (not for ``send``).
+    if name == "Metrics":
+        from mcp_cascade.metrics import Metrics
+
+        return Metrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 # Keys every log line carries (null where unknown), in this order.
 _LOG_KEYS = ("session", "tier", "response_id", "correlation_id", "latency_ms")
 # Events that change the state of one response: these go to the audit trail.
-AUDIT_EVENTS = frozenset(
+AUDIT_EVENTS: frozenset[EventName] = frozenset(
     {
         "received",
         "durable",
@@ -40,6 +58,7 @@ AUDIT_EVENTS = frozenset(
         "failed",
         "queued",
         "recovered",
+        "remote_receipt",
         "attempt",
         "failover",
         "acknowledged",
@@ -48,20 +67,17 @@ AUDIT_EVENTS = frozenset(
         "outbox",
         "sent",
         "retried",
+        "quarantined",
     }
 )
 # Events that count towards responses_total, with the outcome they count as.
-_OUTCOME_OF = {
+_OUTCOME_OF: Mapping[EventName, str] = {
     "pushed": "delivered",
     "queued": "queued",
     "duplicate": "duplicate",
     "rejected": "rejected",
     "failed": "failed",
 }
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class JsonLog:
@@ -72,18 +88,56 @@ class JsonLog:
     known), plus ``reason`` on every warning or error.
     """
 
-    def __init__(self, stream: IO[str] | None = None, level: str = "info", **static: Any) -> None:
-        self._stream = stream if stream is not None else sys.stderr
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        level: str = "info",
+        *,
+        path: Path | None = None,
+        background: bool = False,
+        **static: Any,
+    ) -> None:
+        # With ``path``, the lines go to that file, reopened by :meth:`reopen` (logrotate's mv + SIGHUP).
+        # With ``background``, lines are formatted and written by a thread, a batch per write and flush
+        # (serve, bridge and send: off the event loop); :meth:`flush` waits for them.
+        self._path = path
+        self._stream = stream if stream is not None else open_log_stream(path)
         self._threshold = _LEVELS.get(level, 20)
         self._static = static
         self._lock = threading.Lock()
+        self._spool: Spool[tuple[float, Event]] | None = (
+            Spool(self._write_batch, "log-writer") if background else None
+        )
 
     def write(self, event: Event) -> None:
         """Log ``event`` if its level passes the threshold."""
-        level = _LEVELS.get(event.level, 20)
-        if level < self._threshold:
+        if _LEVELS.get(event.level, 20) < self._threshold:
             return
-        record: dict[str, Any] = {"timestamp": _now_iso(), "level": event.level, "event": event.event}
+        if self._spool is not None:
+            self._spool.put((time.time(), event))
+            return
+        self._emit([self._line(time.time(), event)])
+
+    def flush(self) -> None:
+        """Return once every line logged so far is written."""
+        if self._spool is not None:
+            self._spool.flush()
+
+    def _write_batch(self, items: list[tuple[float, Event]]) -> None:
+        self._emit([self._line(ts, event) for ts, event in items])
+
+    def _emit(self, lines: list[str]) -> None:
+        with self._lock:
+            try:
+                self._stream.write("".join(lines))
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed stderr must not take delivery down with it
+
+    def _line(self, ts: float, event: Event) -> str:
+        level = _LEVELS.get(event.level, 20)
+        stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        record: dict[str, Any] = {"timestamp": stamp, "level": event.level, "event": event.event}
         record.update(self._static)
         for key in _LOG_KEYS:
             value = getattr(event, key)
@@ -93,13 +147,28 @@ class JsonLog:
             record["reason"] = event.reason or event.event.replace("_", " ")
         for key, value in event.fields.items():
             record.setdefault(key, value)
-        line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+        return scrub(json.dumps(record, default=str, separators=(",", ":"))) + "\n"
+
+    def reopen(self) -> bool:
+        """Open ``log_file`` again by its name (after a rotation moved it); False when logging to stderr.
+
+        The swap happens under the write lock, so every line lands whole in the
+        old file (before) or the new one (after), and none is lost.
+        """
+        if self._path is None:
+            return False
+        fresh = open_log_stream(self._path)
         with self._lock:
-            try:
-                self._stream.write(line)
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass  # a closed stderr must not take delivery down with it
+            old, self._stream = self._stream, fresh
+        old.close()
+        return True
+
+    def close(self) -> None:
+        """Write what is pending, then close the log file (stderr stays open)."""
+        self.flush()
+        if self._path is not None:
+            with self._lock:
+                self._stream.close()
 
 
 class RecentLatencies:
@@ -120,16 +189,14 @@ class RecentLatencies:
         with self._lock:
             samples = {tier: sorted(values) for tier, values in self._by_tier.items()}
         return {
-            tier: {"n": len(v), "p50_ms": round(_quantile(v, 0.5), 3), "p99_ms": round(_quantile(v, 0.99), 3)}
+            tier: {
+                "n": len(v),
+                "p50_ms": round(nearest_rank(v, 0.5), 3),
+                "p99_ms": round(nearest_rank(v, 0.99), 3),
+            }
             for tier, v in sorted(samples.items())
             if v
         }
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    """Nearest-rank quantile of a sorted, non-empty list."""
-    rank = max(1, min(len(ordered), math.ceil(q * len(ordered))))
-    return ordered[rank - 1]
 
 
 class Telemetry:
@@ -193,6 +260,8 @@ class Telemetry:
             m.overflows.add(1)
         elif event.event == "rescan":
             m.rescans.add(1)
+        elif event.event == "quarantined":
+            m.quarantined.add(1, {"tier": tier, "reason": str(event.fields.get("kind", "invalid"))})
         elif event.event == "http_request" and event.latency_ms is not None:
             m.http.record(
                 event.latency_ms / 1000,
@@ -203,8 +272,14 @@ class Telemetry:
                 },
             )
 
+    def reopen_log(self) -> None:
+        """On SIGHUP: reopen ``log_file`` (logrotate moved it) and say so as the new file's first line."""
+        if self.log.reopen():
+            self.emit(Event("log_reopened"))
+
     def close(self) -> None:
         """Flush and close."""
+        self.log.close()
         if self.audit is not None:
             self.audit.close()
         if self.metrics is not None:
@@ -219,7 +294,31 @@ def _is_delivery(event: Event) -> bool:
 
 
 def open_log_stream(path: Path | None) -> IO[str]:
-    """stderr, or the configured log file opened for appending."""
+    """stderr, or the configured log file opened for appending (created 0600: logs name users)."""
     if path is None:
         return sys.stderr
-    return path.open("a", encoding="utf-8", buffering=1)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
+def make_telemetry(
+    loaded: Loaded, component: str, session: str | None = None, *, metrics_served: bool = True
+) -> Telemetry:
+    """The process's observer: JSON logs (stderr or file), the home's audit trail, metrics.
+
+    ``metrics_served=False`` for a process nobody scrapes (one ``send``): no meters at all.
+    """
+    cfg = loaded.config
+    static: dict[str, Any] = {"component": component}
+    if session:
+        static["session"] = session
+    metrics = None
+    if cfg.metrics and metrics_served:
+        from mcp_cascade.metrics import Metrics
+
+        metrics = Metrics()
+    return Telemetry(
+        log=JsonLog(None, cfg.log_level, path=cfg.log_file, background=True, **static),
+        audit=AuditTrail(loaded.home / "audit.jsonl", cfg.audit_max_bytes, component, cfg.audit_generations),
+        metrics=metrics,
+    )

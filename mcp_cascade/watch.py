@@ -1,11 +1,12 @@
-"""The file tier's consumer: inotify wake-ups and rescans feeding the inbox into the engine.
+"""The file tier's consumer: wake-ups and rescans feeding the inbox into the engine.
 
-One task owns one inotify descriptor and awaits it with ``anyio.wait_readable``
-(the event loop's reader): no thread sleeps on it and nothing polls faster than
-the rescan timer. The watch is armed before the first scan, so a file that lands
-in between is seen either way. inotify says *when*; the listing of ``new/``
-says *what*, in durable (name) order. A lost event, even a whole overflowed
-queue, therefore costs one rescan and never a response.
+One task owns one watcher (:mod:`mcp_cascade.watchers`: inotify on Linux,
+watchfiles elsewhere or when inotify cannot be had, a tight poll as the last
+resort) and waits on it between rescans. The watch is armed before the first
+scan, so a file that lands in between is seen either way. The watcher says
+*when*; the listing of ``new/`` says *what*, in durable (name) order. A lost
+wake-up, even a whole overflowed queue, therefore costs one rescan and never a
+response.
 
 Every response goes through :meth:`Engine.receive` (tier 3), which deduplicates
 across tiers; a claimed file is removed only once ``receive`` has returned,
@@ -14,40 +15,29 @@ which means the response is durable in the store.
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskStatus
-from inotify_simple import INotify, flags
 
 from mcp_cascade import legacy
+from mcp_cascade.clock import SYSTEM, Clock
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import InvalidResponse, StoreUnavailable
-from mcp_cascade.events import Event, Observer
+from mcp_cascade.errors import InvalidResponse, Poisoned, StoreUnavailable
+from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.health import FileFacts, file_problems, tier_status
-from mcp_cascade.inbox import Claimed, Failed, Maildir, Taken, Unsettled
+from mcp_cascade.inbox import TRANSIENT_ERRNOS, Claimed, Failed, Maildir, Taken, Unsettled
+from mcp_cascade.watchers import Change, Watcher, WatcherSetting, candidates, open_watcher
+from mcp_cascade.wire import Tier
 
 T = TypeVar("T")
-TIER = 3
 _BATCH = 64
-_INBOX_MASK = (
-    flags.MOVED_TO
-    | flags.CLOSE_WRITE
-    | flags.DELETE_SELF
-    | flags.MOVE_SELF
-    | flags.ONLYDIR
-    | flags.DONT_FOLLOW
-)
-_LEGACY_MASK = (
-    flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.MOVED_TO | flags.ONLYDIR | flags.DONT_FOLLOW
-)
-_GONE = flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF
+_INBOX, _LEGACY = "inbox", "legacy"
 
 
 class InboxWatcher:
@@ -67,7 +57,8 @@ class InboxWatcher:
         legacy_dir: Path | None = None,
         debounce_s: float = 0.5,
         legacy_max_age_s: float = 7 * 86400,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
+        watcher: WatcherSetting = "auto",
     ) -> None:
         self.maildir = maildir
         self.engine = engine
@@ -77,15 +68,16 @@ class InboxWatcher:
         self._observer = observer
         self._clock = clock
         self._limiter = anyio.CapacityLimiter(1)
-        self._ino: INotify | None = None
-        self._inbox_wd: int | None = None
-        self._legacy_wd: int | None = None
+        self._setting: WatcherSetting = watcher
+        self._watcher: Watcher | None = None
+        self._armed: set[str] = set()
+        self._relist_legacy = False
         self._dirty = True
         self._full: str | None = "startup"
         self._stalled: list[str] = []
         self._stuck: set[str] = set()
         self._unsettled: dict[str, float] = {}
-        self._debounce = legacy.Debounce(debounce_s, clock)
+        self._debounce = legacy.Debounce(debounce_s, clock.monotonic)
         self._seen: dict[str, legacy.Signature] = {}
         self.alive = False
         self.writable = False
@@ -108,39 +100,36 @@ class InboxWatcher:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[InboxWatcher]:
-        """Arm the watch, recover the inbox, then deliver until exit."""
-        try:
-            ino: INotify | None = INotify(nonblocking=True)
-        except OSError as exc:  # out of inotify instances: rescans alone still deliver everything
-            ino = None
-            self._trouble("inotify", f"inotify is unavailable ({exc}); delivering on rescans only")
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(self._run, ino)
-                try:
-                    yield self
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            if ino is not None:
-                ino.close()
+        """Choose and start a watcher, arm it, recover the inbox, then deliver until exit."""
+        async with open_watcher(self._setting) as watcher, anyio.create_task_group() as tg:
+            self._watcher = watcher
+            self._emit(
+                "watcher_chosen",
+                level="info" if watcher.name == candidates(self._setting)[0][0] else "warning",
+                reason=watcher.reason,
+                fields={"watcher": watcher.name},
+            )
+            await tg.start(self._run, watcher)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()
 
     async def _run(
-        self, ino: INotify | None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self, watcher: Watcher, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        self._ino = ino
         await self._prepare(startup=True)
         self.alive = True
         task_status.started()
         try:
-            await self._loop(ino)
+            await self._loop(watcher)
         finally:
             self.alive = False
 
     async def _prepare(self, *, startup: bool = False) -> None:
         """Create and arm what is missing; at start-up also recover cur/ and tmp/."""
         try:
-            if self._inbox_wd is None:
+            if _INBOX not in self._armed:
                 await self._io(self.maildir.ensure)
                 self._dirty = True
             if startup:
@@ -157,17 +146,21 @@ class InboxWatcher:
         except OSError as exc:
             self.writable = False
             self._trouble("inbox", f"inbox {self.maildir.root} is unusable: {exc}")
-        if self._ino is None:
+        if self._watcher is None:
             return
-        if self._inbox_wd is None and self.writable:
+        if _INBOX not in self._armed and self.writable:
             try:
-                self._inbox_wd = self._ino.add_watch(self.maildir.new, _INBOX_MASK)
+                self._watcher.add(_INBOX, self.maildir.new)
+                self._armed.add(_INBOX)
+                self._dirty = True  # whatever landed before the watch was armed
                 self._healed("inbox watch")
             except OSError as exc:
                 self._trouble("inbox watch", f"cannot watch {self.maildir.new} ({exc}); rescans only")
-        if self.legacy_dir is not None and self._legacy_wd is None:
+        if self.legacy_dir is not None and _LEGACY not in self._armed:
             try:
-                self._legacy_wd = self._ino.add_watch(self.legacy_dir, _LEGACY_MASK)
+                self._watcher.add(_LEGACY, self.legacy_dir, writes=True)
+                self._armed.add(_LEGACY)
+                self._relist_legacy = True
                 self._healed("legacy watch")
             except OSError as exc:
                 self._trouble("legacy watch", f"cannot watch legacy folder {self.legacy_dir} ({exc})")
@@ -186,8 +179,8 @@ class InboxWatcher:
     async def _io(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    def _emit(self, name: str, **kw: Any) -> None:
-        self._observer.emit(Event(name, tier=TIER, session=self.maildir.session, **kw))
+    def _emit(self, name: EventName, **kw: Any) -> None:
+        self._observer.emit(Event(name, tier=Tier.FILE, session=self.maildir.session, **kw))
 
     def _error(self, message: str) -> None:
         self.last_error = message
@@ -195,33 +188,28 @@ class InboxWatcher:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _loop(self, ino: INotify | None) -> None:
-        self._next_rescan = self._clock() + self.rescan_s
+    async def _loop(self, watcher: Watcher) -> None:
+        self._next_rescan = self._clock.monotonic() + self.rescan_s
         while True:
             try:
                 await self._cycle()
-                await self._wait(ino)
+                await self._wait(watcher)
             except Exception as exc:  # the task's boundary: a surprise must not stop the queue
                 self._error(f"watcher iteration failed: {exc!r}")
                 await anyio.sleep(self.rescan_s)
                 self._full = self._full or "after an error"
 
-    async def _wait(self, ino: INotify | None) -> None:
-        """Sleep until an inotify event, a debounce or settle deadline, or the rescan tick."""
+    async def _wait(self, watcher: Watcher) -> None:
+        """Sleep until a wake-up, a debounce or settle deadline, or the rescan tick."""
         deadlines = [self._next_rescan]
         if (legacy_due := self._debounce.next_due()) is not None:
             deadlines.append(legacy_due)
         if self._unsettled:
-            deadlines.append(self._clock() + min(self._unsettled.values()) - time.time())
-        timeout = max(0.0, min(deadlines) - self._clock())
-        if ino is None:
-            await anyio.sleep(timeout)
-        else:
-            with anyio.move_on_after(timeout):
-                await anyio.wait_readable(ino)
-            self._on_events(ino.read(timeout=0))
-        now = self._clock()
-        if self._unsettled and min(self._unsettled.values()) <= time.time():
+            deadlines.append(self._clock.monotonic() + min(self._unsettled.values()) - self._clock.wall())
+        timeout = max(0.0, min(deadlines) - self._clock.monotonic())
+        self._on_changes(await watcher.changes(timeout))
+        now = self._clock.monotonic()
+        if self._unsettled and min(self._unsettled.values()) <= self._clock.wall():
             self._dirty = True
         if now >= self._next_rescan:
             self.rescan_lag_ms = (now - self._next_rescan) * 1000
@@ -229,20 +217,25 @@ class InboxWatcher:
             self._full = self._full or "periodic"
             await self._maintain()
 
-    def _on_events(self, events: list[Any]) -> None:
+    def _on_changes(self, changes: list[Change]) -> None:
         overflow = False
-        for event in events:
-            if event.mask & flags.Q_OVERFLOW:
+        for change in changes:
+            if change.kind == "overflow":
                 overflow = True
-            elif event.wd == self._inbox_wd:
-                if event.mask & _GONE:
-                    self._drop_watch("_inbox_wd", f"{self.maildir.new} was removed or moved")
+            elif change.key is None:  # the backend cannot tell where: look everywhere
                 self._dirty = True
-            elif event.wd == self._legacy_wd:
-                if event.mask & _GONE:
-                    self._drop_watch("_legacy_wd", f"legacy folder {self.legacy_dir} was removed or moved")
-                elif legacy.LEGACY_RE.match(event.name):
-                    self._debounce.touch(event.name)
+                self._relist_legacy = self.legacy_dir is not None
+            elif change.key == _INBOX:
+                if change.kind == "gone":
+                    self._drop_watch(_INBOX, f"{self.maildir.new} was removed or moved")
+                self._dirty = True
+            elif change.key == _LEGACY:
+                if change.kind == "gone":
+                    self._drop_watch(_LEGACY, f"legacy folder {self.legacy_dir} was removed or moved")
+                elif change.name is None:
+                    self._relist_legacy = True
+                elif legacy.LEGACY_RE.match(change.name):
+                    self._debounce.touch(change.name)
         if overflow:
             self.overflows += 1
             self._full = "overflow"
@@ -250,12 +243,10 @@ class InboxWatcher:
                 "inotify_overflow", level="warning", reason="kernel event queue overflowed; rescanning"
             )
 
-    def _drop_watch(self, attr: str, message: str) -> None:
-        wd = getattr(self, attr)
-        setattr(self, attr, None)
-        if self._ino is not None and wd is not None:
-            with contextlib.suppress(OSError):  # the kernel already dropped it (IN_IGNORED)
-                self._ino.rm_watch(wd)
+    def _drop_watch(self, key: str, message: str) -> None:
+        self._armed.discard(key)
+        if self._watcher is not None:
+            self._watcher.remove(key)
         self._error(message + "; re-arming at the next rescan")
 
     async def _maintain(self) -> None:
@@ -268,8 +259,9 @@ class InboxWatcher:
 
     async def _cycle(self) -> None:
         full, self._full = self._full, None
-        start = time.perf_counter()
-        if full and self.legacy_dir is not None:
+        start = self._clock.monotonic()
+        if (full or self._relist_legacy) and self.legacy_dir is not None:
+            self._relist_legacy = False
             await self._legacy_listing()
         if (full or self._dirty) and not self._stalled:
             # A response the store refused waits in cur/ until the next tick puts it back in new/:
@@ -279,12 +271,12 @@ class InboxWatcher:
         if self.legacy_dir is not None:
             await self._legacy_due()
         if full:
-            self.last_rescan_at = time.time()
+            self.last_rescan_at = self._clock.wall()
             self._emit(
                 "rescan",
                 level="debug" if full == "periodic" else "info",
                 reason=full,
-                latency_ms=(time.perf_counter() - start) * 1000,
+                latency_ms=(self._clock.monotonic() - start) * 1000,
                 fields={"pending": self.pending},
             )
 
@@ -309,12 +301,24 @@ class InboxWatcher:
         """List new/ and take the next batch in durable order, in one trip to a worker thread."""
         names = self.maildir.scan()
         todo = [n for n in names if n not in self._stuck and n not in attempted][:_BATCH]
-        now = time.time()
-        return names, [self.maildir.take(name, now) for name in todo]
+        now = self._clock.wall()
+        taken: list[Taken] = []
+        for name in todo:
+            try:
+                taken.append(self.maildir.take(name, now))
+            except OSError as exc:
+                if exc.errno not in TRANSIENT_ERRNOS:
+                    taken.append(self.maildir.fail(name, f"cannot be taken: {exc!r}", kind="unreadable"))
+                elif taken:
+                    break  # the machine's fault: deliver what came before, retry this one in its turn
+                else:
+                    raise
+        return names, taken
 
     async def _deliver(self, taken: list[Taken]) -> bool:
         """Make the claimed responses durable in one group commit, in order; False when the store refused."""
         done: list[str] = []
+        poisoned: set[str] = set()
         claimed = [item for item in taken if isinstance(item, Claimed)]
         try:
             for item in taken:
@@ -329,21 +333,26 @@ class InboxWatcher:
                     self._report(item)
                 elif isinstance(item, Unsettled):
                     self._unsettled[item.name] = item.settles_at
-            results = await self.engine.receive_many([c.response for c in claimed], TIER)
+            results = await self.engine.receive_many([c.response for c in claimed], Tier.FILE)
             for item, result in zip(claimed, results, strict=True):
                 if isinstance(result, StoreUnavailable):
                     continue  # durable in cur/ but not in the store: kept, retried next tick
+                if isinstance(result, Poisoned):
+                    poisoned.add(item.name)
+                    failed = await self._io(partial(self.maildir.fail, item.name, str(result), claimed=True))
+                    self._report(failed, counted=True)  # the engine counted its quarantine
+                    continue
                 done.append(item.name)
                 self.pending = max(0, self.pending - 1)
-            return len(done) == len(claimed)
+            return len(done) + len(poisoned) == len(claimed)
         finally:
             # Whatever was claimed and not accepted goes back to new/ at the next tick, whatever stopped us.
-            self._stalled.extend(c.name for c in claimed if c.name not in done)
+            self._stalled.extend(c.name for c in claimed if c.name not in done and c.name not in poisoned)
             if done:
                 with anyio.CancelScope(shield=True):
                     await self._io(self.maildir.ack, done)
 
-    def _report(self, item: Failed) -> None:
+    def _report(self, item: Failed, *, counted: bool = False) -> None:
         self.pending = max(0, self.pending - 1)
         if item.moved:
             self.failed += 1
@@ -355,6 +364,9 @@ class InboxWatcher:
             reason=item.reason,
             fields={"file": item.name, "moved_to_failed": item.moved},
         )
+        if item.moved and not counted:
+            fields = {"file": item.name, "kind": item.kind}
+            self._emit("quarantined", level="warning", reason=item.reason, fields=fields)
 
     # --- the legacy folder --------------------------------------------------------------------
 
@@ -368,7 +380,7 @@ class InboxWatcher:
         self._healed("legacy folder")
         for name in set(self._seen) - set(found):
             del self._seen[name]
-        now_wall, now = time.time(), self._clock()
+        now_wall, now = self._clock.wall(), self._clock.monotonic()
         for name, (signature, mtime) in found.items():
             if self._seen.get(name) != signature:
                 # Quiet since its mtime: a file untouched for the window is due right away.
@@ -400,7 +412,7 @@ class InboxWatcher:
     async def _legacy_deliver(self, file: legacy.LegacyFile) -> bool:
         if self._seen.get(file.name) == file.signature:
             return True
-        if time.time() - file.mtime > self.legacy_max_age_s:
+        if self._clock.wall() - file.mtime > self.legacy_max_age_s:
             self._seen[file.name] = file.signature  # older than the dedup retention: never replayed
             return True
         try:
@@ -422,7 +434,7 @@ class InboxWatcher:
                 fields={"file": file.name, "legacy": True},
             )
             try:
-                await self.engine.receive(response, TIER)
+                await self.engine.receive(response, Tier.FILE)
             except StoreUnavailable:
                 self._debounce.touch(file.name)  # retried after another quiet window
                 return False
@@ -433,12 +445,12 @@ class InboxWatcher:
 
     def health(self) -> dict[str, Any]:
         """The file tier's live state (``/health/file``); its status follows :mod:`mcp_cascade.health`."""
-        age = time.time() - self.last_rescan_at if self.last_rescan_at is not None else None
+        age = self._clock.wall() - self.last_rescan_at if self.last_rescan_at is not None else None
         problems = file_problems(
             FileFacts(
                 inbox_writable=self.writable,
                 watcher_alive=self.alive,
-                inotify_armed=self._inbox_wd is not None,
+                watch_armed=_INBOX in self._armed,
                 rescan_age_s=age,
                 rescan_interval_s=self.rescan_s,
                 stalled=len(self._stalled),
@@ -448,8 +460,10 @@ class InboxWatcher:
         body: dict[str, Any] = {
             "status": tier_status(problems),
             "problems": [p.text for p in problems],
+            "watcher": None if self._watcher is None else self._watcher.name,
+            "watcher_reason": None if self._watcher is None else self._watcher.reason,
             "watcher_alive": self.alive,
-            "inotify_armed": self._inbox_wd is not None,
+            "watch_armed": _INBOX in self._armed,
             "inbox_writable": self.writable,
             "pending_new": self.pending,
             "failed": self.failed,
@@ -464,7 +478,7 @@ class InboxWatcher:
         if self.legacy_dir is not None:
             body["legacy"] = {
                 "dir": str(self.legacy_dir),
-                "armed": self._legacy_wd is not None,
+                "armed": _LEGACY in self._armed,
                 "readable": "legacy folder" not in self._failing,
                 "waiting": len(self._debounce),
                 "known_files": len(self._seen),

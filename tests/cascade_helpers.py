@@ -38,14 +38,6 @@ class Recorder:
                 await self._changed.wait()
 
 
-def point_webhook_at(home: Path, session: str, url: str) -> None:
-    """Rewrite the session's discovery file so its webhook_url is ``url`` (the pid stays)."""
-    path = SessionPaths(home, session).session_json
-    data: dict[str, Any] = json.loads(path.read_text())
-    data["webhook_url"] = url
-    path.write_text(json.dumps(data))
-
-
 def write_session_json(home: Path, session: str, pid: int, url: str) -> None:
     """A discovery file as serve writes it, for a server that is not really there."""
     paths = SessionPaths(home, session)
@@ -76,53 +68,6 @@ def meta_tier(serve: ServeProcess, response_id: str) -> str:
     (note,) = [n for n in serve.channel() if n["params"]["meta"]["response_id"] == response_id]
     tier: str = note["params"]["meta"]["tier"]
     return tier
-
-
-class HttpStub:
-    """A real HTTP/1.1 server on loopback that answers every request with one fixed status.
-
-    Records each request's headers, so a test can see which tier (X-Cascade-Tier) tried.
-    """
-
-    def __init__(self, status: int, body: bytes = b'{"error":"stub"}') -> None:
-        self.status = status
-        self.body = body
-        self.requests: list[dict[str, str]] = []
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/webhook/bridge-response"
-
-    async def handle(self, stream: anyio.abc.SocketStream) -> None:
-        buffer = b""
-        async with stream:
-            try:
-                while True:
-                    while b"\r\n\r\n" not in buffer:
-                        buffer += await stream.receive()
-                    head, buffer = buffer.split(b"\r\n\r\n", 1)
-                    lines = head.decode("latin-1").split("\r\n")
-                    headers = {
-                        k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])
-                    }
-                    length = int(headers.get("content-length", "0"))
-                    while len(buffer) < length:
-                        buffer += await stream.receive()
-                    buffer = buffer[length:]
-                    self.requests.append(headers)
-                    await stream.send(
-                        b"HTTP/1.1 %d Stub\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                        % (self.status, len(self.body), self.body)
-                    )
-            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                return
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        task_status.started()
-        await listener.serve(self.handle)
 
 
 def config(**values: Any) -> Config:

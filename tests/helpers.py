@@ -53,12 +53,12 @@ def encode(data: Any) -> bytes:
     return json.dumps(data).encode()
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout, for children given a minimal environment
 
 
 def run_inspect(home: Path, *args: str, columns: int = 220) -> subprocess.CompletedProcess[str]:
     """``mcp-cascade inspect ARGS --home HOME`` as a subprocess, on this checkout's code."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": str(columns)}
+    env = {**os.environ, "COLUMNS": str(columns)}
     return subprocess.run(
         [sys.executable, "-m", "mcp_cascade", "inspect", *args, "--home", str(home)],
         capture_output=True,

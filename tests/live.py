@@ -1,19 +1,20 @@
-"""A synchronous serve subprocess for property-based tests (hypothesis drives sync functions)."""
+"""A synchronous serve subprocess for property-based tests (hypothesis drives sync functions).
+
+The harness's :class:`~mcp_cascade.testing.ServeProcess` is async; hypothesis calls plain
+functions, so this one reads serve's stdout from a thread. It starts serve the same way.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from mcp_cascade.sessions import SessionInfo, read_session
-
-REPO = str(Path(__file__).resolve().parent.parent)
+from mcp_cascade.testing import module_command
 
 
 class LiveServe:
@@ -26,11 +27,10 @@ class LiveServe:
         self.bad_lines: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mcp_cascade", "serve", "--home", str(home), "--session", session],
+            module_command("serve", "--home", home, "--session", session),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": REPO},
         )
         threading.Thread(target=self._read, daemon=True).start()
         self.info = self._wait_session()

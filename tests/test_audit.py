@@ -86,6 +86,19 @@ def test_rotation_keeps_one_previous_generation_and_reading_skips_a_torn_last_li
     assert all(r["component"] == "serve" for r in read_audit(tmp_path))
 
 
+def test_rotation_keeps_the_configured_generations_in_order_and_drops_the_oldest(tmp_path: Path) -> None:
+    trail = AuditTrail(tmp_path / "audit.jsonl", 4096, "serve", generations=4)
+    for n in range(600):
+        trail.write(Event("pushed", response_id=f"r:{n}", tier=1))
+    trail.close()
+    kept = sorted(p.name for p in tmp_path.glob("audit.jsonl*") if not p.name.endswith(".lock"))
+    assert kept == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.3", "audit.jsonl.4"]
+    ids = [int(r["response_id"].split(":")[1]) for r in read_audit(tmp_path)]
+    # Oldest generation first, no gap, ending with the newest record; only whole files were dropped.
+    assert ids == list(range(600 - len(ids), 600))
+    assert len(ids) > 4 * 4096 // 120
+
+
 def test_a_record_carries_who_wrote_it_and_the_event_fields(tmp_path: Path) -> None:
     trail = AuditTrail(tmp_path / "audit.jsonl", 1 << 20, "bridge")
     trail.write(

@@ -10,19 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.bridge.access import CODE_TTL_S, Access, PairingError, pair
+from mcp_cascade.bridge.access import CODE_TTL_S, CODES_PER_USER, MAX_PENDING, Access, PairingError, pair
 from mcp_cascade.bridge.instance import (
     AlreadyRunning,
     TokenError,
     acquire,
     fingerprint,
     load_token,
-    redact,
 )
-from mcp_cascade.bridge.testing import random_token
 from mcp_cascade.config import Config, load_config
-
-REPO = str(Path(__file__).resolve().parent.parent)
+from mcp_cascade.testing import random_token
 
 
 def _access(home: Path, allow: tuple[int, ...] = ()) -> Access:
@@ -31,7 +28,7 @@ def _access(home: Path, allow: tuple[int, ...] = ()) -> Access:
 
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": REPO}
+    env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-m", "mcp_cascade", *args, "--home", str(home)],
         capture_output=True,
@@ -110,14 +107,6 @@ def test_a_second_bridge_for_the_same_home_or_token_is_refused(home: Path, tmp_p
     acquire(home, token, env).release()
 
 
-def test_redaction_removes_the_token_and_its_secret_half() -> None:
-    token = "123456:AAH-secret-part-xyz"
-    assert (
-        redact(f"GET https://api/bot{token}/getMe failed", token) == "GET https://api/bot<token>/getMe failed"
-    )
-    assert redact("secret was AAH-secret-part-xyz", token) == "secret was <token>"
-
-
 def test_the_allow_flag_and_config_add_to_paired_users(home: Path) -> None:
     loaded = load_config(home, {"MCP_CASCADE_ALLOW": "5,6"}, {})
     access = Access(home, lambda: loaded.config)
@@ -125,3 +114,29 @@ def test_the_allow_flag_and_config_add_to_paired_users(home: Path) -> None:
     (home / "bridge").mkdir()
     (home / "bridge" / "allowlist.json").write_text('{"users": [7, "x"]}')
     assert access.users() == frozenset({5, 6, 7})
+
+
+def test_strangers_writing_first_cannot_keep_the_owner_from_getting_a_code(home: Path) -> None:
+    """Finding 6: five (or any number of) strangers took every code before the owner wrote."""
+    config = Config.model_validate({})
+    access = Access(home, lambda: config)
+    now = 1000.0
+    for stranger in range(1, 2 * MAX_PENDING):
+        assert access.offer(stranger, stranger, None, "Stranger", now=now + stranger) is not None
+    owner = access.offer(99, 99, "owner", "Owner", now=now + 100)
+    assert owner is not None
+    assert pair(home, owner, now=now + 101).user_id == 99
+
+
+def test_one_person_gets_one_live_code_and_only_a_few_an_hour(home: Path) -> None:
+    config = Config.model_validate({})
+    access = Access(home, lambda: config)
+    first = access.offer(7, 7, None, "Churner", now=0.0)
+    assert access.offer(7, 7, None, "Churner", now=1.0) == first  # the same code while it lasts
+    issued = {first}
+    for n in range(CODES_PER_USER + 2):
+        for newcomer in range(MAX_PENDING):  # push every pending code out
+            access.offer(1000 + n * MAX_PENDING + newcomer, 1, None, None, now=2.0 + n)
+        issued.add(access.offer(7, 7, None, "Churner", now=2.5 + n))
+    assert len(issued - {None}) == CODES_PER_USER and None in issued
+    assert access.offer(7, 7, None, "Churner", now=CODE_TTL_S + 10) is not None  # a new hour

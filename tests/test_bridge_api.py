@@ -16,11 +16,13 @@ from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.prompts import Outbound
-from mcp_cascade.bridge.telegram import Backoff, TelegramClient
-from mcp_cascade.bridge.testing import random_token
+from mcp_cascade.bridge.telegram import TelegramClient
 from mcp_cascade.config import Config
+from mcp_cascade.errors import SignatureError
 from mcp_cascade.events import NullObserver
-from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.retry import Backoff
+from mcp_cascade.signing import Signer, load_or_create_secret, verify_answer
+from mcp_cascade.testing import random_token
 from tests.helpers import sign
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +54,9 @@ async def api(home: Path) -> AsyncIterator[Api]:
     access = Access(home, lambda: config)
     async with (
         FakeTelegram().serving() as fake,
-        TelegramClient(random_token(), fake.base_url, NullObserver(), backoff=Backoff(0.01, 0.02)) as tg,
+        TelegramClient(
+            random_token(), fake.base_url, NullObserver(), backoff=Backoff(initial_s=0.01, cap_s=0.02)
+        ) as tg,
     ):
         deps = ApiDeps(
             Outbound(tg, ledger, access, NullObserver()),
@@ -154,3 +158,25 @@ async def test_telegram_refusing_a_send_is_a_502_naming_telegram(api: Api) -> No
 
 def _client_of(api: Api) -> TelegramClient:
     return TelegramClient(random_token(), api.fake.base_url, NullObserver())
+
+
+async def test_a_replayed_signed_request_sends_nothing_twice(api: Api) -> None:
+    """Finding 7: the same signed /api/reply played again within the timestamp window is refused."""
+    raw = json.dumps({"session": "proj-a", "chat_id": 42, "text": "only once"}).encode()
+    headers = sign(api.secret, "out:replayed", raw)
+    first = await api.client.post("/api/reply", content=raw, headers=headers)
+    again = await api.client.post("/api/reply", content=raw, headers=headers)
+    assert first.status_code == 200, first.text
+    assert again.status_code == 401 and "already used" in again.json()["error"]
+    assert [m.text.endswith("only once") for m in api.fake.messages(42)] == [True]
+
+
+async def test_answers_to_signed_requests_are_signed_for_that_request(api: Api) -> None:
+    raw = json.dumps({"nonce": "ab" * 16}).encode()
+    answer = await api.client.post("/api/hello", content=raw, headers=sign(api.secret, "out:hello", raw))
+    assert answer.status_code == 200 and answer.json()["nonce"] == "ab" * 16
+    verify_answer(Signer(api.secret), "out:hello", answer.headers, answer.content)
+    with pytest.raises(SignatureError):
+        verify_answer(Signer(api.secret), "out:other", answer.headers, answer.content)
+    forged = await api.post("/api/hello", {"nonce": "cd" * 16}, secret="whsec_" + "A" * 44)
+    assert forged.status_code == 401 and "webhook-signature" not in forged.headers

@@ -14,8 +14,7 @@ import pytest
 from anyio.streams.text import TextReceiveStream
 
 pytestmark = pytest.mark.anyio
-REPO = str(Path(__file__).resolve().parent.parent)
-ENV = {**os.environ, "PYTHONPATH": REPO}
+ENV = dict(os.environ)
 
 
 async def test_fake_telegram_prints_its_base_url_and_stops_on_sigterm() -> None:

@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from mcp_cascade.bridge.fake_api import FakeTelegram
-from mcp_cascade.bridge.testing import BridgeProcess
+from mcp_cascade.testing import BridgeProcess
+from mcp_cascade.wire import PERMISSION
 from tests.bridge_helpers import (
     ALICE,
     MALLORY,
@@ -34,7 +35,6 @@ from tests.bridge_helpers import (
 from tests.helpers import sign
 
 pytestmark = pytest.mark.anyio
-PERMISSION = "notifications/claude/channel/permission"
 STREAM = 60
 KILLS = (5, 25, 45)  # SIGKILL the bridge when the session has seen this many
 

@@ -9,6 +9,7 @@ import anyio.lowlevel
 import pytest
 
 from mcp_cascade.bridge.flood import FloodLimits, Gate, Priority, Scheduler
+from mcp_cascade.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -66,36 +67,18 @@ def test_a_429_blocks_the_chat_exactly_until_retry_after() -> None:
     assert gate.ready_at(43, 0.5) == 0.5  # other chats are not held up
 
 
-class _Clock:
-    """Virtual time: sleep advances it, so nothing here waits for real."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += max(seconds, 0.0)
-        await anyio.lowlevel.checkpoint()
-
-
 async def test_retry_after_is_waited_out_in_full_never_early() -> None:
-    clock = _Clock()
-    scheduler = Scheduler(FloodLimits(burst=1), clock=clock, sleep=clock.sleep)
+    clock = FakeClock(0.0)
+    scheduler = Scheduler(FloodLimits(burst=1), clock=clock)
     await scheduler.turn(42)
     until = scheduler.retry_after(42, 7.0)
     await scheduler.turn(42)
     assert clock.now >= until == 7.0
-    await scheduler.until(clock.now + 2.0)
-    assert clock.now == pytest.approx(9.0)
 
 
 async def test_urgent_messages_overtake_a_long_reply_waiting_for_its_turn() -> None:
-    clock = _Clock()
-    scheduler = Scheduler(FloodLimits(burst=1), clock=clock, sleep=clock.sleep)
+    clock = FakeClock(0.0)
+    scheduler = Scheduler(FloodLimits(burst=1), clock=clock)
     order: list[str] = []
 
     async def send(name: str, priority: Priority) -> None:

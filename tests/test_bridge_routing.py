@@ -22,7 +22,9 @@ STRANGER = User(666, "mallory", None)
 _ids = itertools.count(1)
 
 
-def _session(home: Path, name: str, started_at: str, *, alive: bool = True) -> None:
+def _session(
+    home: Path, name: str, started_at: str, *, alive: bool = True, label: str | None = None, cwd: str = ""
+) -> None:
     paths = SessionPaths(home, name)
     paths.dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
@@ -34,8 +36,8 @@ def _session(home: Path, name: str, started_at: str, *, alive: bool = True) -> N
             "webhook_url": "http://127.0.0.1:9/webhook/bridge-response",
             "health_url": "http://127.0.0.1:9/health",
             "started_at": started_at,
-            "cwd": f"/work/{name}",
-            "label": name.split("-")[0],
+            "cwd": cwd or f"/work/{name}",
+            "label": label or name.split("-")[0],
         },
     )
 
@@ -190,6 +192,26 @@ def test_sessions_lists_live_ones_and_use_picks_one_that_sticks(home: Path, ledg
     _session(home, "beta-9", "2026-11-29T07:00:00Z", alive=False)
     ambiguous = router.decide(_text("/use beta"))
     assert ambiguous == Say("'beta' matches several sessions: beta-2, beta-9")
+
+
+def test_two_windows_of_one_folder_are_listed_apart_and_either_can_be_picked(
+    home: Path, ledger: Ledger
+) -> None:
+    _session(home, "shop-12a3286e", "2026-11-29T08:00:00Z", label="shop", cwd="/work/shop")
+    _session(home, "shop-12a3286e-2", "2026-11-29T09:30:00Z", label="shop #2", cwd="/work/shop")
+    router = _router(home, ledger)
+    listing = router.decide(_text("/sessions"))
+    assert isinstance(listing, Say)
+    pid = os.getpid()
+    assert f"1. ▶ shop-12a3286e-2: shop #2 in /work/shop, started 2026-11-29 09:30, pid {pid}" in listing.text
+    assert f"2. • shop-12a3286e: shop in /work/shop, started 2026-11-29 08:00, pid {pid}" in listing.text
+    assert router.decide(_text("/use 2")) == Say("Now talking to shop-12a3286e.")
+    plain = router.decide(_text("to the first window"))
+    assert isinstance(plain, Deliver) and plain.session == "shop-12a3286e"
+    assert router.decide(_text("/use shop-12a3286e-2")) == Say("Now talking to shop-12a3286e-2.")
+    # The folder's id names the first window exactly, though the second's id starts with it.
+    assert router.decide(_text("/use shop-12a3286e")) == Say("Now talking to shop-12a3286e.")
+    assert router.decide(_text("/use shop #2")) == Say("Now talking to shop-12a3286e-2.")
 
 
 def test_with_no_session_at_all_the_person_is_told(home: Path, ledger: Ledger) -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from telegram.error import RetryAfter, TelegramError
 
 from mcp_cascade.bridge.fake_api import FakeTelegram, FakeUser, utf16_len
 from mcp_cascade.bridge.telegram import (
-    Backoff,
     TelegramClient,
     TelegramUnavailable,
     TokenRejected,
+    retry_wait,
     truncate,
 )
-from mcp_cascade.bridge.testing import random_token
+from mcp_cascade.clock import FakeClock
 from mcp_cascade.events import Event
+from mcp_cascade.retry import Backoff
+from mcp_cascade.testing import random_token
 
 pytestmark = pytest.mark.anyio
 FAST = Backoff(initial_s=0.01, cap_s=0.05)
@@ -44,10 +47,13 @@ async def client(fake: FakeTelegram) -> AsyncIterator[TelegramClient]:
 
 def test_backoff_doubles_within_jitter_up_to_its_cap_and_yields_to_retry_after() -> None:
     b = Backoff(initial_s=0.5, cap_s=4.0)
-    assert [b.delay(n, rand=1.0) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert [b.delay(n, rand=0.0) for n in range(3)] == [0.25, 0.5, 1.0]
-    assert b.delay(5, retry_after=7) == 7
-    assert b.delay(0, retry_after=0) == 0
+    server_error = TelegramError("Bad Gateway")
+    assert [retry_wait(b, n, server_error, 0.999999) for n in range(6)] == pytest.approx(
+        [0.5, 1.0, 2.0, 4.0, 4.0, 4.0], rel=1e-5
+    )
+    assert [retry_wait(b, n, server_error, 0.0) for n in range(3)] == [0.25, 0.5, 1.0]
+    assert retry_wait(b, 5, RetryAfter(7), 0.5) == 7
+    assert retry_wait(b, 0, RetryAfter(0), 0.5) == 0
 
 
 def test_truncate_marks_the_cut() -> None:
@@ -56,14 +62,13 @@ def test_truncate_marks_the_cut() -> None:
     assert utf16_len(truncate("😀" * 10, 5)) <= 5
 
 
-async def test_a_429_waits_exactly_as_long_as_telegram_asked(
-    fake: FakeTelegram, client: TelegramClient
-) -> None:
-    fake.fail("sendMessage", 429, retry_after=1)
-    message = await client.send(42, "hello")
-    calls = fake.calls_of("sendMessage")
-    assert [c.status for c in calls] == [429, 200]
-    assert calls[1].at - calls[0].at >= 0.95
+async def test_a_429_waits_exactly_as_long_as_telegram_asked(fake: FakeTelegram) -> None:
+    clock = FakeClock()
+    async with TelegramClient(random_token(), fake.base_url, Events(), backoff=FAST, clock=clock) as tg:
+        fake.fail("sendMessage", 429, retry_after=7)
+        message = await tg.send(42, "hello")
+    assert [c.status for c in fake.calls_of("sendMessage")] == [429, 200]
+    assert clock.slept == [7.0]  # what Telegram asked for, not the backoff's 10-50 ms
     assert message.message_id == fake.messages(42)[0].message_id
 
 
@@ -74,7 +79,7 @@ async def test_5xx_and_slow_answers_are_retried_until_they_succeed(
     fake.fail("sendMessage", 502)
     await client.send(42, "hello")
     assert [c.status for c in fake.calls_of("sendMessage")] == [500, 502, 200]
-    assert client.reach.snapshot()["reachable"] is True
+    assert client.reachability()["reachable"] is True
     assert [m.text for m in fake.messages(42)] == ["hello"]
 
 
@@ -84,14 +89,18 @@ async def test_a_request_telegram_refuses_is_not_retried(fake: FakeTelegram, cli
     assert len(fake.calls_of("editMessageText")) == 1
 
 
-async def test_retries_stop_at_the_deadline_with_the_last_reason(
-    fake: FakeTelegram, client: TelegramClient
-) -> None:
+async def test_retries_stop_at_the_deadline_with_the_last_reason(fake: FakeTelegram) -> None:
+    clock = FakeClock()
     fake.fail("getMe", 503, times=1000)
-    with pytest.raises(TelegramUnavailable, match=r"gave up after 0\.3 s"):
-        await client.start(deadline_s=0.3)
-    snapshot = client.reach.snapshot()
-    assert snapshot["reachable"] is False and snapshot["consecutive_failures"] >= 2
+    async with TelegramClient(
+        random_token(), fake.base_url, Events(), backoff=FAST, clock=clock, random=lambda: 1.0
+    ) as tg:
+        with pytest.raises(TelegramUnavailable, match=r"gave up after 0\.3 s"):
+            await tg.start(deadline_s=0.3)
+        snapshot = tg.reachability()
+    # 10, 20, 40, then 50 ms (the cap) while the next wait still ends before 300 ms.
+    assert clock.slept == pytest.approx([0.01, 0.02, 0.04, 0.05, 0.05, 0.05, 0.05])
+    assert snapshot["reachable"] is False and snapshot["consecutive_failures"] == len(clock.slept) + 1
 
 
 async def test_an_unchanged_edit_and_an_expired_tap_are_not_errors(

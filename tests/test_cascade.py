@@ -1,7 +1,9 @@
-"""The sending cascade against real serve processes: one test per way tier 1 breaks.
+"""The sending cascade against real serve processes: a healthy session, one down, refused, killed, stopped.
 
 Each test checks which tier delivered (the receipt and the notification's meta
-tier) and that the session saw every response exactly once.
+tier) and that the session saw every response exactly once. How the walk
+answers each kind of failing sidecar (5xx, a rejection, slowness and the
+breaker) is shown exactly, on a fake clock, in test_walk.py.
 """
 
 from __future__ import annotations
@@ -9,26 +11,21 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 
 from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.config import Config
-from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.response import Response, make_response
-from mcp_cascade.sessions import SessionPaths, read_session
+from mcp_cascade.sessions import read_session
 from mcp_cascade.testing import ServeProcess
 from tests.cascade_helpers import (
-    HttpStub,
     Recorder,
     config,
     meta_tier,
-    point_webhook_at,
     seen,
     write_session_json,
 )
@@ -68,7 +65,12 @@ def tiers(receipt: Receipt) -> list[tuple[int, str]]:
 
 
 async def test_a_healthy_session_gets_the_response_through_tier_1(home: Path) -> None:
-    async with running(home, "c-ok") as serve, sender(home) as (s, recorder):
+    # Real processes on a machine that may be busy: the budget is not what this test is about
+    # (the walk's budgets are proven on a fake clock in test_walk.py), so it is generous here.
+    async with (
+        running(home, "c-ok") as serve,
+        sender(home, config(webhook_timeout_ms=10_000)) as (s, recorder),
+    ):
         receipt = await s.deliver(answer(1), "c-ok")
         assert receipt.status == "delivered"
         assert receipt.tier == 1
@@ -98,7 +100,9 @@ async def test_no_session_json_goes_to_tier_3_and_is_delivered_when_the_server_s
         assert seen(serve) == {"tg:1:2": 1}
 
 
-async def test_connection_refused_retries_in_tier_2_then_queues_in_tier_3(home: Path) -> None:
+async def test_connection_refused_goes_to_tier_3_at_once_and_still_acknowledges(
+    home: Path,
+) -> None:
     acks: list[str] = []
 
     async def ack(response: Response, session: str, reason: str) -> None:
@@ -115,13 +119,9 @@ async def test_connection_refused_retries_in_tier_2_then_queues_in_tier_3(home: 
     assert receipt.tier == 3
     assert receipt.attempts[0].tier == 1
     assert receipt.attempts[0].outcome == "refused"
-    tier2 = [a for a in receipt.attempts if a.tier == 2]
-    assert tier2 and all(a.outcome == "refused" for a in tier2)
-    assert receipt.attempts[-1].tier == 3
-    assert [(e.fields["from_tier"], e.fields["to_tier"]) for e in recorder.named("failover")] == [
-        (1, 2),
-        (2, 3),
-    ]
+    # Nobody listens on the port: retrying it in tier 2 cannot help while the inbox can.
+    assert [(a.tier, a.outcome) for a in receipt.attempts] == [(1, "refused"), (3, "ok")]
+    assert [(e.fields["from_tier"], e.fields["to_tier"]) for e in recorder.named("failover")] == [(1, 3)]
     assert all(e.fields["kind"] == "refused" for e in recorder.named("failover"))
     assert len(acks) == 1 and "refused" in acks[0]
     async with running(home, "c-refused") as serve:
@@ -158,95 +158,26 @@ async def test_a_sigstopped_server_times_out_and_the_response_is_queued_within_t
         serve.kill(signal.SIGSTOP)
         try:
             receipt = await s.deliver(answer(5), "c-stopped")
+            # Each frozen answer counts as slow; after slow_after of them the breaker opens and the
+            # next response goes straight to the inbox.
+            receipts = [receipt]
+            while s.breakers()["c-stopped"].state != "open" and len(receipts) < 2 * cfg.slow_after:
+                receipts.append(await s.deliver(answer(50 + len(receipts)), "c-stopped"))
         finally:
             serve.kill(signal.SIGCONT)
-        assert receipt.status == "queued"
-        assert receipt.tier == 3
+        assert [(r.status, r.tier) for r in receipts] == [("queued", 3)] * len(receipts)
         assert receipt.attempts[0].outcome == "timeout"
-        assert all(a.outcome in ("timeout", "skipped") for a in receipt.attempts[1:-1])
-        budget_ms = cfg.webhook_timeout_ms + cfg.bridge_timeout_ms
-        assert receipt.latency_ms < budget_ms + 400  # generous margin for a busy machine
-        # The breaker opened for slowness: the next response goes straight to the inbox.
+        # Hedged: the inbox was written when tier 1's budget ran out, tier 2 stopped once it answered.
+        assert [a.tier for a in receipt.attempts if a.outcome == "ok"] == [3]
+        # That the walk keeps to its budgets is proven exactly on a fake clock (test_walk.py);
+        # here, on real processes, only that it is nowhere near the overall timeout.
+        assert receipt.latency_ms < cfg.overall_timeout_ms / 2
         assert s.breakers()["c-stopped"].state == "open"
         (opened,) = recorder.named("breaker")
         assert (opened.fields["state"], opened.reason) == ("open", "slow")
-        assert opened.response_id == "tg:1:5"  # the response whose attempt opened it
-        await serve.wait_channel(1)
+        assert opened.response_id == receipts[-1].response_id  # the response whose attempt opened it
+        await serve.wait_channel(len(receipts))
         # Requests the kernel accepted while the server was stopped are served after SIGCONT:
         # whichever path arrived first carried it, and it came through a tier the sender used.
         assert meta_tier(serve, "tg:1:5") in {str(a.tier) for a in receipt.attempts if a.outcome != "skipped"}
-        assert seen(serve) == {"tg:1:5": 1}
-
-
-@pytest.mark.parametrize("status", [503, 500])
-async def test_a_sidecar_answering_5xx_gets_tier_2_retries_then_tier_3(home: Path, status: int) -> None:
-    stub = HttpStub(status, b'{"status":"unavailable","error":"cannot persist"}')
-    async with running(home, "c-5xx") as serve, anyio.create_task_group() as tg:
-        await tg.start(stub.serve)
-        point_webhook_at(home, "c-5xx", stub.url)
-        async with sender(home) as (s, recorder):
-            receipt = await s.deliver(answer(6), "c-5xx")
-        assert receipt.status == "queued"
-        assert receipt.tier == 3
-        assert receipt.attempts[0].status_code == status
-        tier2 = [a for a in receipt.attempts if a.tier == 2]
-        assert tier2 and all(a.status_code == status for a in tier2)
-        assert [r.get("x-cascade-tier") for r in stub.requests] == [None] + ["2"] * len(tier2)
-        assert {e.fields["kind"] for e in recorder.named("failover")} == {"http_5xx"}
-        await serve.wait_channel(1)
-        assert meta_tier(serve, "tg:1:6") == "3"
-        assert seen(serve) == {"tg:1:6": 1}
-        tg.cancel_scope.cancel()
-
-
-async def test_a_response_the_server_rejects_as_invalid_is_not_retried_and_is_kept_aside(home: Path) -> None:
-    stub = HttpStub(422, b'{"status":"rejected","errors":[{"path":"$.text","message":"bad"}]}')
-    async with anyio.create_task_group() as tg:
-        await tg.start(stub.serve)
-        write_session_json(home, "c-422", os.getpid(), stub.url)
-        async with sender(home) as (s, _):
-            receipt = await s.deliver(answer(7), "c-422")
-        tg.cancel_scope.cancel()
-    assert receipt.status == "failed"
-    assert tiers(receipt) == [(1, "error")]
-    assert len(stub.requests) == 1
-    assert not (SessionPaths(home, "c-422").inbox / "new").exists()
-    failed = list((home / "outbox" / "failed").glob("*.reason"))
-    assert len(failed) == 1 and "HTTP 422" in failed[0].read_text()
-
-
-async def test_a_slow_sidecar_degrades_to_tier_3_and_recovers_to_tier_1_when_fast_again(home: Path) -> None:
-    # Long enough that the first response's own tier-2 retries cannot probe, short enough to wait for.
-    cfg = config(breaker_reset_ms=500)
-    async with running(home, "c-slow") as serve, sender(home, cfg) as (s, recorder):
-        info = await serve.wait_session()
-        host, port = info.webhook_url.split("//")[1].split("/")[0].split(":")
-        async with FaultProxy(host, int(port)) as proxy:
-            point_webhook_at(home, "c-slow", proxy.url("/webhook/bridge-response"))
-            proxy.set(Fault.LATENCY, latency_s=1.0)
-            first = await s.deliver(answer(10), "c-slow")
-            assert first.tier == 3
-            assert first.attempts[0].outcome == "timeout"
-            assert s.breakers()["c-slow"].reason == "slow"
-            second = await s.deliver(answer(11), "c-slow")
-            assert second.tier == 3
-            assert second.attempts[0].outcome == "skipped"
-            assert "slow" in second.attempts[0].reason
-            assert recorder.named("failover")[-1].fields["kind"] == "slow"
-            proxy.set(Fault.PASS)
-            n = 12
-            with anyio.fail_after(20):
-                while True:
-                    receipt = await s.deliver(answer(n), "c-slow")
-                    if receipt.tier == 1:
-                        break
-                    n += 1
-                    probe_at = s.breakers()["c-slow"].next_probe_at
-                    if probe_at is not None:  # the breaker's own schedule: the next probe is due then
-                        await anyio.sleep(max(0.0, probe_at - time.time()))
-            assert s.breakers()["c-slow"].state == "closed"
-            await serve.wait_channel(n - 9)
-        assert meta_tier(serve, "tg:1:10") == "3"
-        assert meta_tier(serve, "tg:1:11") == "3"
-        assert meta_tier(serve, f"tg:1:{n}") == "1"
-        assert seen(serve) == {f"tg:1:{k}": 1 for k in range(10, n + 1)}
+        assert seen(serve) == {r.response_id: 1 for r in receipts}

@@ -19,8 +19,8 @@ import pytest
 from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.response import make_response
-from mcp_cascade.testing import ServeProcess
-from tests.cascade_helpers import Recorder, config, point_webhook_at, seen
+from mcp_cascade.testing import ServeProcess, point_webhook_at
+from tests.cascade_helpers import Recorder, config, seen
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from mcp_cascade.cli import main
-from mcp_cascade.config import load_config, resolve_session, session_id_for
+from mcp_cascade.config import load_config
 from mcp_cascade.errors import ConfigError
+from mcp_cascade.sessions import resolve_session, session_id_for
 
 
 def test_defaults_are_the_documented_budgets(home: Path) -> None:

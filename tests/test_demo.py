@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from mcp_cascade.demo import run as demo_run
-from mcp_cascade.demo.tally import Arrival, Sent, Tally, percentile
+from mcp_cascade.demo.tally import Arrival, DemoSent, DemoTally, percentile
 
 DEMO = [sys.executable, "-m", "mcp_cascade", "demo"]
 BOUND_S = 90.0  # the demo takes well under 30 s; this only catches a hang on a loaded machine
@@ -137,12 +137,12 @@ def test_a_nonempty_home_is_refused_before_anything_starts(home: Path) -> None:
 # --- the bookkeeping ------------------------------------------------------------------------------
 
 
-def sent(rid: str, session: str = "a", at: float = 0.0, held: bool = False) -> Sent:
-    return Sent(rid, session, "text", at, "step", held)
+def sent(rid: str, session: str = "a", at: float = 0.0, held: bool = False) -> DemoSent:
+    return DemoSent(rid, session, "text", at, "step", held)
 
 
 def test_a_flagged_redelivery_is_reported_apart_and_is_not_a_duplicate() -> None:
-    tally = Tally()
+    tally = DemoTally()
     tally.expect(sent("r1"))
     tally.arrive(Arrival("r1", "a", 1, 0.01))
     tally.arrive(Arrival("r1", "a", 3, 0.02, redelivered=True))
@@ -159,7 +159,7 @@ def test_an_unflagged_repeat_a_wrong_session_a_stranger_and_a_gap_each_fail_the_
         ([Arrival("r1", "a", 1, 0.1), Arrival("zz", "a", 1, 0.1)], "unexpected"),
         ([], "missing"),
     ):
-        tally = Tally()
+        tally = DemoTally()
         tally.expect(sent("r1"))
         for arrival in arrivals:
             tally.arrive(arrival)
@@ -170,7 +170,7 @@ def test_an_unflagged_repeat_a_wrong_session_a_stranger_and_a_gap_each_fail_the_
 
 
 def test_tiers_count_first_arrivals_and_time_only_answers_given_while_their_session_was_up() -> None:
-    tally = Tally()
+    tally = DemoTally()
     tally.expect(sent("fast", at=1.0))
     tally.expect(sent("held", at=1.0, held=True))
     tally.expect(sent("slow", at=1.0))
@@ -185,7 +185,7 @@ def test_tiers_count_first_arrivals_and_time_only_answers_given_while_their_sess
 
 
 def test_a_run_that_stopped_early_is_never_a_yes() -> None:
-    tally = Tally()
+    tally = DemoTally()
     tally.expect(sent("r1"))
     tally.arrive(Arrival("r1", "a", 1, 0.1))
     verdict = tally.verdict(complete=False)

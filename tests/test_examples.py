@@ -16,11 +16,10 @@ from mcp_cascade.testing import ServeProcess
 
 pytestmark = pytest.mark.anyio
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-REPO = str(EXAMPLES.parent)
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "MCP_CASCADE_HOME": str(home), "PYTHONPATH": REPO}
+    return {**os.environ, "MCP_CASCADE_HOME": str(home)}
 
 
 async def _run(cmd: list[str], home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -19,11 +19,10 @@ from mcp_cascade._fs import atomic_write_json, read_json
 from mcp_cascade.testing import ServeProcess
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "mcp_cascade", *args, "--home", str(home)],
         capture_output=True,

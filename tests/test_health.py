@@ -39,7 +39,7 @@ def files(**kw: Any) -> FileFacts:
     healthy = FileFacts(
         inbox_writable=True,
         watcher_alive=True,
-        inotify_armed=True,
+        watch_armed=True,
         rescan_age_s=0.5,
         rescan_interval_s=1.0,
         stalled=0,
@@ -88,11 +88,13 @@ def test_file_facts_become_problems_an_operator_can_act_on() -> None:
     assert file_problems(files()) == []
     assert tier_status(file_problems(files(inbox_writable=False))) == "down"
     assert tier_status(file_problems(files(watcher_alive=False))) == "down"
-    (unwatched,) = file_problems(files(inotify_armed=False))
+    (unwatched,) = file_problems(files(watch_armed=False))
     assert not unwatched.fatal and "rescan (every 1s)" in unwatched.text
     # The watcher's own account of why replaces the generic sentence.
-    (why,) = file_problems(files(inotify_armed=False, failing={"inotify": "inotify is unavailable (EMFILE)"}))
-    assert why.text == "inotify is unavailable (EMFILE)"
+    (why,) = file_problems(
+        files(watch_armed=False, failing={"inbox watch": "cannot watch inbox/new (ENOSPC); rescans only"})
+    )
+    assert why.text == "cannot watch inbox/new (ENOSPC); rescans only"
     (late,) = file_problems(files(rescan_age_s=4.5))
     assert not late.fatal and late.text == "last rescan 4.5s ago (every 1s expected)"
     assert file_problems(files(rescan_age_s=3.9)) == []

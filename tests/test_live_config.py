@@ -12,6 +12,7 @@ import pytest
 
 from mcp_cascade.config import LiveConfig
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.watchers import BackendName
 from tests.cascade_helpers import Recorder
 
 pytestmark = pytest.mark.anyio
@@ -64,9 +65,11 @@ def test_environment_and_flags_still_win_over_the_reloaded_file(home: Path) -> N
     assert live.loaded.sources["webhook_timeout_ms"] == "env MCP_CASCADE_WEBHOOK_TIMEOUT_MS"
 
 
-async def test_watch_reloads_when_config_toml_is_replaced_or_written_in_place(home: Path) -> None:
+async def test_watch_reloads_when_config_toml_is_replaced_or_written_in_place(
+    home: Path, backend: BackendName
+) -> None:
     recorder = Recorder()
-    live = LiveConfig(home, {})
+    live = LiveConfig(home, {"MCP_CASCADE_WATCHER": backend})
     async with anyio.create_task_group() as tg:
         await tg.start(live.watch, recorder)
         write_config(home, "breaker_threshold = 9\n")
@@ -90,9 +93,11 @@ async def test_watch_reloads_on_sighup(home: Path) -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_a_second_watch_on_the_same_config_waits_instead_of_competing(home: Path) -> None:
+async def test_a_second_watch_on_the_same_config_waits_instead_of_competing(
+    home: Path, backend: BackendName
+) -> None:
     recorder = Recorder()
-    live = LiveConfig(home, {})
+    live = LiveConfig(home, {"MCP_CASCADE_WATCHER": backend})
     async with anyio.create_task_group() as tg:
         await tg.start(live.watch, recorder)
         await tg.start(live.watch, recorder)

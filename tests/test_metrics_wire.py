@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import from_dict
+from mcp_cascade.signing import Signer, sign_tier
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import body, encode, sign
 
@@ -91,6 +92,8 @@ def metrics_url(webhook_url: str) -> str:
 async def post(client: httpx.AsyncClient, url: str, secret: str, data: Any, **kw: Any) -> httpx.Response:
     raw = encode(data)
     headers = sign(secret, str(data.get("id")), raw)
+    if kw.pop("signed_tier", None) == 2:
+        headers.update(sign_tier(Signer(secret), headers, 2))
     headers.update(kw.pop("headers", {}))
     return await client.post(url, content=kw.pop("content", raw), headers=headers)
 
@@ -166,10 +169,16 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
             for data in good:
                 assert (await post(client, url, secret, data)).json()["status"] == "delivered"
             tier2 = body(id="late:t2")
-            answer = await post(client, url, secret, tier2, headers={"x-cascade-tier": "2"})
+            claim = body(id="late:forged-tier")  # a tier claim the signature does not cover is ignored
+            answer = await post(client, url, secret, claim, headers={"x-cascade-tier": "2"})
+            assert answer.json() == {**answer.json(), "status": "delivered", "tier": 1}
+            received += 1
+            answer = await post(client, url, secret, tier2, signed_tier=2)
             assert answer.json() == {**answer.json(), "status": "delivered", "tier": 2}
             assert (await post(client, url, secret, good[0])).json()["status"] == "duplicate"
-            assert (await post(client, url, secret, tier2)).json()["status"] == "duplicate"
+            again = (await post(client, url, secret, tier2)).json()  # now on tier 1
+            # The answer names the tier that brought it first, so a sender reports that one.
+            assert (again["status"], again["tier"], again["first_tier"]) == ("duplicate", 1, 2)
             bad_schema = body(id="bad:1")
             del bad_schema["user"]
             assert (await post(client, url, secret, bad_schema)).status_code == 422
@@ -195,14 +204,14 @@ async def test_counters_move_and_received_equals_delivered_duplicate_rejected_pe
             last.outcome("rejected"),
         )
         pending = last.value("mcp_cascade_queue_depth")
-        assert (delivered, duplicate, rejected, pending) == (9, 4, 6, 0)
+        assert (delivered, duplicate, rejected, pending) == (10, 4, 6, 0)
         assert received == delivered + duplicate + rejected + pending
         assert last.value("mcp_cascade_responses_total", tier="3", outcome="delivered") == 2
         assert last.value("mcp_cascade_responses_total", tier="3", outcome="duplicate") == 1
         assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="3") == 2
         assert last.value("mcp_cascade_responses_total", tier="2", outcome="delivered") == 1
-        assert last.value("mcp_cascade_responses_total", tier="1", outcome="delivered") == 6
-        assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="1") == 6
+        assert last.value("mcp_cascade_responses_total", tier="1", outcome="delivered") == 7
+        assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="1") == 7
         assert last.value("mcp_cascade_delivery_latency_seconds_count", tier="2") == 1
         assert last.value("mcp_cascade_delivery_latency_seconds_sum", tier="1") > 0
         webhook_requests = last.value(

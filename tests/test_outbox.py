@@ -14,8 +14,6 @@ import pytest
 from mcp_cascade.outbox import CorruptEntry, Outbox
 from mcp_cascade.response import make_response
 
-REPO = str(Path(__file__).resolve().parent.parent)
-
 
 def test_an_entry_held_by_its_writer_cannot_be_claimed_by_anyone_else(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "outbox")
@@ -78,7 +76,7 @@ def test_the_lock_dies_with_a_sigkilled_writer_and_the_entry_can_be_redriven(tmp
         "print(held.entry.name, flush=True)\n"
         "time.sleep(60)\n"
     )
-    env = {**os.environ, "PYTHONPATH": REPO}
+    env = dict(os.environ)
     with subprocess.Popen(
         [sys.executable, "-c", script, str(root)], stdout=subprocess.PIPE, env=env, text=True
     ) as child:

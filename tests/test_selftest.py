@@ -15,7 +15,6 @@ import pytest
 from mcp_cascade.testing import ServeProcess
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def tool_json(result: dict[str, Any]) -> Any:
@@ -44,7 +43,7 @@ async def test_the_selftest_tool_delivers_through_every_tier_without_a_channel_m
 
 
 def inspect(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "mcp_cascade", "inspect", "--home", str(home), *args],
         capture_output=True,

@@ -14,12 +14,12 @@ from anyio.streams.text import TextReceiveStream
 
 from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.outbox import Outbox
-from mcp_cascade.testing import ServeProcess
-from tests.cascade_helpers import point_webhook_at, seen
+from mcp_cascade.testing import ServeProcess, point_webhook_at
+from tests.cascade_helpers import seen
 
 pytestmark = pytest.mark.anyio
 REPO = str(Path(__file__).resolve().parent.parent)
-ENV = {**os.environ, "PYTHONPATH": REPO}
+ENV = dict(os.environ)
 
 
 async def stream_sender(home: Path, session: str, ids: list[str], *extra: str) -> list[str]:

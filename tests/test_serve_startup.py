@@ -71,7 +71,7 @@ def _run(args: list[str], home: Path, env: dict[str, str] | None = None) -> subp
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **(env or {})},
+        env={**os.environ, **(env or {})},
     )
 
 

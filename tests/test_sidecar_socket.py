@@ -8,7 +8,7 @@ import socket
 import anyio
 import pytest
 
-from mcp_cascade.server import bind_socket
+from mcp_cascade.asgi import bind_socket
 
 pytestmark = pytest.mark.anyio
 

@@ -1,8 +1,10 @@
 """Tier 3 end to end: files in the inbox (and a legacy folder) become channel notifications of serve.
 
-Producers are separate processes (a shell script following DESIGN 6 by hand, a
-Python loop calling ``enqueue``, a slow in-place writer); serve is a real
-subprocess, killed with SIGKILL where a crash is what is being tested.
+Every test runs once per watcher backend (inotify, watchfiles, poll), forced
+through ``MCP_CASCADE_WATCHER`` in serve's environment. Producers are separate
+processes (a shell script following DESIGN 6 by hand, a Python loop calling
+``enqueue``, a slow in-place writer); serve is a real subprocess, killed with
+SIGKILL where a crash is what is being tested.
 """
 
 from __future__ import annotations
@@ -28,9 +30,18 @@ from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import MAX_BODY_BYTES, from_dict
 from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.watchers import BackendName
 from tests.helpers import body, encode, sign
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def forced_backend(backend: BackendName, monkeypatch: pytest.MonkeyPatch) -> BackendName:
+    """serve (a child of this process) takes the backend from its environment."""
+    monkeypatch.setenv("MCP_CASCADE_WATCHER", backend)
+    return backend
+
 
 FAST = ["--file-rescan-ms", "100"]
 # DESIGN 6 by hand, in sh: O_EXCL (noclobber) 0600 (umask) in tmp/, fsync, rename into new/, fsync new/.
@@ -109,7 +120,9 @@ def lexists(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-async def test_a_file_written_by_hand_in_another_process_becomes_a_tier_3_notification(home: Path) -> None:
+async def test_a_file_written_by_hand_in_another_process_becomes_a_tier_3_notification(
+    home: Path, backend: BackendName
+) -> None:
     async with ServeProcess(home, "file-a") as serve:
         info = await serve.wait_session()
         await serve.initialize()
@@ -128,7 +141,8 @@ async def test_a_file_written_by_hand_in_another_process_becomes_a_tier_3_notifi
         async with httpx.AsyncClient() as client:
             health = (await client.get(info.health_url.replace("/health", "/health/file"))).json()
         assert health["status"] == "ok"
-        assert health["watcher_alive"] and health["inotify_armed"] and health["inbox_writable"]
+        assert health["watcher_alive"] and health["watch_armed"] and health["inbox_writable"]
+        assert health["watcher"] == backend
         assert await drained(inbox)
     assert serve.bad_lines == []
 

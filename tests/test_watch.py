@@ -1,4 +1,7 @@
-"""The watcher in-process: real inotify, a real store and engine, the client recorded at the Pusher seam."""
+"""The watcher in-process, once per backend (inotify, watchfiles, poll): real files, store and engine.
+
+The client is recorded at the Pusher seam.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ from mcp_cascade.inbox import Maildir, enqueue, file_name
 from mcp_cascade.response import Response, make_response
 from mcp_cascade.store import Store
 from mcp_cascade.watch import InboxWatcher
+from mcp_cascade.watchers import BackendName
 
 pytestmark = pytest.mark.anyio
+
 
 # The kernel's default fs.inotify.max_queued_events; a flood past it forces IN_Q_OVERFLOW.
 QUEUE_LIMIT = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
@@ -96,7 +101,7 @@ def response(n: int) -> Response:
 
 async def test_a_flood_past_the_kernel_queue_reports_the_overflow_and_loses_nothing(tmp_path: Path) -> None:
     count = 300
-    async with harness(tmp_path, rescan_s=60) as h:
+    async with harness(tmp_path, rescan_s=60, watcher="inotify") as h:
         await h.rec.wait_for(lambda: bool(h.rec.named("rescan")))
         # No await from here on: the watcher cannot read while the kernel queue fills past its limit.
         names = [drop(h.maildir, response(n)) for n in range(count)]
@@ -114,10 +119,23 @@ async def test_a_flood_past_the_kernel_queue_reports_the_overflow_and_loses_noth
         assert list(h.maildir.cur.iterdir()) == []
 
 
-async def test_a_file_the_store_refuses_stays_claimed_then_is_delivered_once_it_recovers(
-    tmp_path: Path,
+async def test_a_renamed_file_is_delivered_by_the_wake_up_alone_without_a_rescan(
+    tmp_path: Path, backend: BackendName
 ) -> None:
-    async with harness(tmp_path, rescan_s=0.05) as h:
+    async with harness(tmp_path, rescan_s=60, watcher=backend) as h:
+        await h.rec.wait_for(lambda: bool(h.rec.named("rescan")))
+        assert h.watcher.health()["watcher"] == backend
+        for n in range(3):
+            enqueue(h.maildir.root, response(n))
+            await h.rec.wait_for(lambda n=n: len(h.rec.pushed) == n + 1)  # type: ignore[misc]
+        assert h.rec.ids() == ["w:0", "w:1", "w:2"]
+        assert len(h.rec.named("rescan")) == 1  # the start-up scan only: every delivery was a wake-up
+
+
+async def test_a_file_the_store_refuses_stays_claimed_then_is_delivered_once_it_recovers(
+    tmp_path: Path, backend: BackendName
+) -> None:
+    async with harness(tmp_path, rescan_s=0.05, watcher=backend) as h:
         await h.rec.wait_for(lambda: bool(h.rec.named("rescan")))
         h.store._db.execute("PRAGMA query_only = 1")  # every write now fails: "readonly database"
         enqueue(h.maildir.root, response(1))
@@ -134,8 +152,10 @@ async def test_a_file_the_store_refuses_stays_claimed_then_is_delivered_once_it_
         await h.rec.wait_for(lambda: not any(h.maildir.cur.iterdir()))
 
 
-async def test_a_file_being_written_in_place_waits_and_never_blocks_the_next(tmp_path: Path) -> None:
-    async with harness(tmp_path, rescan_s=60, settle_s=60) as h:
+async def test_a_file_being_written_in_place_waits_and_never_blocks_the_next(
+    tmp_path: Path, backend: BackendName
+) -> None:
+    async with harness(tmp_path, rescan_s=60, settle_s=60, watcher=backend) as h:
         await h.rec.wait_for(lambda: bool(h.rec.named("rescan")))
         early = response(1)
         path = h.maildir.new / file_name(early)
@@ -152,24 +172,26 @@ async def test_a_file_being_written_in_place_waits_and_never_blocks_the_next(tmp
         assert list(h.maildir.failed.iterdir()) == []
 
 
-async def test_a_removed_inbox_is_recreated_and_watched_again(tmp_path: Path) -> None:
-    async with harness(tmp_path, rescan_s=0.05) as h:
+async def test_a_removed_inbox_is_recreated_and_watched_again(tmp_path: Path, backend: BackendName) -> None:
+    async with harness(tmp_path, rescan_s=0.05, watcher=backend) as h:
         await h.rec.wait_for(lambda: bool(h.rec.named("rescan")))
         shutil.rmtree(h.maildir.root)
         await h.rec.wait_for(lambda: any("removed" in (e.reason or "") for e in h.rec.named("watch_error")))
-        await h.rec.wait_for(lambda: h.watcher.health()["inotify_armed"])
+        await h.rec.wait_for(lambda: h.watcher.health()["watch_armed"])
         enqueue(h.maildir.root, response(1))
         await h.rec.wait_for(lambda: h.rec.ids() == ["w:1"])
 
 
-async def test_health_reports_the_live_state_of_the_file_tier(tmp_path: Path) -> None:
-    async with harness(tmp_path, rescan_s=0.05) as h:
+async def test_health_reports_the_live_state_of_the_file_tier(tmp_path: Path, backend: BackendName) -> None:
+    async with harness(tmp_path, rescan_s=0.05, watcher=backend) as h:
         (h.maildir.new / "01-bad.json").write_bytes(b"{}")
         await h.rec.wait_for(lambda: bool(h.rec.named("rejected")))
         await h.rec.wait_for(lambda: len(h.rec.named("rescan")) >= 3)
         health = h.watcher.health()
         assert health["status"] == "ok"
-        assert health["watcher_alive"] and health["inotify_armed"] and health["inbox_writable"]
+        assert health["watcher_alive"] and health["watch_armed"] and health["inbox_writable"]
+        assert health["watcher"] == backend
+        assert health["watcher_reason"] == f"watcher = {backend!r} in the configuration"
         assert health["failed"] == 1
         assert health["pending_new"] == 0
         assert health["last_rescan_age_s"] is not None and health["last_rescan_age_s"] < 5
@@ -177,25 +199,33 @@ async def test_health_reports_the_live_state_of_the_file_tier(tmp_path: Path) ->
     assert not h.watcher.health()["watcher_alive"]
 
 
-async def test_without_inotify_every_file_is_still_delivered_by_the_rescans(
+async def test_when_inotify_cannot_start_the_next_backend_takes_over_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def exhausted(**_: object) -> None:
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr("mcp_cascade.watch.INotify", exhausted)
-    async with harness(tmp_path, rescan_s=0.05) as h:
-        assert any("inotify is unavailable" in (e.reason or "") for e in h.rec.named("watch_error"))
+    monkeypatch.setattr("inotify_simple.INotify", exhausted)
+    async with harness(tmp_path, rescan_s=60) as h:
+        await h.rec.wait_for(lambda: bool(h.rec.named("rescan")))
+        (chosen,) = h.rec.named("watcher_chosen")
+        assert chosen.level == "warning" and chosen.fields["watcher"] == "watchfiles"
+        assert chosen.reason == (
+            "auto: inotify is the Linux default;"
+            " inotify unavailable (OSError: [Errno 24] Too many open files)"
+        )
         enqueue(h.maildir.root, response(1))
         await h.rec.wait_for(lambda: h.rec.ids() == ["w:1"])
         health = h.watcher.health()
-        assert not health["inotify_armed"]
-        assert health["status"] == "degraded"
+        assert (health["watcher"], health["watch_armed"], health["status"]) == ("watchfiles", True, "ok")
+        assert health["watcher_reason"] == chosen.reason
 
 
-async def test_a_legacy_folder_created_after_start_is_picked_up_and_only_read(tmp_path: Path) -> None:
+async def test_a_legacy_folder_created_after_start_is_picked_up_and_only_read(
+    tmp_path: Path, backend: BackendName
+) -> None:
     folder = tmp_path / "responses"
-    async with harness(tmp_path, rescan_s=0.05, legacy_dir=folder, debounce_s=0.05) as h:
+    async with harness(tmp_path, rescan_s=0.05, legacy_dir=folder, debounce_s=0.05, watcher=backend) as h:
         await h.rec.wait_for(lambda: any("legacy" in (e.reason or "") for e in h.rec.named("watch_error")))
         assert h.watcher.health()["status"] == "degraded"
         folder.mkdir()

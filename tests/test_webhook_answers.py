@@ -1,4 +1,10 @@
-"""Every answer of the tier-1 webhook (DESIGN 5), against a real serve over loopback HTTP."""
+"""Every answer of the tier-1 webhook (DESIGN 5).
+
+The answers come from the real sidecar app, engine and store, in-process over
+``httpx.ASGITransport``; what only the wire shows (a chunked body through
+uvicorn, the health endpoints of a whole serve) is asked of a real serve
+over loopback HTTP.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import pytest
 from mcp_cascade.sessions import SessionInfo
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import body, encode, sign
+from tests.inproc import Sidecar, sidecar
 
 pytestmark = pytest.mark.anyio
 
@@ -45,14 +52,20 @@ async def live(home: Path) -> AsyncIterator[Live]:
         assert serve.bad_lines == []
 
 
-async def still_serving(live: Live) -> None:
-    answer = await live.post_signed(body(id=f"alive:{time.monotonic_ns()}"))
+@pytest.fixture
+async def app(home: Path) -> AsyncIterator[Sidecar]:
+    async with sidecar(home, "answers") as running:
+        yield running
+
+
+async def still_serving(app: Sidecar) -> None:
+    answer = await app.post_signed(body(id=f"alive:{time.monotonic_ns()}"))
     assert answer.status_code == 200, answer.text
 
 
-async def test_delivered_answer_carries_id_correlation_tier_and_latency(live: Live) -> None:
+async def test_delivered_answer_carries_id_correlation_tier_and_latency(app: Sidecar) -> None:
     data = body(id="tg:1:1", correlation_id="6f1c2a3b-1111-4222-8333-944455556666")
-    answer = await live.post_signed(data)
+    answer = await app.post_signed(data)
     assert answer.status_code == 200
     got = answer.json()
     assert got["status"] == "delivered"
@@ -63,48 +76,48 @@ async def test_delivered_answer_carries_id_correlation_tier_and_latency(live: Li
     assert answer.headers["x-correlation-id"] == got["correlation_id"]
 
 
-async def test_correlation_id_comes_from_the_header_when_the_body_has_none(live: Live) -> None:
+async def test_correlation_id_comes_from_the_header_when_the_body_has_none(app: Sidecar) -> None:
     cid = "0b0e7f7c-2c4e-4c55-9a43-2d9c3c1f0e11"
-    answer = await live.post_signed(body(id="tg:1:2"), **{"x-correlation-id": cid})
+    answer = await app.post_signed(body(id="tg:1:2"), **{"x-correlation-id": cid})
     assert answer.json()["correlation_id"] == cid
-    (note,) = await live.serve.wait_channel(1)
-    assert note["params"]["meta"]["correlation_id"] == cid
+    (pushed,) = await app.pushes.wait(1)
+    assert pushed.correlation_id == cid
 
 
-async def test_a_correlation_header_that_is_not_a_uuid_is_400_naming_it(live: Live) -> None:
-    answer = await live.post_signed(body(id="tg:1:2b"), **{"x-correlation-id": "abc"})
+async def test_a_correlation_header_that_is_not_a_uuid_is_400_naming_it(app: Sidecar) -> None:
+    answer = await app.post_signed(body(id="tg:1:2b"), **{"x-correlation-id": "abc"})
     assert answer.status_code == 400
     assert "x-correlation-id" in answer.json()["error"]
-    await still_serving(live)
+    await still_serving(app)
 
 
-async def test_a_generated_correlation_id_is_a_uuid_echoed_in_the_notification(live: Live) -> None:
-    answer = await live.post_signed(body(id="tg:1:3"))
+async def test_a_generated_correlation_id_is_a_uuid_echoed_in_the_notification(app: Sidecar) -> None:
+    answer = await app.post_signed(body(id="tg:1:3"))
     cid = answer.json()["correlation_id"]
     assert len(cid) == 36 and cid.count("-") == 4
-    (note,) = await live.serve.wait_channel(1)
-    assert note["params"]["meta"]["correlation_id"] == cid
+    (pushed,) = await app.pushes.wait(1)
+    assert pushed.correlation_id == cid
 
 
-async def test_the_same_id_twice_is_a_duplicate_and_pushed_once(live: Live) -> None:
-    first = await live.post_signed(body(id="tg:1:4"))
-    second = await live.post_signed(body(id="tg:1:4", text="a different text"))
+async def test_the_same_id_twice_is_a_duplicate_and_pushed_once(app: Sidecar) -> None:
+    first = await app.post_signed(body(id="tg:1:4"))
+    second = await app.post_signed(body(id="tg:1:4", text="a different text"))
     assert first.json()["status"] == "delivered"
     assert second.status_code == 200
     assert second.json()["status"] == "duplicate"
-    await still_serving(live)
-    notes = await live.serve.wait_channel(2)
-    assert [n["params"]["meta"]["response_id"] for n in notes].count("tg:1:4") == 1
+    await still_serving(app)
+    pushed = await app.pushes.wait(2)
+    assert [r.id for r in pushed].count("tg:1:4") == 1
 
 
-async def test_malformed_json_is_400(live: Live) -> None:
-    answer = await live.post_signed(b'{"id": "x", ', msg_id="x")
+async def test_malformed_json_is_400(app: Sidecar) -> None:
+    answer = await app.post_signed(b'{"id": "x", ', msg_id="x")
     assert answer.status_code == 400
     assert "not valid JSON" in answer.json()["error"]
 
 
-async def test_webhook_id_that_differs_from_the_body_id_is_400(live: Live) -> None:
-    answer = await live.post_signed(body(id="tg:1:5"), msg_id="tg:1:other")
+async def test_webhook_id_that_differs_from_the_body_id_is_400(app: Sidecar) -> None:
+    answer = await app.post_signed(body(id="tg:1:5"), msg_id="tg:1:other")
     assert answer.status_code == 400
     assert "does not equal" in answer.json()["error"]
 
@@ -112,32 +125,32 @@ async def test_webhook_id_that_differs_from_the_body_id_is_400(live: Live) -> No
 @pytest.mark.parametrize(
     "case", ["missing", "forged", "stale", "future", "fractional", "garbage", "wrong-secret"]
 )
-async def test_bad_signatures_are_401(live: Live, case: str) -> None:
+async def test_bad_signatures_are_401(app: Sidecar, case: str) -> None:
     data = body(id="tg:1:6")
     raw = encode(data)
-    headers = sign(live.secret, "tg:1:6", raw)
+    headers = sign(app.secret, "tg:1:6", raw)
     if case == "missing":
         del headers["webhook-signature"]
     elif case == "forged":
         headers["webhook-signature"] = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
     elif case == "stale":
-        headers = sign(live.secret, "tg:1:6", raw, timestamp=int(time.time()) - 3600)
+        headers = sign(app.secret, "tg:1:6", raw, timestamp=int(time.time()) - 3600)
     elif case == "future":
-        headers = sign(live.secret, "tg:1:6", raw, timestamp=int(time.time()) + 3600)
+        headers = sign(app.secret, "tg:1:6", raw, timestamp=int(time.time()) + 3600)
     elif case == "fractional":
         headers["webhook-timestamp"] += ".9"
     elif case == "garbage":
         headers["webhook-signature"] = "v1,!!!not-base64!!! nocomma"
     else:
         headers = sign("whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk=", "tg:1:6", raw)
-    answer = await live.post(raw, headers)
+    answer = await app.post(raw, headers)
     assert answer.status_code == 401, answer.text
     assert answer.json()["error"]
-    await still_serving(live)
+    await still_serving(app)
 
 
-async def test_a_body_over_64_kib_is_413(live: Live) -> None:
-    answer = await live.post_signed(body(id="tg:1:7", text="x" * 70_000))
+async def test_a_body_over_64_kib_is_413(app: Sidecar) -> None:
+    answer = await app.post_signed(body(id="tg:1:7", text="x" * 70_000))
     assert answer.status_code == 413
 
 
@@ -154,10 +167,10 @@ async def test_a_chunked_body_over_64_kib_is_413_without_content_length(live: Li
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "", "application/x-www-form-urlencoded"])
-async def test_a_wrong_content_type_is_415(live: Live, ctype: str) -> None:
+async def test_a_wrong_content_type_is_415(app: Sidecar, ctype: str) -> None:
     raw = encode(body(id="tg:1:9"))
-    headers = {**sign(live.secret, "tg:1:9", raw), "content-type": ctype}
-    answer = await live.post(raw, headers)
+    headers = {**sign(app.secret, "tg:1:9", raw), "content-type": ctype}
+    answer = await app.post(raw, headers)
     assert answer.status_code == 415
 
 
@@ -175,18 +188,18 @@ async def test_a_wrong_content_type_is_415(live: Live, ctype: str) -> None:
         (lambda d: d.update(correlation_id="not-a-uuid"), "$.correlation_id"),
     ],
 )
-async def test_schema_violations_are_422_naming_the_field(live: Live, mutate: Any, path: str) -> None:
+async def test_schema_violations_are_422_naming_the_field(app: Sidecar, mutate: Any, path: str) -> None:
     data = body(id="tg:1:10")
     mutate(data)
-    answer = await live.post_signed(data, msg_id="tg:1:10")
+    answer = await app.post_signed(data, msg_id="tg:1:10")
     assert answer.status_code == 422, answer.text
     errors = answer.json()["errors"]
     assert any(e["path"] == path for e in errors), errors
     assert all(e["message"] for e in errors)
 
 
-async def test_a_response_for_another_session_is_422(live: Live) -> None:
-    answer = await live.post_signed(body(id="tg:1:11", session="someone-else"))
+async def test_a_response_for_another_session_is_422(app: Sidecar) -> None:
+    answer = await app.post_signed(body(id="tg:1:11", session="someone-else"))
     assert answer.status_code == 422
     assert answer.json()["errors"][0]["path"] == "$.session"
 
@@ -216,7 +229,7 @@ async def test_a_response_for_another_session_is_422(live: Live) -> None:
         "empty",
     ],
 )
-async def test_hostile_bodies_get_a_4xx_and_the_server_keeps_serving(live: Live, raw: bytes) -> None:
+async def test_hostile_bodies_get_a_4xx_and_the_server_keeps_serving(app: Sidecar, raw: bytes) -> None:
     headers = {
         "content-type": "application/json",
         "webhook-id": "h",
@@ -224,13 +237,13 @@ async def test_hostile_bodies_get_a_4xx_and_the_server_keeps_serving(live: Live,
     }
     try:
         raw.decode()
-        headers = sign(live.secret, "h", raw)
+        headers = sign(app.secret, "h", raw)
     except UnicodeDecodeError:
         headers["webhook-signature"] = "v1,AAAA"
-    answer = await live.post(raw, headers)
+    answer = await app.post(raw, headers)
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:200])
     assert json.loads(answer.text)["error"]
-    await still_serving(live)
+    await still_serving(app)
 
 
 async def test_health_endpoints_answer_per_tier(live: Live) -> None:

@@ -6,12 +6,16 @@ While nobody is allowed yet, a person who writes to the bot gets a short code;
 allowlist on every update, so the pairing takes effect at once, and it tells the
 person they are paired. Once someone is allowed, strangers get no answer at all.
 Codes expire after an hour; pending codes live in ``$HOME/bridge/pairing.json``,
-read and written under an flock shared with the ``pair`` command.
+read and written under a lock (:mod:`mcp_cascade._lock`) shared with the ``pair`` command.
+
+Strangers cannot jam pairing: each person has one live code (repeated while it
+lasts) and gets at most ``CODES_PER_USER`` codes an hour; when ``MAX_PENDING``
+people are waiting, the oldest code gives way to the newcomer, so the owner
+always gets a code, at once.
 """
 
 from __future__ import annotations
 
-import fcntl
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mcp_cascade import _lock
 from mcp_cascade._fs import atomic_write_json, read_json
 from mcp_cascade.config import Config
 from mcp_cascade.errors import CascadeError
@@ -28,7 +33,8 @@ from mcp_cascade.outbound import ALLOWLIST, allowed_users
 PAIRING = Path("bridge") / "pairing.json"
 _PAIRING_LOCK = Path("bridge") / "pairing.lock"
 CODE_TTL_S = 3600.0
-MAX_PENDING = 5
+MAX_PENDING = 16
+CODES_PER_USER = 3
 # No 0/o, 1/l/i: a code is read off a phone screen and typed on a keyboard.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 CODE_LENGTH = 6
@@ -58,14 +64,13 @@ class Pairing:
 @contextmanager
 def _locked(home: Path) -> Iterator[dict[str, Any]]:
     """pairing.json read-modify-write under an exclusive flock; the dict is written back on exit."""
-    path = home / _PAIRING_LOCK
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    directory = _lock.private_dir(home / _PAIRING_LOCK.parent)
+    with _lock.take(directory, _PAIRING_LOCK.name, wait_s=float("inf")):
         data = read_json(home / PAIRING)
         state: dict[str, Any] = data if isinstance(data, dict) else {}
         state.setdefault("pending", {})
         state.setdefault("paired", [])
+        state.setdefault("issued", {})
         before = repr(state)
         yield state
         if repr(state) != before:
@@ -76,6 +81,10 @@ def _expire(state: dict[str, Any], now: float) -> None:
     state["pending"] = {
         code: p for code, p in state["pending"].items() if now - float(p.get("created_at", 0)) < CODE_TTL_S
     }
+    issued = {
+        user: [t for t in times if now - float(t) < CODE_TTL_S] for user, times in state["issued"].items()
+    }
+    state["issued"] = {user: times for user, times in issued.items() if times}
 
 
 def pair(home: Path, code: str, now: float | None = None) -> Pairing:
@@ -134,10 +143,15 @@ class Access:
             for code, pending in state["pending"].items():
                 if pending.get("user_id") == user_id:
                     return str(code)
-            if len(state["pending"]) >= MAX_PENDING:
-                return None
+            issued = state["issued"].setdefault(str(user_id), [])
+            if len(issued) >= CODES_PER_USER:
+                return None  # this person's codes keep being pushed out: wait out the hour
+            while len(state["pending"]) >= MAX_PENDING:
+                oldest = min(state["pending"], key=lambda c: float(state["pending"][c]["created_at"]))
+                del state["pending"][oldest]
             code = "".join(secrets.choice(_ALPHABET) for _ in range(CODE_LENGTH))
             state["pending"][code] = asdict(Pairing(code, user_id, chat_id, username, first_name, now))
+            issued.append(now)
         return code
 
     def take_paired(self) -> list[Pairing]:

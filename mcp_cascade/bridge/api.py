@@ -2,14 +2,19 @@
 
 ``POST /api/ask``, ``/api/reply`` and ``/api/permission`` carry Standard
 Webhooks signatures made with the home's secret (what
-:class:`mcp_cascade.outbound.BridgeClient` sends); anything unsigned or forged
-is a 401 and sends nothing. Bodies are checked field by field (422 naming the
+:class:`mcp_cascade.outbound.BridgeClient` sends); anything unsigned, forged,
+stale or replayed (an id seen within the tolerance) is a 401 and sends nothing.
+Answers to verified requests are signed under the request's id, and
+``POST /api/hello`` echoes a session's challenge that way, so a session can tell
+this bridge from whatever else might listen on its port. Bodies are checked field by field (422 naming the
 field). ``GET /health``, ``/health/bridge`` and ``/metrics`` are open, like the
 session sidecar's.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -24,8 +29,9 @@ from mcp_cascade.bridge.prompts import ChatNotAllowed, NoRecipient, Outbound
 from mcp_cascade.bridge.telegram import TelegramUnavailable
 from mcp_cascade.errors import InvalidResponse, SignatureError
 from mcp_cascade.events import Event, Observer
+from mcp_cascade.redact import scrub_json
 from mcp_cascade.response import MAX_BODY_BYTES, parse_body
-from mcp_cascade.signing import Signer
+from mcp_cascade.signing import Replays, Signer, sign_answer
 
 Session = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
 
@@ -42,6 +48,13 @@ class AskBody(_Body):
     options: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] = Field(
         default_factory=list, max_length=10
     )
+
+
+class HelloBody(BaseModel):
+    """POST /api/hello: a session's challenge, echoed in a signed answer."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16,64}$")]
 
 
 class ReplyBody(_Body):
@@ -79,7 +92,7 @@ class _Refused(Exception):
         self.errors = errors
 
 
-async def _signed_body(request: Request, signer: Signer) -> Any:
+async def _signed_body(request: Request, signer: Signer, replays: Replays) -> tuple[str, bytes]:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise _Refused(415, "content-type must be application/json")
     length = request.headers.get("content-length", "")
@@ -94,16 +107,18 @@ async def _signed_body(request: Request, signer: Signer) -> Any:
     except ClientDisconnect as exc:
         raise _Refused(400, "client disconnected before the body was complete") from exc
     try:
-        signer.verify(request.headers, body)
+        msg_id = signer.verify(request.headers, body)
+        replays.first_use(msg_id)
     except SignatureError as exc:
         raise _Refused(401, str(exc)) from exc
+    return msg_id, body
+
+
+def _model(kind: type[BaseModel], body: bytes) -> Any:
     try:
-        return parse_body(body)
+        data = parse_body(body)
     except InvalidResponse as exc:
         raise _Refused(400, str(exc)) from exc
-
-
-def _model(kind: type[_Body], data: Any) -> Any:
     try:
         return kind.model_validate(data)
     except ValidationError as exc:
@@ -114,13 +129,29 @@ def _model(kind: type[_Body], data: Any) -> Any:
         raise _Refused(422, "; ".join(f"{e['path']}: {e['message']}" for e in errors), errors) from exc
 
 
+async def _hello(body: HelloBody) -> Mapping[str, Any]:
+    return {"nonce": body.nonce, "pid": os.getpid()}
+
+
 def build_app(deps: ApiDeps) -> Starlette:
     """The Starlette app of the bridge's HTTP server."""
 
-    def endpoint(path: str, kind: type[_Body], act: Callable[[Any], Awaitable[Mapping[str, Any]]]) -> Route:
+    replays = Replays()
+
+    def signed(payload: Mapping[str, Any], status: int, answers: str | None) -> Response:
+        # An answer to a verified request is signed under its id, so serve can tell it is ours.
+        body = json.dumps(scrub_json(dict(payload)), separators=(",", ":")).encode()
+        headers = sign_answer(deps.signer, answers, body) if answers else {}
+        return Response(body, status, headers=headers, media_type="application/json")
+
+    def endpoint(
+        path: str, kind: type[BaseModel], act: Callable[[Any], Awaitable[Mapping[str, Any]]]
+    ) -> Route:
         async def handle(request: Request) -> Response:
+            answers: str | None = None
             try:
-                body = _model(kind, await _signed_body(request, deps.signer))
+                answers, raw = await _signed_body(request, deps.signer, replays)
+                body = _model(kind, raw)
                 try:
                     result = await act(body)
                 except NoRecipient as exc:
@@ -141,8 +172,8 @@ def build_app(deps: ApiDeps) -> Starlette:
                 answer: dict[str, Any] = {"error": exc.message}
                 if exc.errors:
                     answer["errors"] = exc.errors
-                return JSONResponse(answer, status_code=exc.status)
-            return JSONResponse(dict(result))
+                return signed(answer, exc.status, answers)
+            return signed(result, 200, answers)
 
         return Route(path, handle, methods=["POST"])
 
@@ -152,7 +183,7 @@ def build_app(deps: ApiDeps) -> Starlette:
         part = request.path_params.get("part")
         if part not in (None, "bridge"):
             return JSONResponse({"error": f"no health part {part!r}; try /health/bridge"}, status_code=404)
-        body = dict(deps.health(part))
+        body = scrub_json(dict(deps.health(part)))
         return JSONResponse(body, status_code=503 if body.get("status") == "down" else 200)
 
     async def metrics(request: Request) -> Response:
@@ -162,6 +193,7 @@ def build_app(deps: ApiDeps) -> Starlette:
 
     return Starlette(
         routes=[
+            endpoint("/api/hello", HelloBody, _hello),
             endpoint("/api/ask", AskBody, lambda b: out.ask(b.session, b.question, b.options)),
             endpoint("/api/reply", ReplyBody, lambda b: out.reply(b.session, b.chat_id, b.text)),
             endpoint(

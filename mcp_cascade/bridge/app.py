@@ -21,18 +21,17 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import uvicorn
 
+from mcp_cascade._capture import capture_into
+from mcp_cascade.asgi import bind_socket, serve_asgi
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.flood import FloodLimits, Scheduler
 from mcp_cascade.bridge.inbound import POLL_TIMEOUT_S, Inbound
 from mcp_cascade.bridge.instance import (
-    Redacting,
     acquire,
     fingerprint,
     publish,
-    quiet_libraries,
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
@@ -42,14 +41,15 @@ from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import Config, LiveConfig, Loaded, ensure_home
+from mcp_cascade.config import Config, LiveConfig, Loaded
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
-from mcp_cascade.server import _Uvicorn, bind_socket, make_telemetry
+from mcp_cascade.home import ensure_home, warn_tightened
+from mcp_cascade.redact import keep_secret
 from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.telemetry import make_telemetry
 
 BRIDGE_DIR = Path("bridge")
-_RETENTION_S = 7 * 86400.0
 _MONITOR_S = 1.0
 
 
@@ -66,23 +66,28 @@ class Bridge:
 
     def __init__(self, loaded: Loaded, env: Mapping[str, str], token: str) -> None:
         self.home = loaded.home
-        ensure_home(self.home)
+        tightened = ensure_home(self.home)
         (self.home / BRIDGE_DIR).mkdir(mode=0o700, exist_ok=True)
         self.env = env
         self.token = token
         self.fingerprint = fingerprint(self.token)
-        quiet_libraries(self.token)
+        keep_secret(self.token)
         self.live = LiveConfig.from_loaded(loaded)
         self.config = self.live.current
         self.telemetry = make_telemetry(loaded, "bridge")
-        self.observer = Redacting(self.telemetry, self.token)
+        self.observer = self.telemetry
+        warn_tightened(self.observer, self.home, tightened)
+        # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
+        # only, into the JSON log, which scrubs every secret (mcp_cascade.redact).
+        capture_into(self.observer)
+        self.live.on_hangup(self.telemetry.reopen_log)
         self.signer = Signer(load_or_create_secret(self.home))
         self.state = _State()
 
     def _health(self, telegram: TelegramClient, sender: Sender, part: str | None) -> Mapping[str, Any]:
         """DESIGN 5 health of the bridge; the status follows :mod:`mcp_cascade.health`."""
         now = time.time()
-        reach = telegram.reach.snapshot()
+        reach = telegram.reachability()
         breakers = {name: _plain(snap) for name, snap in sender.breakers().items()}
         tripped = {
             name: (str(b["state"]), b.get("next_probe_at"))
@@ -154,7 +159,7 @@ class Bridge:
                         telegram=telegram,
                         outbox=outbox,
                         ledger=ledger,
-                        router=Router(self.home, ledger, access),
+                        router=Router(self.home, ledger, access, sender.remote_sessions),
                         sender=sender,
                         observer=self.observer,
                         receipts=receipts,
@@ -185,20 +190,8 @@ class Bridge:
     @contextlib.asynccontextmanager
     async def _http(self, sock: Any, deps: ApiDeps) -> AsyncIterator[None]:
         host, port = sock.getsockname()[:2]
-        server = _Uvicorn(
-            uvicorn.Config(
-                build_app(deps),
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=1,
-            )
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                    await anyio.sleep(0.005)
+        # Nothing an API call started is lost by cutting it short (its caller gets an error).
+        async with serve_asgi(build_app(deps), sock):
             self.state.api_url = f"http://{host}:{port}"
             publish(self.home, self.state.api_url)
             self.observer.emit(Event("bridge_listening", fields={"api_url": self.state.api_url}))
@@ -206,10 +199,6 @@ class Bridge:
                 yield
             finally:
                 unpublish(self.home)
-                # Nothing an API call started is lost by cutting it short (its caller gets an error),
-                # so stop at once rather than wait out uvicorn's graceful shutdown.
-                server.should_exit = True
-                tg.cancel_scope.cancel()
 
     async def _monitor(
         self, outbox: Outbox, ledger: Ledger, access: Access, telegram: TelegramClient, sender: Sender
@@ -234,7 +223,16 @@ class Bridge:
                     )
             if time.time() - last_purge > 3600:
                 last_purge = time.time()
-                await anyio.to_thread.run_sync(outbox.purge, _RETENTION_S)
+                keep_s = self.live.current.retention_days * 86400.0
+                updates = await anyio.to_thread.run_sync(outbox.purge, keep_s)
+                prompts, messages = await anyio.to_thread.run_sync(ledger.purge, keep_s)
+                if updates or prompts or messages:
+                    self.observer.emit(
+                        Event(
+                            "purged",
+                            fields={"updates": updates, "prompts": prompts, "messages": messages},
+                        )
+                    )
             await anyio.sleep(_MONITOR_S)
 
     def _emoji(self, stage: Stage) -> str:

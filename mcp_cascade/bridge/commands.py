@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import anyio
 
 from mcp_cascade.config import resolve_home
+from mcp_cascade.home import ensure_home
 
 
 def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -21,8 +22,9 @@ def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if getattr(args, "bridge_command", None) == "pair":
         return _pair(args, env)
     from mcp_cascade.bridge.app import run_bridge
-    from mcp_cascade.bridge.instance import load_token, redact
-    from mcp_cascade.cli import load
+    from mcp_cascade.bridge.instance import load_token
+    from mcp_cascade.flags import load
+    from mcp_cascade.redact import scrub
 
     loaded = load(args, env)
     token = load_token(loaded.home, env)
@@ -31,7 +33,7 @@ def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except (
         Exception
     ) as exc:  # the top boundary: one scrubbed line, never a traceback that could carry the token
-        print(f"mcp-cascade bridge: {redact(_describe(exc), token)}", file=sys.stderr)
+        print(f"mcp-cascade bridge: {scrub(_describe(exc))}", file=sys.stderr)
         return 2
 
 
@@ -46,6 +48,11 @@ def _pair(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from mcp_cascade.bridge.access import pair
 
     home = resolve_home(args.pair_home or args.home, env)
+    for path in ensure_home(home)[:1]:  # it writes the allowlist: the home must be private first
+        print(
+            f"mcp-cascade bridge pair: {home} was open to other users ({path}); made it private",
+            file=sys.stderr,
+        )
     pairing = pair(home, args.code)
     print(f"paired {pairing.label()}: their answers now reach your sessions")
     return 0

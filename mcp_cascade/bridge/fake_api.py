@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,24 +32,24 @@ from mcp_cascade.bridge.fake_rules import Flood, FloodRules
 from mcp_cascade.bridge.fake_types import (
     BOT_USER,
     ApiError,
+    ApiFault,
     BotMessage,
     Call,
     FakeUser,
-    Fault,
     utf16_len,
 )
 
 __all__ = [
     "ApiError",
+    "ApiFault",
     "BotMessage",
     "Call",
     "FakeTelegram",
     "FakeUser",
-    "Fault",
     "FloodRules",
     "utf16_len",
 ]
-from mcp_cascade.server import _Uvicorn, bind_socket
+from mcp_cascade.asgi import bind_socket, serve_asgi
 
 _JSON_PARAMS = ("reply_markup", "reply_parameters", "allowed_updates", "entities", "reaction")
 _INT_PARAMS = ("chat_id", "message_id", "offset", "limit", "reply_to_message_id", "message_thread_id")
@@ -80,7 +79,7 @@ class FakeTelegram(Forum):
         self.flood = Flood(flood)
         self.base_url = ""
         self.calls: list[Call] = []
-        self.faults: list[Fault] = []
+        self.faults: list[ApiFault] = []
         self._state = _State()
         self._changed = anyio.Event()
         self._closing = False
@@ -108,10 +107,20 @@ class FakeTelegram(Forum):
         chat_id: int | None = None,
         reply_to: int | None = None,
         thread: int | None = None,
+        forwarded_from: FakeUser | None = None,
     ) -> dict[str, Any]:
-        """The person sends ``text`` (a reply to the bot's message ``reply_to``; in topic ``thread``)."""
+        """The person sends ``text`` (a reply to the bot's message ``reply_to``; in topic ``thread``).
+
+        With ``forwarded_from`` the person forwards a message that person wrote.
+        """
         chat = user.id if chat_id is None else chat_id
         body: dict[str, Any] = {"text": text}
+        if forwarded_from is not None:
+            body["forward_origin"] = {
+                "type": "user",
+                "date": int(time.time()),
+                "sender_user": forwarded_from.to_api(),
+            }
         if reply_to is not None:
             original = self._state.messages.get((chat, reply_to))
             body["reply_to_message"] = (
@@ -186,7 +195,7 @@ class FakeTelegram(Forum):
         description: str | None = None,
     ) -> None:
         """Make the next ``times`` calls of ``method`` slow (``delay_s``) and/or fail with ``status``."""
-        self.faults.append(Fault(method, status, retry_after, delay_s, times, description))
+        self.faults.append(ApiFault(method, status, retry_after, delay_s, times, description))
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         """Wait until ``predicate()`` is truthy (re-checked on every change); return its value."""
@@ -384,21 +393,10 @@ class FakeTelegram(Forum):
         """Serve on ``host:port`` (0: any free port) until the block exits; sets :attr:`base_url`."""
         sock = bind_socket(host, port, key="port")
         bound_port = sock.getsockname()[1]
-        server = _Uvicorn(
-            uvicorn.Config(
-                self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
-            )
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                    await anyio.sleep(0.005)
+        async with serve_asgi(self.app, sock):
             self.base_url = f"http://{host}:{bound_port}/bot"
             try:
                 yield self
             finally:
                 self._closing = True  # a long poll still waiting returns now, not after uvicorn's grace
                 self._poke()
-                server.should_exit = True
-                tg.cancel_scope.cancel()

@@ -16,14 +16,53 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-if TYPE_CHECKING:
-    from mcp_cascade.bridge.fake_api import FakeTelegram
+from mcp_cascade.bridge.fake_types import BotMessage, Call, FakeUser
+
+
+class Controlled(Protocol):
+    """What the controls drive: the fake Bot API (:class:`~mcp_cascade.bridge.fake_api.FakeTelegram`)."""
+
+    base_url: str
+    calls: list[Call]
+
+    @property
+    def pending_updates(self) -> int:
+        """Updates not yet confirmed by a getUpdates offset."""
+
+    def message(
+        self, user: FakeUser, text: str, *, chat_id: int | None = None, reply_to: int | None = None
+    ) -> dict[str, Any]:
+        """The person sends ``text``."""
+
+    def tap(self, user: FakeUser, message: BotMessage | tuple[int, int], data: str) -> dict[str, Any]:
+        """The person taps a button carrying ``data``."""
+
+    def press(self, user: FakeUser, message: BotMessage, label: str) -> dict[str, Any]:
+        """The person taps the button labelled ``label``."""
+
+    def messages(self, chat_id: int | None = None) -> list[BotMessage]:
+        """The bot's messages."""
+
+    def callback_answers(self) -> dict[str, dict[str, Any] | None]:
+        """The bot's answers to taps."""
+
+    def fail(
+        self,
+        method: str,
+        status: int | None = None,
+        *,
+        retry_after: int | None = None,
+        delay_s: float = 0.0,
+        times: int = 1,
+        description: str | None = None,
+    ) -> None:
+        """Make the next calls of ``method`` slow and/or fail."""
 
 
 class _BadControl(Exception):
@@ -47,9 +86,8 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def control_routes(fake: FakeTelegram) -> list[BaseRoute]:
+def control_routes(fake: Controlled) -> list[BaseRoute]:
     """The ``/_fake`` routes bound to ``fake``."""
-    from mcp_cascade.bridge.fake_types import FakeUser
 
     def user_of(data: dict[str, Any]) -> FakeUser:
         username = data.get("username", "alice")

@@ -6,10 +6,12 @@ nest, ``pre``/``code`` contain nothing, blockquotes do not nest, and only the
 style entities (bold, italic, underline, strikethrough, spoiler) may contain or
 be inside others.
 
-Flood limits: at most ``count`` messages in any ``seconds`` window, per private
-chat, per group, and over the whole bot; a request over a limit, or one that
-comes back before the ``retry_after`` of its chat's last 429, is answered 429
-again (retrying early extends the wait, as on Telegram).
+Flood limits (when the fake is given :class:`FloodRules`): at most ``count``
+messages in any ``seconds`` window, per private chat, per group, and over the
+whole bot; a request over a limit, or one that comes back before the
+``retry_after`` of its chat's last 429, is answered 429 again (retrying early
+extends the wait, as on Telegram). Without rules, an early return is only
+counted in :attr:`Flood.violations`.
 """
 
 from __future__ import annotations
@@ -163,8 +165,9 @@ class Flood:
             return
         until = self.blocked.get(chat, 0.0)
         if now < until:
-            self.violations += 1
-            raise ApiError(429, "Too Many Requests: retry after", math.ceil(until - now))
+            self.violations += 1  # counted always; refused only when the fake plays Telegram's limits
+            if self.rules is not None:
+                raise ApiError(429, "Too Many Requests: retry after", math.ceil(until - now))
         if self.rules is None:
             return
         rule = self.rules.group if chat < 0 else self.rules.chat

@@ -96,7 +96,7 @@ class Call:
 
 
 @dataclass
-class Fault:
+class ApiFault:
     """The next ``times`` calls of ``method`` ("*" for any) wait ``delay_s``, then fail with ``status``."""
 
     method: str

@@ -9,19 +9,19 @@ parts of a long reply), then in arrival order. A 429 blocks the chat for
 exactly its ``retry_after``: nothing goes to that chat before the time is up.
 
 :class:`Gate` is the pure arithmetic (an injected ``now``); :class:`Scheduler`
-waits on it with an injected clock and sleep.
+waits on it with an injected :class:`~mcp_cascade.clock.Clock`.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 import anyio
+
+from mcp_cascade.clock import SYSTEM, Clock
 
 GLOBAL = 0  # Telegram chat ids are never 0: the key of the bot-wide bucket
 
@@ -115,16 +115,9 @@ class Gate:
 class Scheduler:
     """Waits for a chat's turn by priority; one per bot."""
 
-    def __init__(
-        self,
-        limits: FloodLimits | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-    ) -> None:
+    def __init__(self, limits: FloodLimits | None = None, *, clock: Clock = SYSTEM) -> None:
         self.gate = Gate(limits or FloodLimits())
-        self.clock = clock
-        self._sleep = sleep
+        self._clock = clock
         self._queues: dict[int, list[tuple[int, int]]] = {}
         self._changed: dict[int, anyio.Event] = {}
         self._seq = itertools.count()
@@ -134,7 +127,7 @@ class Scheduler:
         if limits != self.gate.limits:
             old = self.gate
             self.gate = Gate(limits)
-            now = self.clock()
+            now = self._clock.monotonic()
             for key, bucket in old._buckets.items():
                 if bucket.blocked_until > now:
                     self.gate.block(key, bucket.blocked_until, now)
@@ -153,14 +146,14 @@ class Scheduler:
         try:
             while True:
                 if queue[0] == ticket:
-                    now = self.clock()
+                    now = self._clock.monotonic()
                     at = self.gate.ready_at(chat_id, now)
                     if at <= now:
                         self.gate.take(chat_id, now)
                         return
                     # A newcomer of higher priority becomes the head meanwhile and waits for the
                     # same moment; whoever is the head when it comes takes the token.
-                    await self._sleep(at - now)
+                    await self._clock.sleep(at - now)
                 else:
                     await self._changed.setdefault(chat_id, anyio.Event()).wait()
         finally:
@@ -172,13 +165,8 @@ class Scheduler:
 
     def retry_after(self, chat_id: int, seconds: float) -> float:
         """Record a 429 for ``chat_id``; returns the monotonic time before which nothing may go there."""
-        now = self.clock()
+        now = self._clock.monotonic()
         until = now + seconds
         self.gate.block(chat_id, until, now)
         self._notify(chat_id)
         return until
-
-    async def until(self, moment: float) -> None:
-        """Sleep until the clock reads ``moment`` or later (never return early)."""
-        while (left := moment - self.clock()) > 0:
-            await self._sleep(left)

@@ -23,12 +23,14 @@ from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.outbox import Entry, Outbox
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Deliver, Drop, Router, Say, answer_label
-from mcp_cascade.bridge.telegram import Backoff, TelegramClient, TelegramUnavailable, TokenRejected
+from mcp_cascade.bridge.telegram import TELEGRAM_BACKOFF, TelegramClient, TelegramUnavailable, TokenRejected
 from mcp_cascade.bridge.updates import Incoming, incoming
 from mcp_cascade.cascade import Sender
+from mcp_cascade.clock import Random, system_random
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.response import Response
+from mcp_cascade.retry import Backoff
 
 T = TypeVar("T")
 POLL_TIMEOUT_S = 25
@@ -52,7 +54,8 @@ class Inbound:
         observer: Observer,
         receipts: Receipts | None = None,
         poll_timeout_s: int = POLL_TIMEOUT_S,
-        backoff: Backoff | None = None,
+        backoff: Backoff = TELEGRAM_BACKOFF,
+        random: Random | None = None,
     ) -> None:
         self._receipts = receipts
         self._tg = telegram
@@ -62,7 +65,8 @@ class Inbound:
         self._sender = sender
         self._observer = observer
         self._poll_timeout_s = poll_timeout_s
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff
+        self._random = random or system_random()
         self._wake = anyio.Event()
         self._outbox_limiter = anyio.CapacityLimiter(1)
 
@@ -92,7 +96,7 @@ class Inbound:
             except TokenRejected:
                 raise
             except (CascadeError, OSError) as exc:  # outbox not writable, or a 4xx on getUpdates
-                wait = self._backoff.delay(attempt)
+                wait = self._backoff.delay(attempt, self._random())
                 attempt += 1
                 self._observer.emit(
                     Event("poll_failed", level="error", reason=str(exc), fields={"wait_s": round(wait, 3)})
@@ -118,7 +122,7 @@ class Inbound:
                 await self._handle(entry)
                 return
             except Exception as exc:  # one update's boundary: log, wait, retry; never skip it
-                wait = self._backoff.delay(attempt)
+                wait = self._backoff.delay(attempt, self._random())
                 attempt += 1
                 self._observer.emit(
                     Event(

@@ -10,23 +10,18 @@ otherwise answer both pollers 409 Conflict).
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
 import hashlib
-import json
-import logging
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
-from mcp_cascade._fs import atomic_write_json, read_json
+from mcp_cascade import _lock
+from mcp_cascade._fs import BINARY, NOFOLLOW, atomic_write_json, read_json
 from mcp_cascade.errors import CascadeError
-from mcp_cascade.events import Event, Observer
 from mcp_cascade.outbound import BRIDGE_JSON
+from mcp_cascade.redact import keep_secret
 from mcp_cascade.sessions import PROTOCOL
 
 TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
@@ -51,10 +46,11 @@ def load_token(home: Path, env: Mapping[str, str]) -> str:
     """``TELEGRAM_BOT_TOKEN``, else the 0600 token file in the home."""
     token = env.get(TOKEN_ENV, "").strip()
     if token:
+        keep_secret(token)
         return token
     path = home / TOKEN_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | BINARY)
     except FileNotFoundError:
         raise TokenError(
             f"no bot token: set {TOKEN_ENV} or write it to {path} (mode 0600); get one from @BotFather"
@@ -68,6 +64,7 @@ def load_token(home: Path, env: Mapping[str, str]) -> str:
         token = fh.read().decode("utf-8", "replace").strip()
     if not token:
         raise TokenError(f"{path} is empty")
+    keep_secret(token)
     return token
 
 
@@ -75,57 +72,38 @@ def load_token(home: Path, env: Mapping[str, str]) -> str:
 class BridgeLock:
     """Both locks, held until :meth:`release`."""
 
-    files: list[IO[str]]
+    files: list[_lock.HeldFile]
 
     def release(self) -> None:
-        """Release (closing the files drops the flocks)."""
-        for fh in self.files:
-            fh.close()
+        """Release both locks."""
+        for held in self.files:
+            held.release()
         self.files.clear()
 
 
-def _token_lock_dir(env: Mapping[str, str]) -> Path:
-    runtime = env.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime and Path(runtime).is_dir() else Path(tempfile.gettempdir())
-    return base / f"mcp-cascade-{os.getuid()}"
-
-
-def _take(path: Path, what: str) -> IO[str]:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fh = path.open("a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        try:
-            holder = json.loads(fh.read() or "{}")
-        except ValueError:
-            holder = {}
-        fh.close()
-        raise AlreadyRunning(
-            f"a bridge is already running for {what} (pid {holder.get('pid', '?')}, "
-            f"home {holder.get('home', '?')}, token fingerprint {holder.get('token', '?')}); "
-            "stop it first: one bridge per bot token"
-        ) from None
-    return fh
-
-
 def acquire(home: Path, token: str, env: Mapping[str, str]) -> BridgeLock:
-    """Take the home lock and the token lock, or raise AlreadyRunning naming the holder."""
+    """Take the home lock and the token lock, or raise AlreadyRunning naming the holder.
+
+    The token lock lives in the user's verified private runtime directory
+    (:func:`mcp_cascade._lock.runtime_dir`); UnsafeDirectory if that is not ours alone.
+    """
     fp = fingerprint(token)
-    holder = json.dumps({"pid": os.getpid(), "home": str(home), "token": fp})
-    files: list[IO[str]] = []
+    holder = {"pid": os.getpid(), "home": str(home), "token": fp}
+    files: list[_lock.HeldFile] = []
     try:
-        for path, what in (
-            (home / LOCK_FILE, f"home {home}"),
-            (_token_lock_dir(env) / f"bridge-{fp}.lock", f"bot token {fp}"),
+        for directory, name, what in (
+            (_lock.private_dir(home / LOCK_FILE.parent), LOCK_FILE.name, f"home {home}"),
+            (_lock.runtime_dir(env), f"bridge-{fp}.lock", f"bot token {fp}"),
         ):
-            fh = _take(path, what)
-            fh.seek(0)
-            fh.truncate()
-            fh.write(holder)
-            fh.flush()
-            files.append(fh)
+            try:
+                files.append(_lock.take(directory, name, note=holder))
+            except _lock.LockHeld as held:
+                other = held.holder
+                raise AlreadyRunning(
+                    f"a bridge is already running for {what} (pid {other.get('pid', '?')}, "
+                    f"home {other.get('home', '?')}, token fingerprint {other.get('token', '?')}); "
+                    "stop it first: one bridge per bot token"
+                ) from None
     except BaseException:
         BridgeLock(files).release()
         raise
@@ -145,58 +123,3 @@ def unpublish(home: Path) -> None:
     data = read_json(home / BRIDGE_JSON)
     if isinstance(data, dict) and data.get("pid") == os.getpid():
         (home / BRIDGE_JSON).unlink(missing_ok=True)
-
-
-def redact(text: str, token: str) -> str:
-    """``text`` with the token (and its secret half alone) replaced by ``<token>``."""
-    secret = token.partition(":")[2]
-    out = text.replace(token, "<token>")
-    return out.replace(secret, "<token>") if len(secret) >= 8 else out
-
-
-class Redacting:
-    """An Observer that removes the bot token from every event before passing it on."""
-
-    def __init__(self, inner: Observer, token: str) -> None:
-        self._inner = inner
-        self._token = token
-
-    def _clean(self, value: Any) -> Any:
-        return redact(value, self._token) if isinstance(value, str) else value
-
-    def emit(self, event: Event) -> None:
-        """Pass ``event`` on, scrubbed."""
-        self._inner.emit(
-            dataclasses.replace(
-                event,
-                reason=self._clean(event.reason),
-                fields={k: self._clean(v) for k, v in event.fields.items()},
-            )
-        )
-
-
-class _RedactingFilter(logging.Filter):
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self._token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self._token)
-        record.args = None
-        if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self._token)
-            record.exc_info = None
-        return True
-
-
-def quiet_libraries(token: str) -> None:
-    """Library log records (python-telegram-bot, httpx, uvicorn) go to stderr at WARNING, token removed.
-
-    httpx logs every request URL at INFO, and the Bot API URL contains the token.
-    """
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
-    handler.addFilter(_RedactingFilter(token))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)

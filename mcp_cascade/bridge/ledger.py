@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_cascade.bridge._db import open_db, transaction
+from mcp_cascade._schema import open_versioned, transaction
 
 PromptKind = Literal["ask", "permission"]
 
-_SCHEMA = """
+# Schema versions (see :mod:`mcp_cascade._schema`): step N takes the file from version N to N + 1.
+STEPS = (
+    # 1: the schema of release 0.1.0 (which left user_version at 0).
+    """
 CREATE TABLE IF NOT EXISTS prompts (
     token TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -54,7 +57,13 @@ CREATE TABLE IF NOT EXISTS chats (
     active_at REAL,
     seen_at REAL
 );
-"""
+""",
+    # 2: retention forgets old prompts and messages without a scan.
+    """
+CREATE INDEX prompts_created ON prompts (created_at);
+CREATE INDEX messages_sent ON messages (sent_at);
+""",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +115,7 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
-        self._db = open_db(path, _SCHEMA)
+        self._db = open_versioned(path, STEPS)
 
     def close(self) -> None:
         """Close the database."""
@@ -233,3 +242,14 @@ class Ledger:
                 "SELECT chat_id FROM chats WHERE seen_at IS NOT NULL ORDER BY seen_at DESC"
             ).fetchall()
         return [int(r[0]) for r in rows]
+
+    def purge(self, retention_s: float, now: float | None = None) -> tuple[int, int]:
+        """Forget prompts and sent messages older than the retention; returns how many of each.
+
+        A button on a prompt forgotten this way answers "no longer known" when tapped.
+        """
+        cutoff = (time.time() if now is None else now) - retention_s
+        with self._lock, transaction(self._db, "ledger") as db:
+            prompts = db.execute("DELETE FROM prompts WHERE created_at < ?", (cutoff,)).rowcount
+            messages = db.execute("DELETE FROM messages WHERE sent_at < ?", (cutoff,)).rowcount
+        return prompts, messages

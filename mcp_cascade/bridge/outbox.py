@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade.bridge._db import open_db, transaction
+from mcp_cascade._schema import open_versioned, transaction
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.response import Response, from_dict
 
-_SCHEMA = """
+# Schema versions (see :mod:`mcp_cascade._schema`): step N takes the file from version N to N + 1.
+STEPS = (
+    # 1: the schema of release 0.1.0 (which left user_version at 0).
+    """
 CREATE TABLE IF NOT EXISTS updates (
     update_id INTEGER PRIMARY KEY,
     body TEXT NOT NULL,
@@ -37,7 +40,10 @@ CREATE TABLE IF NOT EXISTS updates (
 );
 CREATE INDEX IF NOT EXISTS updates_state ON updates (state, update_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""",
+    # 2: retention forgets finished updates without a scan.
+    "CREATE INDEX updates_done ON updates (state, done_at);",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +65,7 @@ class Outbox:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._db = open_db(path, _SCHEMA)
+        self._db = open_versioned(path, STEPS)
 
     def close(self) -> None:
         """Close the database."""

@@ -12,6 +12,7 @@ nobody is allowed yet, answered with a pairing code).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,17 @@ def answer_label(prompt: Prompt) -> str:
 class Router:
     """Decides what each update becomes; synchronous (call it from a worker thread)."""
 
-    def __init__(self, home: Path, ledger: Ledger, access: Access) -> None:
+    def __init__(
+        self,
+        home: Path,
+        ledger: Ledger,
+        access: Access,
+        remote: Callable[[], list[SessionInfo]] = list,
+    ) -> None:
         self.home = home
         self.ledger = ledger
         self.access = access
+        self._remote = remote  # sessions other hosts serve (through NATS)
 
     def decide(self, inc: Incoming) -> Decision:
         """The decision for one update (its side effects on the ledger are idempotent)."""
@@ -98,7 +106,7 @@ class Router:
         command = parse_command(inc.text)
         if command is not None and command[0] in ("start", "help", "sessions", "use"):
             return self._command(inc, *command)
-        verdict = parse_verdict(inc.text)
+        verdict = None if inc.forwarded else parse_verdict(inc.text)
         if verdict is not None:
             prompt = self.ledger.open_permission(inc.chat_id, verdict[1])
             if prompt is not None:
@@ -177,8 +185,10 @@ class Router:
     # --- sessions -----------------------------------------------------------------------------
 
     def live(self) -> list[SessionInfo]:
-        """Running sessions, newest first."""
+        """Running sessions of every host, newest first."""
         running = [info for _, info in list_sessions(self.home) if info is not None and info.alive]
+        local = {info.session_id for info in running}
+        running += [info for info in self._remote() if info.session_id not in local]
         return sorted(running, key=lambda s: s.started_at, reverse=True)
 
     def current(self, chat_id: int) -> str | None:
@@ -200,18 +210,28 @@ class Router:
                 return Say("No session is running.")
             current = self.current(inc.chat_id)
             lines = [
-                f"{'▶' if s.session_id == current else '•'} {s.session_id} ({s.label or s.cwd})" for s in live
+                f"{n}. {'▶' if s.session_id == current else '•'} {describe(s)}"
+                + (f" on {s.host}" if s.host else "")
+                for n, s in enumerate(live, 1)
             ]
-            return Say("Running sessions:\n" + "\n".join(lines) + "\n\nPick one with /use NAME.")
+            return Say(
+                "Running sessions:\n" + "\n".join(lines) + "\n\nPick one with /use NAME or /use NUMBER."
+            )
         return self._use(inc, arg)
 
     def _use(self, inc: Incoming, name: str) -> Say:
         if not name:
             return Say("Usage: /use NAME (see /sessions)")
-        known = [d for d, _ in list_sessions(self.home)]
-        labels = {s.session_id for s in self.live() if s.label == name}
+        known = [d for d, _ in list_sessions(self.home)] + [s.session_id for s in self._remote()]
+        live = self.live()
+        labels = {s.session_id for s in live if s.label == name}
+        # A number picks from the /sessions list (two windows of one folder differ only by their suffix).
+        numbered = [live[int(name) - 1].session_id] if name.isdigit() and 0 < int(name) <= len(live) else []
         matches = (
-            [d for d in known if d == name] or [d for d in known if d.startswith(name)] or sorted(labels)
+            [d for d in known if d == name]
+            or numbered
+            or [d for d in known if d.startswith(name)]
+            or sorted(labels)
         )
         if not matches:
             return Say(f"No session {name!r}; /sessions lists them.")
@@ -219,3 +239,9 @@ class Router:
             return Say(f"{name!r} matches several sessions: {', '.join(matches)}")
         self.ledger.choose(inc.chat_id, matches[0])
         return Say(f"Now talking to {matches[0]}.")
+
+
+def describe(info: SessionInfo) -> str:
+    """A session as a person tells two windows apart: id, folder, when it started, its process."""
+    started = info.started_at[:16].replace("T", " ") or "?"
+    return f"{info.session_id}: {info.label or '?'} in {info.cwd or '?'}, started {started}, pid {info.pid}"

@@ -9,8 +9,6 @@ at once. Reachability (last success, last failure) feeds ``/health/bridge``.
 from __future__ import annotations
 
 import datetime as dtm
-import random
-import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,8 +32,10 @@ from telegram.request import HTTPXRequest
 
 from mcp_cascade.bridge.flood import Priority, Scheduler
 from mcp_cascade.bridge.render import Rendered
+from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
+from mcp_cascade.retry import Backoff
 
 T = TypeVar("T")
 MAX_TEXT = 4096
@@ -50,21 +50,15 @@ class TokenRejected(CascadeError):
     """Telegram does not know this bot token."""
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with full jitter, capped; a server's ``retry_after`` overrides it."""
+TELEGRAM_BACKOFF = Backoff(initial_s=0.5, cap_s=30.0)
+"""Between Bot API retries: 0.5 s doubling to 30 s (Telegram asks for seconds, not milliseconds)."""
 
-    initial_s: float = 0.5
-    cap_s: float = 30.0
-    factor: float = 2.0
 
-    def delay(self, attempt: int, retry_after: float | None = None, rand: float | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        ceiling = min(self.cap_s, self.initial_s * self.factor**attempt)
-        share = random.random() if rand is None else rand
-        return ceiling / 2 + ceiling / 2 * share
+def retry_wait(backoff: Backoff, attempt: int, exc: TelegramError, draw: float) -> float:
+    """Seconds before retry number ``attempt`` (0-based): what a 429 asked for, else the backoff."""
+    if isinstance(exc, RetryAfter):
+        return max(0.0, retry_after_s(exc))
+    return backoff.delay(attempt, draw)
 
 
 def retry_after_s(exc: RetryAfter) -> float:
@@ -106,9 +100,8 @@ class Reachability:
     last_error_at: float | None = None
     failures: int = 0
 
-    def snapshot(self) -> dict[str, Any]:
-        """For /health/bridge."""
-        now = time.time()
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """For /health/bridge, at unix time ``now``."""
         return {
             "reachable": self.failures == 0 and self.last_ok is not None,
             "last_ok_age_s": None if self.last_ok is None else round(now - self.last_ok, 3),
@@ -133,6 +126,8 @@ class TelegramClient:
         *,
         backoff: Backoff | None = None,
         scheduler: Scheduler | None = None,
+        clock: Clock = SYSTEM,
+        random: Random | None = None,
     ) -> None:
         self._bot = Bot(
             token,
@@ -142,8 +137,10 @@ class TelegramClient:
             get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=5.0, connect_timeout=5.0),
         )
         self._observer = observer
-        self._backoff = backoff or Backoff()
-        self.scheduler = scheduler or Scheduler()
+        self._backoff = backoff or TELEGRAM_BACKOFF
+        self._clock = clock
+        self._random = random or system_random()
+        self.scheduler = scheduler or Scheduler(clock=clock)
         self.reach = Reachability()
         self.username = ""
 
@@ -154,6 +151,10 @@ class TelegramClient:
         with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             await self._bot.shutdown()
 
+    def reachability(self) -> dict[str, Any]:
+        """What the bridge knows of Telegram now (for /health/bridge)."""
+        return self.reach.snapshot(self._clock.wall())
+
     async def start(self, deadline_s: float) -> None:
         """Check the token (getMe) and drop any webhook, so long polling is allowed."""
         me = await self.call("getMe", self._bot.get_me, deadline_s=deadline_s)
@@ -161,13 +162,13 @@ class TelegramClient:
         await self.call("deleteWebhook", self._bot.delete_webhook, deadline_s=deadline_s)
 
     def _ok(self) -> None:
-        self.reach.last_ok = time.time()
+        self.reach.last_ok = self._clock.wall()
         self.reach.failures = 0
 
     def _failed(self, method: str, reason: str) -> None:
         self.reach.failures += 1
         self.reach.last_error = f"{method}: {reason}"
-        self.reach.last_error_at = time.time()
+        self.reach.last_error_at = self._clock.wall()
 
     async def call(
         self,
@@ -183,7 +184,7 @@ class TelegramClient:
         With ``chat``, every attempt waits for the chat's turn in the flood
         scheduler, and a 429 blocks the chat for exactly its ``retry_after``.
         """
-        give_up = time.monotonic() + deadline_s
+        give_up = self._clock.monotonic() + deadline_s
         attempt = 0
         while True:
             try:
@@ -199,9 +200,7 @@ class TelegramClient:
                 self._ok()  # Telegram answered; the request itself is wrong
                 raise TelegramUnavailable(f"{method}: {exc.message}") from exc
             except TelegramError as exc:
-                wait = self._backoff.delay(
-                    attempt, retry_after_s(exc) if isinstance(exc, RetryAfter) else None
-                )
+                wait = retry_wait(self._backoff, attempt, exc, self._random())
                 self._failed(method, exc.message)
                 self._observer.emit(
                     Event(
@@ -216,14 +215,14 @@ class TelegramClient:
                         },
                     )
                 )
-                if time.monotonic() + wait > give_up:
+                if self._clock.monotonic() + wait > give_up:
                     raise TelegramUnavailable(
                         f"{method}: {exc.message} (gave up after {deadline_s:g} s)"
                     ) from exc
                 if chat is not None and isinstance(exc, RetryAfter):
                     self.scheduler.retry_after(chat, wait)  # the next turn waits it out, never less
                 else:
-                    await self.scheduler.until(self.scheduler.clock() + wait)
+                    await self._clock.sleep(wait)
                 attempt += 1
                 continue
             self._ok()
@@ -231,7 +230,7 @@ class TelegramClient:
 
     async def get_updates(self, offset: int | None, timeout_s: int) -> Sequence[Update]:
         """One long poll; errors are raised (the poll loop owns the retry schedule)."""
-        self.reach.last_poll = time.time()
+        self.reach.last_poll = self._clock.wall()
         updates = await self._bot.get_updates(
             offset=offset, timeout=timeout_s, allowed_updates=["message", "callback_query"]
         )

@@ -38,6 +38,8 @@ class Incoming:
     callback_id: str | None = None
     callback_data: str | None = None
     thread: int | None = None  # the forum topic it was written in
+    # Someone else's words passed on (Telegram's forward_origin): never an approval.
+    forwarded: bool = False
 
     @property
     def response_id(self) -> str:
@@ -87,6 +89,7 @@ def incoming(update: Update) -> Incoming | None:
         text=text,
         reply_to=_reply_to(message),
         thread=message.message_thread_id if message.is_topic_message else None,
+        forwarded=message.forward_origin is not None,
     )
 
 

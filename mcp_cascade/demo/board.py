@@ -28,11 +28,10 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from mcp_cascade.demo.tally import Arrival, Tally
+from mcp_cascade.demo.tally import Arrival, DemoTally
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.wire import CHANNEL, PERMISSION
 
-CHANNEL = "notifications/claude/channel"
-PERMISSION = "notifications/claude/channel/permission"
 _POLL_S = 0.02
 _HEALTH_S = 0.1
 
@@ -100,7 +99,7 @@ class Board:
 
     origin: float = field(default_factory=time.perf_counter)
     wall_origin: float = field(default_factory=time.time)
-    tally: Tally = field(default_factory=Tally)
+    tally: DemoTally = field(default_factory=DemoTally)
     failovers: list[Failover] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)  # the last /health/bridge answer

@@ -24,13 +24,12 @@ from typing import Any
 import anyio
 from rich.console import Console
 
-from mcp_cascade.bridge.testing import BridgeProcess
 from mcp_cascade.config import ENV_PREFIX
 from mcp_cascade.demo.board import Board
-from mcp_cascade.demo.scenario import Scenario
+from mcp_cascade.demo.scenario import DemoScenario
 from mcp_cascade.demo.show import Show
 from mcp_cascade.errors import ConfigError
-from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing import BridgeProcess, ServeProcess
 
 DEADLINE_S = 60.0
 
@@ -54,7 +53,7 @@ def run_demo(*, json_out: bool, home: Path | None = None) -> int:
     assert root is not None
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     console = Console(quiet=json_out, highlight=False)
-    held: list[Scenario] = []
+    held: list[DemoScenario] = []
     try:
         report, stopped = anyio.run(_main, root, home is not None, console, held)
     finally:
@@ -70,12 +69,12 @@ def run_demo(*, json_out: bool, home: Path | None = None) -> int:
 
 
 async def _main(
-    home: Path, kept: bool, console: Console, held: list[Scenario]
+    home: Path, kept: bool, console: Console, held: list[DemoScenario]
 ) -> tuple[dict[str, Any], int | None]:
     board = Board()
     show = Show(console, board)
     board.on_note = show.note
-    scenario = Scenario(home, board)
+    scenario = DemoScenario(home, board)
     held.append(scenario)
     error: str | None = None
     stopped: int | None = None
@@ -131,7 +130,7 @@ def _innermost(exc: BaseException) -> BaseException:
 
 
 def _report(
-    board: Board, scenario: Scenario, elapsed: float, error: str | None, home: Path | None
+    board: Board, scenario: DemoScenario, elapsed: float, error: str | None, home: Path | None
 ) -> dict[str, Any]:
     verdict = board.tally.verdict(complete=error is None)
     report: dict[str, Any] = {

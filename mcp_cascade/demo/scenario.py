@@ -21,14 +21,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
 
-from mcp_cascade._fs import atomic_write_json, read_json
 from mcp_cascade.bridge.fake_api import BotMessage, FakeTelegram, FakeUser
-from mcp_cascade.bridge.testing import BridgeProcess
 from mcp_cascade.demo.board import (
     Board,
     audit_handler,
@@ -37,17 +34,17 @@ from mcp_cascade.demo.board import (
     follow_session,
     poll_health,
 )
-from mcp_cascade.demo.tally import Sent
+from mcp_cascade.demo.tally import DemoSent
 from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import make_response
 from mcp_cascade.sessions import SessionPaths
-from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing import BridgeProcess, ServeProcess, point_webhook_at, sidecar_address
+from mcp_cascade.wire import PERMISSION_REQUEST, WEBHOOK_PATH
 
 PERSON = FakeUser(42, "Alex", "alex")
 FRONTEND, BACKEND = "frontend", "backend"
 FLOOD = 300
-PERMISSION_REQUEST = "notifications/claude/channel/permission_request"
 _WAIT_S = 15.0  # one step's wait; the whole run has its own deadline
 
 
@@ -72,7 +69,7 @@ class Step:
         }
 
 
-class Scenario:
+class DemoScenario:
     """Runs the steps against processes it starts and always stops."""
 
     def __init__(self, home: Path, board: Board) -> None:
@@ -109,7 +106,7 @@ class Scenario:
         self, response_id: str, session: str, what: str, *, held: bool = False, at: float | None = None
     ) -> None:
         at = time.perf_counter() if at is None else at
-        self.board.tally.expect(Sent(response_id, session, what, at, self.board.step, held=held))
+        self.board.tally.expect(DemoSent(response_id, session, what, at, self.board.step, held=held))
 
     async def bot_message(self, needle: str) -> BotMessage:
         """The bot's newest message to the person containing ``needle`` (waits for it)."""
@@ -190,19 +187,13 @@ class Scenario:
             await self.bot_message("carries your answers")
 
     def _sidecar(self, session: str) -> tuple[str, int]:
-        data = read_json(SessionPaths(self.home, session).session_json)
-        url = urlsplit(data["webhook_url"])
-        assert url.hostname is not None and url.port is not None
-        return url.hostname, url.port
+        return sidecar_address(self.home, session)
 
     def _route_through_proxy(self, session: str) -> None:
         # The bridge finds a session's webhook in session.json; pointing it at the proxy puts the
         # proxy on the network path between them, as a flaky link or a stuck middlebox would be.
         assert self.proxy is not None
-        path = SessionPaths(self.home, session).session_json
-        data = read_json(path)
-        data["webhook_url"] = self.proxy.url("/webhook/bridge-response")
-        atomic_write_json(path, data)
+        point_webhook_at(self.home, session, self.proxy.url(WEBHOOK_PATH))
 
     async def answers(self) -> None:
         front, back = self.serves[FRONTEND], self.serves[BACKEND]

@@ -7,15 +7,16 @@ and the per-tier figures are computed from those two lists alone.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_cascade.stats import nearest_rank
+
 
 @dataclass(frozen=True, slots=True)
-class Sent:
+class DemoSent:
     """One answer given: its response id, the session it is for, when (perf_counter), and how."""
 
     response_id: str
@@ -123,19 +124,17 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     """The nearest-rank percentile ``q`` (0 to 100) of ``values``; None when empty."""
     if not values:
         return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return nearest_rank(sorted(values), q / 100)
 
 
 @dataclass
-class Tally:
+class DemoTally:
     """The two lists, and what follows from them."""
 
-    sent: dict[str, Sent] = field(default_factory=dict)
+    sent: dict[str, DemoSent] = field(default_factory=dict)
     arrivals: list[Arrival] = field(default_factory=list)
 
-    def expect(self, sent: Sent) -> None:
+    def expect(self, sent: DemoSent) -> None:
         """Record an answer the person gave."""
         self.sent[sent.response_id] = sent
 

@@ -22,7 +22,7 @@ from mcp_cascade.config import Loaded, load_config, resolve_home
 from mcp_cascade.errors import CascadeError, SessionNotFound
 from mcp_cascade.inspect import views
 from mcp_cascade.inspect.queue import list_queue, retry
-from mcp_cascade.inspect.snapshot import take
+from mcp_cascade.inspect.snapshot import take_snapshot
 from mcp_cascade.inspect.targets import file_sd
 from mcp_cascade.inspect.trace import find
 from mcp_cascade.inspect.watch import watch
@@ -97,7 +97,7 @@ def _print_json(value: Any) -> None:
 
 async def _status(home: Path, console: Console, as_json: bool) -> int:
 
-    snap = await take(home)
+    snap = await take_snapshot(home)
     if as_json:
         _print_json(snap.to_dict())
     else:

@@ -24,9 +24,9 @@ from mcp_cascade.outbound import BRIDGE_JSON
 from mcp_cascade.scrape import Scrape, fetch
 from mcp_cascade.sessions import SessionInfo, SessionPaths, list_sessions
 from mcp_cascade.store import Store
+from mcp_cascade.wire import TIER_LABELS
 
 Liveness = Literal["live", "unreachable", "dead", "stopped", "absent"]
-TIERS = ("1", "2", "3")
 _HTTP_TIMEOUT_S = 2.0
 
 
@@ -40,7 +40,7 @@ class Latency:
 
 
 @dataclass(frozen=True, slots=True)
-class Breaker:
+class BreakerView:
     """The bridge's circuit breaker towards one session."""
 
     state: str
@@ -56,6 +56,8 @@ class SessionView:
     detail: str
     pid: int | None = None
     label: str = ""
+    folder: str = ""  # the project folder and start time tell two windows of one folder apart
+    started_at: str = ""
     status: str | None = None  # ok / degraded / down, from its /health
     tiers: Mapping[str, str] = field(default_factory=dict)  # webhook/file → status
     problems: tuple[str, ...] = ()
@@ -63,12 +65,13 @@ class SessionView:
     oldest_pending_age_s: float | None = None
     latency: Mapping[str, Latency] = field(default_factory=dict)
     outcomes: Mapping[str, float] = field(default_factory=dict)  # delivered/duplicate/... summed over tiers
-    breaker: Breaker | None = None
+    breaker: BreakerView | None = None
     health: Mapping[str, Any] | None = None
+    watcher: str = ""  # the inbox watcher's backend and why it was chosen
 
 
 @dataclass(frozen=True, slots=True)
-class Failover:
+class FailoverView:
     """A non-zero failover counter of the bridge."""
 
     from_tier: str
@@ -88,8 +91,8 @@ class BridgeView:
     problems: tuple[str, ...] = ()
     latency: Mapping[str, Latency] = field(default_factory=dict)
     outcomes: Mapping[str, float] = field(default_factory=dict)
-    failovers: tuple[Failover, ...] = ()
-    breakers: Mapping[str, Breaker] = field(default_factory=dict)
+    failovers: tuple[FailoverView, ...] = ()
+    breakers: Mapping[str, BreakerView] = field(default_factory=dict)
     health: Mapping[str, Any] | None = None
 
 
@@ -107,7 +110,7 @@ class Snapshot:
         return asdict(self)
 
 
-async def take(home: Path) -> Snapshot:
+async def take_snapshot(home: Path) -> Snapshot:
     """Read every session and the bridge of ``home``, concurrently."""
     entries = list_sessions(home)
     sessions: list[SessionView | None] = [None] * len(entries)
@@ -143,7 +146,7 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         metrics = await fetch(client, base + "/metrics")
     except (httpx.HTTPError, ValueError) as exc:
         view = await _offline(home, name, "unreachable", f"pid {info.pid} does not answer: {exc!r}", info.pid)
-        return replace(view, label=info.label)
+        return replace(view, label=info.label, folder=info.cwd, started_at=info.started_at)
     tiers = health.get("tiers", {}) if isinstance(health, dict) else {}
     latency: dict[str, Latency] = {}
     for tier in tiers.values():
@@ -155,6 +158,8 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         detail=f"pid {info.pid}, {info.webhook_url}",
         pid=info.pid,
         label=info.label,
+        folder=info.cwd,
+        started_at=info.started_at,
         status=health.get("status"),
         tiers={tier_name: str(tier.get("status")) for tier_name, tier in tiers.items()},
         problems=_problems(health),
@@ -163,7 +168,14 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         latency=latency,
         outcomes=_outcomes(metrics),
         health=health,
+        watcher=_watcher(tiers.get("file")),
     )
+
+
+def _watcher(file_tier: Any) -> str:
+    if not isinstance(file_tier, dict) or not file_tier.get("watcher"):
+        return ""
+    return f"{file_tier['watcher']} ({file_tier.get('watcher_reason') or 'no reason given'})"
 
 
 async def _offline(home: Path, name: str, liveness: Liveness, detail: str, pid: int | None) -> SessionView:
@@ -252,7 +264,7 @@ def _histogram_latency(metrics: Scrape | None) -> dict[str, Latency]:
         return {}
     out: dict[str, Latency] = {}
     name = "mcp_cascade_delivery_latency_seconds"
-    for tier in TIERS:
+    for tier in TIER_LABELS:
         n = int(metrics.value(name + "_count", tier=tier))
         if n:
             p50, p99 = metrics.quantile(0.5, name, tier=tier), metrics.quantile(0.99, name, tier=tier)
@@ -264,28 +276,28 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _failovers(metrics: Scrape | None) -> tuple[Failover, ...]:
+def _failovers(metrics: Scrape | None) -> tuple[FailoverView, ...]:
     if metrics is None:
         return ()
     return tuple(
-        Failover(s.labels["from_tier"], s.labels["to_tier"], s.labels["reason"], s.value)
+        FailoverView(s.labels["from_tier"], s.labels["to_tier"], s.labels["reason"], s.value)
         for s in metrics.select("mcp_cascade_failover_total")
         if s.value > 0
     )
 
 
-def _breakers(metrics: Scrape | None, health: Any) -> dict[str, Breaker]:
+def _breakers(metrics: Scrape | None, health: Any) -> dict[str, BreakerView]:
     """Each session's breaker: from the bridge's health (state and next probe), else from its metrics."""
-    found: dict[str, Breaker] = {}
+    found: dict[str, BreakerView] = {}
     if metrics is not None:
         for s in metrics.select("mcp_cascade_breaker_state"):
             if s.value == 1:
-                found[s.labels["session"]] = Breaker(s.labels["state"])
+                found[s.labels["session"]] = BreakerView(s.labels["state"])
     for session, detail in _health_breakers(health).items():
         if isinstance(detail, dict) and isinstance(detail.get("state"), str):
             probe = detail.get("next_probe_at")
             at = float(probe) if isinstance(probe, int | float) else None
-            found[session] = Breaker(detail["state"], at)
+            found[session] = BreakerView(detail["state"], at)
     return found
 
 

@@ -33,7 +33,7 @@ _CORE = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
+class TraceStep:
     """One audit record on the response's path."""
 
     ts: float
@@ -61,7 +61,7 @@ class Trace:
     tiers: tuple[int, ...]
     outcome: str
     total_ms: float
-    steps: tuple[Step, ...]
+    steps: tuple[TraceStep, ...]
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form."""
@@ -87,11 +87,11 @@ def build(key: str, records: Iterable[Mapping[str, Any]]) -> Trace | None:
         return None
     mine.sort(key=lambda r: float(r.get("ts", 0.0)))
     start = previous = float(mine[0].get("ts", 0.0))
-    steps: list[Step] = []
+    steps: list[TraceStep] = []
     for r in mine:
         ts = float(r.get("ts", 0.0))
         steps.append(
-            Step(
+            TraceStep(
                 ts=ts,
                 since_start_ms=round((ts - start) * 1000, 3),
                 since_previous_ms=round((ts - previous) * 1000, 3),
@@ -119,7 +119,7 @@ def build(key: str, records: Iterable[Mapping[str, Any]]) -> Trace | None:
     )
 
 
-def outcome(steps: Iterable[Step]) -> str:
+def outcome(steps: Iterable[TraceStep]) -> str:
     """One line for where the response ended up."""
     events = list(steps)
     pushed = [s for s in events if s.event == "pushed"]

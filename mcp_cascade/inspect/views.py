@@ -85,6 +85,8 @@ def snapshot(snap: Snapshot, now: float | None = None) -> RenderableType:
         sessions.add_row(*_session_row(view, now))
         for line in view.problems or ((view.detail,) if view.liveness != "live" else ()):
             notes.add_row(view.session, line)
+        if view.watcher:
+            notes.add_row(view.session, f"inbox watcher: {view.watcher}")
     if not snap.sessions:
         sessions.add_row("(no sessions)", *[""] * 8)
     parts: list[RenderableType] = [sessions]
@@ -100,8 +102,12 @@ def _session_row(view: SessionView, now: float) -> list[RenderableType]:
         breaker = styled(view.breaker.state)
         if view.breaker.next_probe_at is not None and view.breaker.state != "closed":
             breaker = Text.assemble(breaker, f" probe in {age(max(0.0, view.breaker.next_probe_at - now))}")
+    name = Text(view.session, style="bold")
+    if view.folder:
+        started = view.started_at[:19].replace("T", " ")
+        name.append(f"\n{view.folder}\nstarted {started}, pid {view.pid}", style="dim")
     return [
-        Text(view.session, style="bold"),
+        name,
         styled(view.liveness),
         styled(view.status),
         styled(view.tiers.get("webhook")),

@@ -16,7 +16,7 @@ from rich.live import Live
 
 from mcp_cascade.audit import AUDIT_FILE
 from mcp_cascade.inspect import views
-from mcp_cascade.inspect.snapshot import take
+from mcp_cascade.inspect.snapshot import take_snapshot
 
 _BACKLOG_BYTES = 64 * 1024
 
@@ -77,7 +77,7 @@ async def watch(home: Path, console: Console, *, interval: float, count: int, as
     with contextlib.ExitStack() as stack:
         live = None if as_json else stack.enter_context(Live(console=console, auto_refresh=False))
         while True:
-            snap = await take(home)
+            snap = await take_snapshot(home)
             fresh = await anyio.to_thread.run_sync(tail.poll)
             if live is None:
                 print(json.dumps({"status": snap.to_dict(), "events": fresh}, default=str), flush=True)

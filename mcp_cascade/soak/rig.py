@@ -16,21 +16,20 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 from anyio.abc import Process, TaskGroup
 
-from mcp_cascade._fs import atomic_write, atomic_write_json
+from mcp_cascade._fs import atomic_write
 from mcp_cascade.faults import FaultProxy
 from mcp_cascade.response import Response, make_response
 from mcp_cascade.sessions import SessionPaths, read_session
 from mcp_cascade.soak.tally import Tally
-from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing import ServeProcess, point_webhook_at
 
-Deliver = Callable[[Response, str], Awaitable[Mapping[str, Any] | None]]
-TierChoice = Literal["auto", "webhook", "file"]
+DeliverFn = Callable[[Response, str], Awaitable[Mapping[str, Any] | None]]
 
 
 def write_config(home: Path, values: Mapping[str, Any]) -> None:
@@ -143,10 +142,8 @@ class Rig:
 
     def route(self, *, through_proxy: bool) -> None:
         """Point the session's discovery file at the proxy (the default) or straight at the sidecar."""
-        data = json.loads(self.paths.session_json.read_text())
         path = urlsplit(self.direct_url).path
-        data["webhook_url"] = self.proxy.url(path) if through_proxy else self.direct_url
-        atomic_write_json(self.paths.session_json, data)
+        point_webhook_at(self.home, self.session, self.proxy.url(path) if through_proxy else self.direct_url)
 
     @property
     def pid(self) -> int:
@@ -197,7 +194,7 @@ class Rig:
 
 async def stream(
     rig: Rig,
-    deliver: Deliver,
+    deliver: DeliverFn,
     tally: Tally,
     progress: Progress,
     *,

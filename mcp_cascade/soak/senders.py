@@ -8,7 +8,6 @@ with the same id, until one acknowledges it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,22 +18,19 @@ from typing import Any
 
 import anyio
 from anyio.abc import Process, TaskGroup
-from anyio.streams.text import TextReceiveStream
 
 from mcp_cascade.cascade import Sender
 from mcp_cascade.config import LiveConfig
 from mcp_cascade.outbox import Outbox
 from mcp_cascade.response import Response
-from mcp_cascade.soak.rig import SoakAck, TierChoice
+from mcp_cascade.soak.rig import SoakAck
 from mcp_cascade.telemetry import AuditTrail, JsonLog, Telemetry
-
-_REPO = str(Path(__file__).resolve().parent.parent.parent)
+from mcp_cascade.testing import ChildProcess, child_env, stdout_lines
+from mcp_cascade.wire import TierChoice
 
 
 def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_CASCADE_")}
-    env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return child_env(clean=True)
 
 
 class InProcessSender:
@@ -73,14 +69,18 @@ class InProcessSender:
         return len(Outbox(self.home / "outbox").names())
 
 
-class WorkerSender:
+class WorkerSender(ChildProcess):
     """A sender *process* (:mod:`mcp_cascade.soak.worker`) that the scenario kills and restarts.
 
-    Every ``oneshot_every``-th response instead goes through its own
+    Stopped by EOF on its stdin (it finishes what it has first). Every
+    ``oneshot_every``-th response instead goes through its own
     ``mcp-cascade send`` process, some of which are killed mid-flight.
     """
 
+    stop_grace_s = 30.0
+
     def __init__(self, home: Path, logs: Path, *, oneshot_every: int = 0) -> None:
+        super().__init__(logs / "worker.log")
         self.home = home
         self.logs = logs
         self.oneshot_every = oneshot_every
@@ -88,7 +88,6 @@ class WorkerSender:
         self.oneshots = 0
         self.oneshot_kills = 0
         self.kill_next_oneshot_after: float | None = None
-        self._process: Process | None = None
         self._waiting: dict[str, anyio.Event] = {}
         self._receipts: dict[str, Mapping[str, Any]] = {}
         self._up = anyio.Event()
@@ -105,35 +104,33 @@ class WorkerSender:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        process = self._process
-        if process is not None and process.returncode is None:
-            assert process.stdin is not None
-            await process.stdin.aclose()  # EOF: it finishes what it has, then exits
-            with anyio.move_on_after(30):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
+        await self.stop()
         if self._stack is not None:
             await self._stack.aclose()
+
+    def command(self) -> list[str]:
+        """The worker: receipts on stdout, one per response read from stdin."""
+        return [sys.executable, "-m", "mcp_cascade.soak.worker", "--home", str(self.home)]
+
+    def environment(self) -> dict[str, str]:
+        """The inherited environment without the harness's own ``MCP_CASCADE_*`` settings."""
+        return _child_env()
+
+    async def ask_to_stop(self) -> None:
+        """EOF: it finishes what it has, then exits."""
+        if self.process is not None and self.process.stdin is not None:
+            await self.process.stdin.aclose()
 
     async def start(self) -> None:
         """Start a worker process and read its receipts."""
         assert self._tg is not None
-        stderr = (self.logs / "worker.log").open("ab")
-        self._process = await anyio.open_process(
-            [sys.executable, "-m", "mcp_cascade.soak.worker", "--home", str(self.home)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=_child_env(),
-        )
-        stderr.close()
-        self._tg.start_soon(self._read, self._process)
+        process = await self.spawn(stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._tg.start_soon(self._read, process)
         self._up.set()
 
     async def kill_and_restart(self, down_s: float = 0.0) -> None:
         """SIGKILL the worker (what it had in flight gets no receipt), then start another."""
-        process = self._process
+        process = self.process
         assert process is not None
         self._up = anyio.Event()
         process.send_signal(signal.SIGKILL)
@@ -145,22 +142,17 @@ class WorkerSender:
         await self.start()
 
     async def _read(self, process: Process) -> None:
-        assert process.stdout is not None
-        buffer = ""
-        async for chunk in TextReceiveStream(process.stdout):
-            buffer += chunk
-            while "\n" in buffer:
-                line, buffer = buffer.split("\n", 1)
-                try:
-                    receipt = json.loads(line)["receipt"]
-                except (ValueError, KeyError, TypeError):
-                    continue
-                rid = receipt.get("response_id")
-                self._receipts[rid] = receipt
-                if (event := self._waiting.get(rid)) is not None:
-                    event.set()
+        async for line in stdout_lines(process):
+            try:
+                receipt = json.loads(line)["receipt"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            rid = receipt.get("response_id")
+            self._receipts[rid] = receipt
+            if (event := self._waiting.get(rid)) is not None:
+                event.set()
         await process.wait()
-        if process is self._process:
+        if process is self.process:
             for event in self._waiting.values():
                 event.set()  # no receipt will come from this process
 
@@ -170,7 +162,7 @@ class WorkerSender:
         if self.oneshot_every and self._sent % self.oneshot_every == 0:
             return await self.oneshot(response, session)
         await self._up.wait()
-        process = self._process
+        process = self.process
         assert process is not None and process.stdin is not None
         done = self._waiting[response.id] = anyio.Event()
         self._receipts.pop(response.id, None)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_cascade.response import Response
+from mcp_cascade.stats import nearest_rank
 
 BUDGET_MS = {1: 100.0, 2: 500.0, 3: 5000.0}
 
@@ -69,7 +70,7 @@ def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
     ordered = sorted(values)
 
     def rank(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 2)
+        return round(nearest_rank(ordered, q), 2)
 
     return {
         "count": len(ordered),

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from mcp_cascade.asgi import bind_socket, serve_asgi
 
 MODEL = "claude-fake-1"
 
@@ -196,21 +196,9 @@ class FakeMessagesAPI:
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[str]:
         """Listen on 127.0.0.1 (any free port) of the caller's network; yields the base URL."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        sock.setblocking(False)
-        server = uvicorn.Server(uvicorn.Config(self.app(), log_config=None, access_log=False, lifespan="off"))
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-                    await anyio.sleep(0.005)
-            try:
-                yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-            finally:
-                server.should_exit = True
+        sock = bind_socket("127.0.0.1", 0, key="fake model API")
+        async with serve_asgi(self.app(), sock):
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def _usage() -> dict[str, int]:

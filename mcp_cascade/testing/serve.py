@@ -8,10 +8,7 @@ assert that nothing but JSON-RPC frames ever appeared there.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,17 +16,17 @@ from typing import Any
 
 import anyio
 from anyio.abc import Process
-from anyio.streams.text import TextReceiveStream
 
-from mcp_cascade.sessions import SessionInfo, read_session
+from mcp_cascade.sessions import SessionInfo, list_sessions, read_session
+from mcp_cascade.testing.process import ChildProcess, module_command, stdout_lines
 
 HANDSHAKE_VERSION = "2025-11-25"
-# Where this package lives, so a child serve imports the same code as its parent.
-_REPO = str(Path(__file__).resolve().parent.parent)
 
 
-class ServeProcess:
+class ServeProcess(ChildProcess):
     """One ``mcp-cascade serve`` subprocess and its MCP client side.
+
+    Stopped by EOF on its stdin, as Claude Code does, then SIGKILL after :attr:`stop_grace_s`.
 
     ``notifications`` collects every server→client notification in arrival
     order; ``bad_lines`` every stdout line that was not a JSON-RPC frame.
@@ -38,20 +35,22 @@ class ServeProcess:
     def __init__(
         self,
         home: Path,
-        session: str,
+        session: str | None,
         *,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stderr_path: Path | None = None,
     ) -> None:
+        name = session or f"derived-{id(self):x}"
+        super().__init__(stderr_path or home.parent / f"serve-{home.name}-{name}.stderr", env=env)
         self.home = home
-        self.session = session
+        # None: no --session, so serve derives it from ``cwd`` as it does under .mcp.json; the id
+        # it took is known once :meth:`wait_session` has seen its session.json.
+        self.explicit = session is not None
+        self.session = session or ""
         self.args = list(args)
-        self.extra_env = dict(env or {})
         self.cwd = cwd
-        self.stderr_path = stderr_path or home.parent / f"serve-{home.name}-{session}.stderr"
-        self.process: Process | None = None
         self.frames: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
         self.bad_lines: list[str] = []
@@ -60,20 +59,13 @@ class ServeProcess:
         self._next_id = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self.exit_code: int | None = None
+        self.stop_grace_s = 5.0
 
     def command(self) -> list[str]:
         """The command line that starts serve."""
-        return [
-            sys.executable,
-            "-m",
-            "mcp_cascade",
-            "serve",
-            "--home",
-            str(self.home),
-            "--session",
-            self.session,
-            *self.args,
-        ]
+        return module_command(
+            "serve", "--home", self.home, *(["--session", self.session] if self.explicit else []), *self.args
+        )
 
     async def __aenter__(self) -> ServeProcess:
         self._tg = anyio.create_task_group()
@@ -90,32 +82,13 @@ class ServeProcess:
     async def start(self) -> None:
         """Spawn serve (again, after a kill) and start reading its stdout."""
         assert self._tg is not None, "use as an async context manager"
-        env = {**os.environ, **self.extra_env}
-        env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
-        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-        stderr = self.stderr_path.open("ab")
-        self.process = await anyio.open_process(
-            self.command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-            cwd=str(self.cwd) if self.cwd else None,
-        )
-        stderr.close()
+        process = await self.spawn(stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.exit_code = None
-        self._tg.start_soon(self._read, self.process)
+        self._tg.start_soon(self._read, process)
 
     async def _read(self, process: Process) -> None:
-        assert process.stdout is not None
-        buffer = ""
-        async for chunk in TextReceiveStream(process.stdout):
-            buffer += chunk
-            while "\n" in buffer:
-                line, buffer = buffer.split("\n", 1)
-                self._line(line)
-        if buffer.strip():
-            self._line(buffer)
+        async for line in stdout_lines(process):
+            self._line(line)
         code = await process.wait()
         if process is self.process:  # a reader of an earlier, restarted process must not report
             self.exit_code = code
@@ -189,14 +162,18 @@ class ServeProcess:
 
     async def wait_session(self, timeout: float = 15.0) -> SessionInfo:
         """Wait for serve to publish session.json (its sidecar is listening)."""
-        with anyio.fail_after(timeout):
-            while True:
-                info = read_session(self.home, self.session)
-                if info is not None and self.process is not None and info.pid == self.process.pid:
-                    return info
-                if self.exit_code is not None:
-                    raise RuntimeError(f"serve exited {self.exit_code}: {self.stderr_tail()}")
-                await anyio.sleep(0.01)
+        info = await self.wait_published(self._published, "serve", timeout)
+        self.session = info.session_id
+        return info
+
+    def _published(self) -> SessionInfo | None:
+        found = (
+            [read_session(self.home, self.session)]
+            if self.explicit
+            else [info for _, info in list_sessions(self.home)]
+        )
+        pid = self.process.pid if self.process is not None else None
+        return next((info for info in found if info is not None and info.pid == pid), None)
 
     def channel(self, method: str = "notifications/claude/channel") -> list[dict[str, Any]]:
         """Every notification of ``method`` received so far."""
@@ -215,39 +192,11 @@ class ServeProcess:
         await self.wait_for(lambda: len(self.channel(method)) >= count, timeout)
         return self.channel(method)
 
-    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        """Send ``sig`` to serve."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(sig)
-
-    async def wait_exit(self, timeout: float = 15.0) -> int:
-        """Wait for serve to exit; returns its exit code."""
-        assert self.process is not None
-        with anyio.fail_after(timeout):
-            code = await self.process.wait()
-        return code
-
     async def close_stdin(self) -> None:
         """EOF on serve's stdin: Claude Code closing the session."""
         if self.process is not None and self.process.stdin is not None:
             await self.process.stdin.aclose()
 
-    async def stop(self) -> None:
-        """EOF, then SIGKILL if serve does not exit in time."""
-        if self.process is None or self.process.returncode is not None:
-            return
-        try:
-            await self.close_stdin()
-            with anyio.move_on_after(5):
-                await self.process.wait()
-        finally:
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        """The last lines serve wrote to stderr."""
-        try:
-            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+    async def ask_to_stop(self) -> None:
+        """EOF, as Claude Code does (SIGKILL follows if serve does not exit in time)."""
+        await self.close_stdin()

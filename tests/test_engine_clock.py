@@ -1,0 +1,68 @@
+"""The engine measures on the clock it is given: latencies and error times exact on a fake clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcp_cascade.clock import FakeClock
+from mcp_cascade.delivery import Engine
+from mcp_cascade.response import Response, from_dict
+from mcp_cascade.store import Store
+from mcp_cascade.wire import Tier
+from tests.cascade_helpers import Recorder
+from tests.helpers import body
+
+pytestmark = pytest.mark.anyio
+
+
+class SlowClient:
+    """A client whose every push takes ``push_s`` on the fake clock."""
+
+    def __init__(self, clock: FakeClock, push_s: float, fail: bool = False) -> None:
+        self.clock = clock
+        self.push_s = push_s
+        self.fail = fail
+
+    async def push(self, response: Response, tier: int, *, redelivered: bool) -> None:
+        self.clock.advance(self.push_s)
+        if self.fail:
+            raise BrokenPipeError("the client went away")
+
+
+async def test_the_delivered_answer_and_the_pushed_event_carry_the_fake_clocks_latency(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    events = Recorder()
+    store = Store(tmp_path / "state.db")
+    try:
+        engine = Engine(store, "s", events, clock=clock)
+        async with engine.running():
+            engine.attach(SlowClient(clock, 0.25))
+            received = await engine.receive(from_dict(body(id="c:1")), Tier.WEBHOOK)
+    finally:
+        store.close()
+    assert (received.status, received.tier) == ("delivered", Tier.WEBHOOK)
+    assert received.latency_ms == pytest.approx(250.0)
+    (pushed,) = events.named("pushed")
+    assert pushed.latency_ms == pytest.approx(250.0)
+
+
+async def test_a_broken_client_is_recorded_at_the_fake_clocks_wall_time(tmp_path: Path) -> None:
+    clock = FakeClock(wall=1_900_000_000.0)
+    store = Store(tmp_path / "state.db")
+    try:
+        engine = Engine(store, "s", Recorder(), clock=clock, push_wait_s=0.5)
+        async with engine.running():
+            engine.attach(SlowClient(clock, 2.0, fail=True))
+            received = await engine.receive(from_dict(body(id="c:2")), Tier.BRIDGE)
+            assert not engine.attached
+    finally:
+        store.close()
+    assert received.status == "queued"
+    assert engine.last_push_error is not None
+    at, reason = engine.last_push_error
+    assert at == pytest.approx(1_900_000_002.0)
+    assert "BrokenPipeError" in reason
