@@ -19,7 +19,15 @@ from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskStatus
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
@@ -71,6 +79,33 @@ class Config(BaseModel):
     audit_generations: int = Field(3, ge=1, le=1000, description="rotated audit files kept")
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
+    nats_url: str | None = Field(
+        None, description="NATS server(s) for sessions on other hosts, comma-separated; unset: local only"
+    )
+    nats_creds: Path | None = Field(None, description="NATS .creds file (JWT and NKey seed)")
+    nats_tls_ca: Path | None = Field(None, description="CA bundle that signs the NATS server's tls:// cert")
+    nats_replicas: int = Field(1, ge=1, le=5, description="copies of the JetStream stream (3 on a cluster)")
+    nats_dup_window_s: int = Field(
+        120, ge=1, le=7 * 86400, description="JetStream duplicate window; covers a sender's retry span"
+    )
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for url in value.split(","):
+            if not re.match(r"^(nats|tls)://[^\s/]+$", url.strip()):
+                raise ValueError(f"{url.strip()!r} is not a nats:// or tls:// URL (host:port, no path)")
+        return value
+
+    @model_validator(mode="after")
+    def _nats_consistent(self) -> Config:
+        if self.nats_dup_window_s * 1000 < self.overall_timeout_ms:
+            raise ValueError(
+                "nats_dup_window_s must cover overall_timeout_ms (a sender retries for that long)"
+            )
+        return self
 
     @field_validator("listen_beyond_loopback")
     @classmethod
@@ -198,6 +233,11 @@ RESTART_KEYS = frozenset(
         "retention_days",
         "watcher",
         "session_wait_ms",
+        "nats_url",
+        "nats_creds",
+        "nats_tls_ca",
+        "nats_dup_window_s",
+        "nats_replicas",
     }
 )
 # config.toml changes rarely and a reload may wait: the poll backend looks twice a second.

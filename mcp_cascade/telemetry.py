@@ -58,6 +58,7 @@ AUDIT_EVENTS: frozenset[EventName] = frozenset(
         "failed",
         "queued",
         "recovered",
+        "remote_receipt",
         "attempt",
         "failover",
         "acknowledged",

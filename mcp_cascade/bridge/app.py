@@ -153,7 +153,7 @@ class Bridge:
                         telegram=telegram,
                         outbox=outbox,
                         ledger=ledger,
-                        router=Router(self.home, ledger, access),
+                        router=Router(self.home, ledger, access, sender.remote_sessions),
                         sender=sender,
                         observer=self.observer,
                     )
