@@ -7,12 +7,10 @@ package reads ``os.environ``: callers pass the mapping in.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import re
-import signal
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +29,7 @@ from pydantic import (
 
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
+from mcp_cascade.signals import receiver
 from mcp_cascade.watchers import Watcher, WatcherSetting, open_watcher
 
 ENV_PREFIX = "MCP_CASCADE_"
@@ -370,7 +369,7 @@ class LiveConfig:
                 open_watcher(self.current.watcher, poll_s=_CONFIG_POLL_S) as watcher,
                 anyio.create_task_group() as tg,
             ):
-                with _hangups() as signals:
+                with receiver("SIGHUP") as signals:
                     if signals is not None:
                         tg.start_soon(self._on_signals, signals)
                     if self._arm(watcher):
@@ -403,14 +402,3 @@ class LiveConfig:
             changes = await watcher.changes(3600.0)
             if any(c.name in (name, None) and c.kind != "gone" for c in changes):
                 self.reload()
-
-
-@contextlib.contextmanager
-def _hangups() -> Iterator[AsyncIterator[int] | None]:
-    """SIGHUP as an async iterator; None where the platform has no SIGHUP (Windows)."""
-    hangup = getattr(signal, "SIGHUP", None)
-    if hangup is None:
-        yield None
-        return
-    with anyio.open_signal_receiver(hangup) as signals:
-        yield signals

@@ -29,6 +29,7 @@ from mcp_cascade import _fs
 from mcp_cascade.cli import main
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import from_dict
+from mcp_cascade.signals import receiver, until_terminated
 from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
 from mcp_cascade.watchers import candidates, open_watcher
@@ -171,6 +172,15 @@ async def test_a_forced_backend_that_cannot_start_hands_over_and_says_so(
         with anyio.fail_after(10):
             changes = await watcher.changes(10)
         assert ("inbox", "a.json") in {(c.key, c.name) for c in changes}
+
+
+async def test_on_windows_no_signal_is_asked_of_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    with receiver("SIGHUP") as hangups, receiver("SIGTERM", "SIGINT") as terminations:
+        assert (hangups, terminations) == (None, None)
+    with anyio.move_on_after(0.05) as scope:
+        await until_terminated(lambda name: pytest.fail(f"no signal expected, got {name}"))
+    assert scope.cancelled_caught  # it waits (Ctrl-C ends the process there) instead of failing
 
 
 PLATFORM_ONLY = {

@@ -90,6 +90,13 @@ async def test_send_and_a_sender_reach_a_session_on_another_host_once_and_in_ord
             metas = [n["params"]["meta"] for n in serve.channel()]
             assert {m["tier"] for m in metas} == {"4"} and not any("redelivered" in m for m in metas)
             assert events.named("sent") and all(e.tier == 4 for e in events.named("attempt"))
+            status = await anyio.run_process(
+                cli("inspect", "status", "--json", "--home", str(home_a), "--nats-url", server.url),
+                env=cli_env(server.url),
+                check=False,
+            )
+            listed = {v["session"]: v for v in json.loads(status.stdout)["sessions"]}
+            assert listed[SESSION]["liveness"] == "remote" and listed[SESSION]["host"], listed
             audit = (home_b / "audit.jsonl").read_text()
             assert audit.count('"t:proj-b:m-003"') >= 2  # received/durable/pushed records in B's trail
         finally:
@@ -185,3 +192,35 @@ async def test_serve_starts_without_nats_serves_locally_and_joins_when_nats_come
     finally:
         await serve.__aexit__(None, None, None)
         await anyio.to_thread.run_sync(cluster.close)
+
+
+async def test_the_bridge_lists_a_session_of_another_host_and_carries_answers_to_it_once(
+    tmp_path: Path,
+) -> None:
+    from mcp_cascade.bridge.fake_api import FakeTelegram
+    from mcp_cascade.remote.conn import host_name
+    from tests.bridge_helpers import ALICE, bridge, greet, message_with
+
+    home_a, home_b = two_homes(tmp_path)
+    async with nats(tmp_path) as server, FakeTelegram().serving() as fake:
+        serve = await started(home_b, server.url)
+        try:
+            await registered(server.url, home_a)
+            async with bridge(home_a, fake, allow=[ALICE.id], env=nats_env(server.url)):
+                await greet(fake)
+                with anyio.fail_after(30):  # the bridge reads the registry every 2 s
+                    while True:
+                        fake.message(ALICE, "/sessions")
+                        listed = await fake.wait_for(message_with(fake, ALICE.id, "ession"))
+                        if SESSION in listed.text:
+                            break
+                        await anyio.sleep(0.5)
+                assert f"on {host_name()}" in listed.text
+                for text in ("first from the phone", "second from the phone"):
+                    fake.message(ALICE, text)
+                await serve.wait_channel(2, timeout=30)
+                await anyio.sleep(0.5)
+            assert contents(serve) == ["first from the phone", "second from the phone"]
+            assert {n["params"]["meta"]["tier"] for n in serve.channel()} == {"4"}
+        finally:
+            await serve.__aexit__(None, None, None)

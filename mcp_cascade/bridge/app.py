@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import signal
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
 from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.redact import keep_secret
+from mcp_cascade.signals import until_terminated
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.telemetry import make_telemetry
 
@@ -244,10 +244,7 @@ class Bridge:
         }[stage]
 
     async def _until_signal(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                self.observer.emit(Event("signal", reason=signal.Signals(signum).name))
-                return
+        await until_terminated(lambda name: self.observer.emit(Event("signal", reason=name)))
 
 
 def flood_limits(config: Config) -> FloodLimits:

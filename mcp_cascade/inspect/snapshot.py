@@ -26,7 +26,7 @@ from mcp_cascade.sessions import SessionInfo, SessionPaths, list_sessions
 from mcp_cascade.store import Store
 from mcp_cascade.wire import TIER_LABELS
 
-Liveness = Literal["live", "unreachable", "dead", "stopped", "absent"]
+Liveness = Literal["live", "unreachable", "dead", "stopped", "absent", "remote"]
 _HTTP_TIMEOUT_S = 2.0
 
 
@@ -68,6 +68,7 @@ class SessionView:
     breaker: BreakerView | None = None
     health: Mapping[str, Any] | None = None
     watcher: str = ""  # the inbox watcher's backend and why it was chosen
+    host: str = ""  # set for a session of another host (from the NATS registry)
 
 
 @dataclass(frozen=True, slots=True)
