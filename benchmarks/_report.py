@@ -3,9 +3,7 @@
 - :func:`verdicts` prints each target of the issue with ``met``/``MISSED``, the figure
   and the limit, in the same output as the floors measured in the same run.
 - :func:`cdf_svg` writes a latency CDF (ours against the floors, and the peers where a
-  benchmark runs them) next to the JSON results, with pygal (the ``bench`` extra): a
-  small pure-Python SVG library, where matplotlib would pull numpy and a font cache for
-  a few lines on a log axis.
+  benchmark runs them) next to the JSON results (:mod:`mcp_cascade.cdf`, pygal).
 - :func:`progress` shows a bar with an ETA on a terminal (rich); plain (nothing) when
   stdout is not a TTY or ``--json`` was asked for.
 """
@@ -13,13 +11,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from benchmarks._common import RESULTS
+from mcp_cascade.cdf import write_cdf_svg
+from mcp_cascade.progress import Tick, progress_bar
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,63 +68,16 @@ def verdicts(targets: Sequence[Target]) -> dict[str, dict[str, Any]]:
 
 def cdf_svg(name: str, title: str, series: Mapping[str, Sequence[float]]) -> Path | None:
     """Write ``results/<name>.svg``: the cumulative distribution of each series (ms, log axis)."""
-    try:
-        import pygal
-    except ImportError:
-        print("(no CDF picture: pip install 'mcp-cascade[bench]' for pygal)", file=sys.stderr)
-        return None
-    chart = pygal.XY(
-        logarithmic=True,
-        title=title,
-        x_title="latency, ms (log scale)",
-        y_title="fraction of requests at or below",
-        show_dots=False,
-        stroke_style={"width": 2},
-        legend_at_bottom=True,
-        legend_at_bottom_columns=2,
-        width=900,
-        height=520,
-        range=(0, 1),
-        truncate_legend=-1,
-    )
-    for label, values in series.items():
-        chart.add(label, _cdf_points([v for v in values if v > 0]))
-    RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.svg"
-    path.write_bytes(chart.render())
-    return path
+    if write_cdf_svg(path, title, series):
+        return path
+    print("(no CDF picture: pip install 'mcp-cascade[bench]' for pygal)", file=sys.stderr)
+    return None
 
 
-def _cdf_points(values: Sequence[float], points: int = 200) -> list[tuple[float, float]]:
-    ordered = sorted(values)
-    if not ordered:
-        return []
-    step = max(1, len(ordered) // points)
-    picked = list(range(0, len(ordered), step))
-    if picked[-1] != len(ordered) - 1:
-        picked.append(len(ordered) - 1)
-    return [(ordered[i], (i + 1) / len(ordered)) for i in picked]
+__all__ = ["Target", "Tick", "cdf_svg", "progress", "verdicts"]
 
 
-class Tick(Protocol):
-    def __call__(self, advance: float = 1) -> None: ...
-
-
-@contextmanager
-def progress(label: str, total: float, *, plain: bool = False) -> Iterator[Tick]:
-    """A progress bar with an ETA on a terminal; a no-op when ``plain`` or stdout is not a TTY."""
-    if plain or not sys.stdout.isatty():
-        yield lambda advance=1: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda advance=1: bar.advance(task, advance)
+def progress(label: str, total: float, *, plain: bool = False) -> AbstractContextManager[Tick]:
+    """A progress bar with an ETA on a terminal; nothing when ``plain`` or stdout is not a TTY."""
+    return progress_bar(label, total, plain=plain)

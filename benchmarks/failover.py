@@ -43,6 +43,7 @@ from mcp_cascade.config import Config
 from mcp_cascade.events import NullObserver
 from mcp_cascade.response import make_response
 from mcp_cascade.testing import ServeProcess, point_webhook_at
+from mcp_cascade.wire import TierChoice
 
 SESSION = "bench-failover"
 WEBHOOK = "/webhook/bridge-response"
@@ -77,7 +78,12 @@ async def stopped_listener() -> AsyncIterator[int]:
 
 
 async def sample(
-    serve: ServeProcess, sender: Sender, prefix: str, n: int, tick: Tick = lambda advance=1: None
+    serve: ServeProcess,
+    sender: Sender,
+    prefix: str,
+    n: int,
+    tick: Tick = lambda advance=1: None,
+    tier: TierChoice = "auto",
 ) -> tuple[list[float], list[Receipt]]:
     """Deliver ``n`` responses one after another; latency to each notification, and the receipts."""
     latencies: list[float] = []
@@ -86,7 +92,7 @@ async def sample(
         rid = f"{prefix}:{i}"
         response = make_response(type="message", user_id=7, text="failover " + rid, id=rid)
         start = time.perf_counter()
-        receipts.append(await sender.deliver(response, SESSION))
+        receipts.append(await sender.deliver(response, SESSION, tier=tier))
         await serve.wait_for(partial(_arrived, serve, rid), timeout=30)
         arrived = _arrived(serve, rid)
         assert arrived is not None
@@ -117,7 +123,7 @@ async def run(n: int, floor_n: int, plain: bool = False) -> dict[str, Any]:
     samples: dict[str, list[float]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="mcp-cascade-failover-") as tmp,
-        progress("failover", 2 * floor_n + 2 * n + 3, plain=plain) as tick,
+        progress("failover", 2 * floor_n + 3 * n + 5, plain=plain) as tick,
     ):
         home = Path(tmp) / "home"
         home.mkdir(mode=0o700)
@@ -130,9 +136,19 @@ async def run(n: int, floor_n: int, plain: bool = False) -> dict[str, Any]:
                 lat, rec = await sample(serve, sender, "healthy", floor_n, tick)
                 samples["tier 1 healthy"] = lat
                 rows["tier 1 healthy"] = (Stats.of(lat), tiers(rec), f"{defaults.webhook_timeout_ms} ms")
-
                 point_webhook_at(home, SESSION, f"http://127.0.0.1:{closed_port()}{WEBHOOK}")
-                lat, rec = await sample(serve, sender, "refused", n, tick)
+                # The floor of every failover: the same delivery forced onto the inbox (send --tier
+                # file), interleaved with the refused ones so both meet the same moments of load.
+                lat, rec = [], []
+                flat: list[float] = []
+                frec: list[Receipt] = []
+                for i in range(n):
+                    one, got = await sample(serve, sender, f"refused{i}", 1, tick)
+                    lat, rec = lat + one, rec + got
+                    floor_one, floor_got = await sample(serve, sender, f"file{i}", 1, tick, tier="file")
+                    flat, frec = flat + floor_one, frec + floor_got
+                samples["floor: tier 3 forced"] = flat
+                rows["floor: tier 3 forced (--tier file)"] = (Stats.of(flat), tiers(frec), "nothing")
                 samples["tier 1 refused"] = lat
                 rows["tier 1 refused"] = (Stats.of(lat), tiers(rec), "none waited: tier 3 at once")
 
@@ -159,28 +175,21 @@ async def run(n: int, floor_n: int, plain: bool = False) -> dict[str, Any]:
     print(f"{'floor: durable write (tmp, fsync, rename)':<44}{floor_disk.row()}")
     for name, (stats, used, budget) in rows.items():
         print(f"{name:<44}{stats.row()}  {used:<12} {budget}")
+    # Floor of each: the same delivery forced onto the inbox, measured in this run (plus, when frozen,
+    # the tier-1 budget that must pass before a silent server can be given up on).
+    inbox = rows["floor: tier 3 forced (--tier file)"][0].p99
     targets = verdicts(
         [
-            # Floor: the durable writes on the way (the sender's outbox, the inbox file, the store).
             Target(
-                "failover p99, tier 1 refusing connections",
-                rows["tier 1 refused"][0].p99,
-                20,
-                floor=3 * floor_disk.p99,
+                "failover p99, tier 1 refusing connections", rows["tier 1 refused"][0].p99, 20, floor=inbox
             ),
-            # Floor: the tier-1 budget that must pass before a frozen server can be given up on.
             Target(
                 "failover p99, tier 1 frozen (SIGSTOP)",
                 rows["tier 1 SIGSTOPped"][0].p99,
                 150,
-                floor=defaults.webhook_timeout_ms + 3 * floor_disk.p99,
+                floor=defaults.webhook_timeout_ms + inbox,
             ),
-            Target(
-                "failover p99, breaker open",
-                rows["breaker already open"][0].p99,
-                10,
-                floor=3 * floor_disk.p99,
-            ),
+            Target("failover p99, breaker open", rows["breaker already open"][0].p99, 10, floor=inbox),
         ]
     )
     picture = cdf_svg("failover", "Failover: deliver() call → notification on serve's stdout", samples)

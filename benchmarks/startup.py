@@ -10,7 +10,7 @@
 
 Floors in the same run: ``python -c pass`` (an interpreter that does nothing) and
 ``python -c "import mcp.server.stdio"`` (the MCP SDK alone, which serve cannot
-answer ``initialize`` without).
+answer ``initialize`` without). Peak RSS comes from GNU time (``/usr/bin/time``).
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ INITIALIZE = {
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall ms and peak RSS (MiB) of one run of ``argv`` (its own rusage, from wait4)."""
+    """Wall ms and peak RSS (MiB, as GNU time reports it: the program's own, not the fork's)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     wall = (time.perf_counter() - start) * 1000
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 0, argv
-    return wall, usage.ru_maxrss / 1024
+    assert done.returncode == 0, (argv, done.stderr[-300:])
+    return wall, int(done.stderr.split()[-1]) / 1024
 
 
 def serve_once(home: Path, env: dict[str, str]) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -20,12 +20,15 @@ from mcp_cascade.breaker import Breaker, Permit
 from mcp_cascade.clock import Clock, Random
 from mcp_cascade.config import Config
 from mcp_cascade.events import Event, EventName, Observer
-from mcp_cascade.inbox import enqueue
+from mcp_cascade.queue import MaildirQueue, Queue
 from mcp_cascade.response import Response
 from mcp_cascade.retry import RetrySchedule
 from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
 from mcp_cascade.signing import Signer
 from mcp_cascade.wire import Tier, TierChoice, webhook_request
+
+if TYPE_CHECKING:  # the NATS client is imported only when nats_url is set
+    from mcp_cascade.remote.route import RemoteRoute
 
 DeliveryStatus = Literal["delivered", "queued", "failed"]
 AttemptOutcome = Literal["ok", "error", "timeout", "refused", "skipped"]
@@ -75,6 +78,7 @@ class Means:
     random: Random
     breaker: Callable[[str, SessionInfo | None, Config], Breaker]  # the session's, for this server
     acknowledge: Callable[[Response, str, str, Config], None]  # starts tier 2's acknowledgment
+    remote: RemoteRoute | None = None  # set when nats_url is
 
 
 class Walk:
@@ -129,6 +133,10 @@ class Walk:
     async def round(self) -> Result | None:
         info = await anyio.to_thread.run_sync(read_session, self.means.home, self.session)
         breaker = self.means.breaker(self.session, info, self.config)
+        if self.means.remote is not None and self.choice == "auto" and (info is None or not info.alive):
+            place, why = await self.means.remote.place(self.session)
+            if place == "remote":
+                return await self.tier4(self.means.remote, breaker, why)
         down = None
         if info is None:
             down = "session not running (no session.json)"
@@ -240,11 +248,10 @@ class Walk:
         timeout = self.remaining()
         if timeout <= 0:
             return None
-        inbox = SessionPaths(self.means.home, self.session).inbox
+        queue: Queue = MaildirQueue(SessionPaths(self.means.home, self.session).inbox, self.session)
         started = self.clock()
         try:
-            with anyio.fail_after(timeout):
-                await anyio.to_thread.run_sync(enqueue, inbox, self.response, abandon_on_cancel=True)
+            await queue.enqueue(self.response, timeout)
         except TimeoutError:
             self.record(Tier.FILE, "timeout", f"inbox write took over {timeout * 1000:.0f} ms", started)
             self.kind = "timeout"
@@ -255,6 +262,31 @@ class Walk:
             return None
         self.record(Tier.FILE, "ok", "queued in the inbox" + (f"; {down}" if down else ""), started)
         return Result("queued", Tier.FILE)
+
+    async def tier4(self, remote: RemoteRoute, breaker: Breaker, where: str) -> Result | None:
+        """Publish to the session's JetStream subject: the PubAck is 'queued', its receipt 'delivered'."""
+        permit = breaker.allow()
+        if permit == "reject":
+            self.skip_open(Tier.NATS, breaker)
+            return None
+        timeout = min(self.config.bridge_timeout_ms / 1000, self.remaining())
+        started = self.clock()
+        remote.expect(self.response.id)
+        try:
+            queue: Queue = remote.queue(self.session)
+            stored = await queue.enqueue(self.response, timeout)
+        except (TimeoutError, ConnectionError) as exc:
+            await remote.receipt(self.response.id, 0)
+            slow = isinstance(exc, TimeoutError)
+            breaker.failure(permit, slow=slow)
+            self.kind = "timeout" if slow else "refused"
+            self.record(Tier.NATS, "timeout" if slow else "refused", f"{exc}; {where}", started)
+            return None
+        breaker.success(permit)
+        status = await remote.receipt(self.response.id, min(self.webhook_s, self.remaining()))
+        said = "delivered (the session's receipt)" if status == "delivered" else "no receipt yet"
+        self.record(Tier.NATS, "ok", f"PubAck: {stored}, {said}; {where}", started)
+        return Result("delivered" if status == "delivered" else "queued", Tier.NATS)
 
     async def post(
         self, url: str, breaker: Breaker, tier: Tier, permit: Permit, timeout: float

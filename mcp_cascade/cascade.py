@@ -51,6 +51,10 @@ from mcp_cascade.wire import TIER_CHOICES, TierChoice
 if TYPE_CHECKING:
     import httpx
 
+if TYPE_CHECKING:
+    from mcp_cascade.remote.route import RemoteRoute
+    from mcp_cascade.sessions import SessionInfo
+
 __all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
 
 _REDRIVE_EVERY_S = 2.0
@@ -121,6 +125,7 @@ class Sender:
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._means: Means | None = None
+        self.remote: RemoteRoute | None = None  # set while running with nats_url
 
     @property
     def config(self) -> Config:
@@ -135,6 +140,13 @@ class Sender:
     async def __aenter__(self) -> Sender:
         signer = await anyio.to_thread.run_sync(self._prepare)
         async with AsyncExitStack() as stack:
+            remote = None
+            if self.config.nats_url:
+                from mcp_cascade.remote.route import RemoteRoute
+
+                remote = RemoteRoute(self.config, self.home, signer, self._observer, "mcp-cascade sender")
+                await stack.enter_async_context(remote.running())
+            self.remote = remote
             client = LazyClient(self._transport)
             stack.push_async_callback(client.aclose)
             self._means = Means(
@@ -146,6 +158,7 @@ class Sender:
                 self._random,
                 self._breakers.of,
                 self._start_ack,
+                remote,
             )
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
@@ -161,6 +174,10 @@ class Sender:
             await stack.aclose()
         self._tg = None
         self._means = None
+
+    def remote_sessions(self) -> list[SessionInfo]:
+        """Sessions other hosts serve (empty without ``nats_url``); safe to call from any thread."""
+        return self.remote.sessions() if self.remote is not None else []
 
     def breakers(self) -> Mapping[str, BreakerSnapshot]:
         """Each session's breaker; ``next_probe_at`` is in unix time here."""
@@ -382,6 +399,9 @@ def send_one(loaded: Loaded, response: Response, session: str, tier: TierChoice 
         telemetry = make_telemetry(loaded, "send", session, metrics_served=False)
         try:
             async with Sender(loaded.home, loaded.config, telemetry) as sender:
+                if sender.remote is not None:  # a first look at the registry before choosing the way
+                    with anyio.move_on_after(loaded.config.overall_timeout_ms / 2000):
+                        await sender.remote.link.ready.wait()
                 return await sender.deliver(response, session, tier=tier)
         finally:
             telemetry.close()

@@ -28,6 +28,11 @@ Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
 
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the MCP server for one Claude Code session (stdio)."""
+    if sys.platform == "win32":  # see docs/platforms.md#windows
+        raise CascadeError(
+            "needs Linux or macOS (its stdio transport and session locks are POSIX); on Windows run"
+            " Claude Code and mcp-cascade inside WSL 2 (bridge, send, inspect and config work natively)"
+        )
     from mcp_cascade.config import ENV_PREFIX
     from mcp_cascade.server import serve
     from mcp_cascade.sessions import resolve_session

@@ -7,22 +7,29 @@ package reads ``os.environ``: callers pass the mapping in.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import re
-import signal
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskStatus
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
+from mcp_cascade.signals import receiver
 from mcp_cascade.watchers import Watcher, WatcherSetting, open_watcher
 
 ENV_PREFIX = "MCP_CASCADE_"
@@ -86,6 +93,54 @@ class Config(BaseModel):
     audit_generations: int = Field(3, ge=1, le=1000, description="rotated audit files kept")
     telegram_api_base: str = Field("https://api.telegram.org/bot", description="Bot API base URL")
     allow: tuple[int, ...] = Field((), description="Telegram user ids allowed to answer")
+    flood_chat_per_s: float = Field(1.0, gt=0, le=1000, description="bridge: messages a second to one person")
+    flood_burst: int = Field(3, ge=1, le=100, description="bridge: messages at once to one person")
+    flood_group_per_min: float = Field(
+        20.0, gt=0, le=60_000, description="bridge: messages a minute to a group"
+    )
+    flood_global_per_s: float = Field(30.0, gt=0, le=1000, description="bridge: messages a second in all")
+    receipt_accepted: str = Field("👀", description="bridge: reaction once an answer is durable")
+    receipt_delivered: str = Field("👌", description="bridge: reaction once the session has it")
+    receipt_waiting: str = Field("😴", description="bridge: reaction when not delivered in time")
+    file_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, le=20 * 1024 * 1024, description="bridge: largest file taken from a person"
+    )
+    nats_url: str | None = Field(
+        None, description="NATS server(s) for sessions on other hosts, comma-separated; unset: local only"
+    )
+    nats_creds: Path | None = Field(None, description="NATS .creds file (JWT and NKey seed)")
+    nats_tls_ca: Path | None = Field(None, description="CA bundle that signs the NATS server's tls:// cert")
+    nats_replicas: int = Field(1, ge=1, le=5, description="copies of the JetStream stream (3 on a cluster)")
+    nats_dup_window_s: int = Field(
+        120, ge=1, le=7 * 86400, description="JetStream duplicate window; covers a sender's retry span"
+    )
+
+    @field_validator("receipt_accepted", "receipt_delivered", "receipt_waiting")
+    @classmethod
+    def _reaction(cls, value: str) -> str:
+        from mcp_cascade.bridge.receipts import REACTIONS
+
+        if value not in REACTIONS:
+            raise ValueError(f"{value!r} is not in Telegram's reaction set: {' '.join(sorted(REACTIONS))}")
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for url in value.split(","):
+            if not re.match(r"^(nats|tls)://[^\s/]+$", url.strip()):
+                raise ValueError(f"{url.strip()!r} is not a nats:// or tls:// URL (host:port, no path)")
+        return value
+
+    @model_validator(mode="after")
+    def _nats_consistent(self) -> Config:
+        if self.nats_dup_window_s * 1000 < self.overall_timeout_ms:
+            raise ValueError(
+                "nats_dup_window_s must cover overall_timeout_ms (a sender retries for that long)"
+            )
+        return self
 
     @field_validator("listen_beyond_loopback")
     @classmethod
@@ -213,6 +268,11 @@ RESTART_KEYS = frozenset(
         "retention_days",
         "watcher",
         "session_wait_ms",
+        "nats_url",
+        "nats_creds",
+        "nats_tls_ca",
+        "nats_dup_window_s",
+        "nats_replicas",
     }
 )
 # config.toml changes rarely and a reload may wait: the poll backend looks twice a second.
@@ -324,7 +384,7 @@ class LiveConfig:
                 open_watcher(self.current.watcher, poll_s=_CONFIG_POLL_S) as watcher,
                 anyio.create_task_group() as tg,
             ):
-                with _hangups() as signals:
+                with receiver("SIGHUP") as signals:
                     if signals is not None:
                         tg.start_soon(self._on_signals, signals)
                     if self._arm(watcher):
@@ -357,14 +417,3 @@ class LiveConfig:
             changes = await watcher.changes(3600.0)
             if any(c.name in (name, None) and c.kind != "gone" for c in changes):
                 self.reload()
-
-
-@contextlib.contextmanager
-def _hangups() -> Iterator[AsyncIterator[int] | None]:
-    """SIGHUP as an async iterator; None where the platform has no SIGHUP (Windows)."""
-    hangup = getattr(signal, "SIGHUP", None)
-    if hangup is None:
-        yield None
-        return
-    with anyio.open_signal_receiver(hangup) as signals:
-        yield signals

@@ -109,6 +109,13 @@ class Serve:
                 rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000
             )
         )
+        self.remote = None
+        if cfg.nats_url:
+            from mcp_cascade.remote.node import RemoteSession
+
+            self.remote = RemoteSession(
+                cfg, self.home, session, cwd, self.engine, self.signer, self.telemetry
+            )
         # Bound now, before any task group exists, so a taken port is a plain ConfigError.
         self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
 
@@ -147,6 +154,8 @@ class Serve:
                 "latency_ms": {t: recent[t] for t in ("3",) if t in recent},
             },
         }
+        if self.remote is not None:
+            tiers["nats"] = self.remote.health()
         if tier is not None:
             return tiers[tier]
         age = self.state.oldest_pending_age_s(now)
@@ -280,6 +289,14 @@ class Serve:
             )
             yield
 
+    @contextlib.asynccontextmanager
+    async def _remote(self) -> AsyncIterator[None]:
+        if self.remote is None:
+            yield
+            return
+        async with self.remote.running():
+            yield
+
     async def _mcp(self) -> None:
         stdin, stdout = protocol_stdio()
         deps = ChannelDeps(
@@ -321,6 +338,7 @@ class Serve:
                 self.engine.running(),
                 self._sidecar(),
                 self.watcher.running(),
+                self._remote(),
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self._monitor)

@@ -55,14 +55,24 @@ class SessionInfo:
     started_at: str
     cwd: str
     label: str
+    host: str = ""  # set for a session registered by another host (reached through NATS)
+    node: str = ""
+
+    @property
+    def remote(self) -> bool:
+        """Whether the session runs on another host (its pid means nothing here)."""
+        return bool(self.node)
 
     @property
     def alive(self) -> bool:
         """Whether the serving process still exists, as a process of ours.
 
         A pid reused by another account's process is not our serve: answers never go
-        to whatever that account listens on.
+        to whatever that account listens on. A session of another host (registered
+        through NATS) was heard from recently; its pid means nothing here.
         """
+        if self.remote:
+            return True
         if not pid_alive(self.pid):
             return False
         owner = pid_owner(self.pid)

@@ -72,9 +72,12 @@ class Signer:
         signature = self._webhook.sign(msg_id, datetime.fromtimestamp(ts, tz=UTC), body.decode())
         return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> str:
+    def verify(self, headers: Mapping[str, str], body: bytes, *, tolerance_s: float = _TOLERANCE_S) -> str:
         """Check the signature headers against ``body``; return the webhook id.
 
+        ``tolerance_s`` is how old (or how far ahead) the timestamp may be: five
+        minutes for a webhook, the retention period for a message that may
+        wait in a JetStream stream while its session is down.
         Raises SignatureError with a reason a sender can act on.
         """
         msg_id = headers.get("webhook-id")
@@ -84,8 +87,8 @@ class Signer:
             raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
         if not _SECONDS_RE.fullmatch(ts):  # str.isdigit() takes superscripts, which int() refuses
             raise SignatureError("webhook-timestamp must be whole unix seconds")
-        if abs(time.time() - int(ts)) > _TOLERANCE_S:
-            raise SignatureError("webhook-timestamp is outside the 5 minute tolerance")
+        if abs(time.time() - int(ts)) > tolerance_s:
+            raise SignatureError(f"webhook-timestamp is outside the {tolerance_s:g} s tolerance")
         for part in sig.split(" "):
             version, _, value = part.partition(",")
             if not version or not value:

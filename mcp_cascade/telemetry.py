@@ -58,6 +58,7 @@ AUDIT_EVENTS: frozenset[EventName] = frozenset(
         "failed",
         "queued",
         "recovered",
+        "remote_receipt",
         "attempt",
         "failover",
         "acknowledged",
@@ -152,10 +153,12 @@ class JsonLog:
         """Open ``log_file`` again by its name (after a rotation moved it); False when logging to stderr.
 
         The swap happens under the write lock, so every line lands whole in the
-        old file (before) or the new one (after), and none is lost.
+        old file (before) or the new one (after), and none is lost. Lines logged
+        before the reopen are written (to the old file) first.
         """
         if self._path is None:
             return False
+        self.flush()
         fresh = open_log_stream(self._path)
         with self._lock:
             old, self._stream = self._stream, fresh

@@ -53,6 +53,7 @@ class Tier(IntEnum):
     WEBHOOK = 1
     BRIDGE = 2
     FILE = 3
+    NATS = 4  # JetStream, to a session another host serves (never in tier_order: chosen by where it runs)
 
     @property
     def key(self) -> str:
@@ -65,7 +66,7 @@ class Tier(IntEnum):
         return cls[key.upper()]
 
 
-TIER_LABELS = ("1", "2", "3")
+TIER_LABELS = ("1", "2", "3", "4")
 """Each tier's label in metrics and on the channel notification's ``tier`` attribute."""
 
 

@@ -20,15 +20,20 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
 from mcp_cascade import _fs
+from mcp_cascade.cli import main
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import from_dict
+from mcp_cascade.signals import receiver, until_terminated
 from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
-from tests.helpers import ROOT, body
+from mcp_cascade.watchers import candidates, open_watcher
+from tests.helpers import ROOT, body, run_inspect
 
 # Runs mcp_cascade's __main__ in a process where inotify cannot be had, in the way named by argv[1].
 SIMULATE = """
@@ -104,6 +109,8 @@ async def test_serve_without_inotify_starts_delivers_and_says_which_watcher_and_
         assert why in health["watcher_reason"]
         if how == "libc":
             assert "inotify_init1" in health["watcher_reason"]
+        status = (await anyio.to_thread.run_sync(run_inspect, home, "status")).stdout
+        assert f"inbox watcher: {backend} (auto: inotify is the Linux default;" in " ".join(status.split())
     assert serve.bad_lines == []
 
 
@@ -119,6 +126,61 @@ def test_config_and_inspect_run_without_inotify_simple_and_termios(home: Path) -
     for args in (["config", "--home", str(home)], ["inspect", "status", "--home", str(home)]):
         done = simulated("posix", *args)
         assert done.returncode == 0, done.stderr
+
+
+def test_serve_on_windows_says_in_one_line_that_it_needs_wsl(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert main(["serve", "--home", str(home), "--session", "win-a"], env={}) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert (
+        err.count("\n") == 1 and "WSL 2" in err and err.startswith("mcp-cascade serve: needs Linux or macOS")
+    )
+    assert not (home / "sessions").exists()
+
+
+def test_auto_starts_the_chain_at_watchfiles_where_inotify_is_not_the_kernel_s() -> None:
+    assert candidates("auto", "darwin") == (
+        ["watchfiles", "poll"],
+        "auto: inotify is Linux-only (darwin); watchfiles is the default here",
+    )
+    assert candidates("auto", "win32")[0] == ["watchfiles", "poll"]
+    assert candidates("auto", "linux") == (
+        ["inotify", "watchfiles", "poll"],
+        "auto: inotify is the Linux default",
+    )
+    assert candidates("watchfiles", "linux")[0] == ["watchfiles", "poll"]
+
+
+async def test_a_forced_backend_that_cannot_start_hands_over_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(**_: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr("inotify_simple.INotify", refuse)
+    async with open_watcher("inotify") as watcher:
+        assert watcher.name == "watchfiles"
+        assert watcher.reason == (
+            "watcher = 'inotify' in the configuration;"
+            " inotify unavailable (OSError: [Errno 24] Too many open files)"
+        )
+        watcher.add("inbox", tmp_path)
+        (tmp_path / "a.json").write_bytes(b"{}")
+        with anyio.fail_after(10):
+            changes = await watcher.changes(10)
+        assert ("inbox", "a.json") in {(c.key, c.name) for c in changes}
+
+
+async def test_on_windows_no_signal_is_asked_of_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    with receiver("SIGHUP") as hangups, receiver("SIGTERM", "SIGINT") as terminations:
+        assert (hangups, terminations) == (None, None)
+    with anyio.move_on_after(0.05) as scope:
+        await until_terminated(lambda name: pytest.fail(f"no signal expected, got {name}"))
+    assert scope.cancelled_caught  # it waits (Ctrl-C ends the process there) instead of failing
 
 
 PLATFORM_ONLY = {

@@ -7,7 +7,6 @@ The bot token never appears in what these print, even when something fails.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Mapping
 
@@ -15,6 +14,7 @@ import anyio
 
 from mcp_cascade.config import resolve_home
 from mcp_cascade.home import ensure_home
+from mcp_cascade.signals import until_terminated
 
 
 def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -76,9 +76,7 @@ def cmd_fake_telegram(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    return
+            await until_terminated(lambda name: None)
 
     anyio.run(main)
     return 0

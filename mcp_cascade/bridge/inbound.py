@@ -21,6 +21,7 @@ from telegram import Update
 
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.outbox import Entry, Outbox
+from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Deliver, Drop, Router, Say, answer_label
 from mcp_cascade.bridge.telegram import TELEGRAM_BACKOFF, TelegramClient, TelegramUnavailable, TokenRejected
 from mcp_cascade.bridge.updates import Incoming, incoming
@@ -51,10 +52,12 @@ class Inbound:
         router: Router,
         sender: Sender,
         observer: Observer,
+        receipts: Receipts | None = None,
         poll_timeout_s: int = POLL_TIMEOUT_S,
         backoff: Backoff = TELEGRAM_BACKOFF,
         random: Random | None = None,
     ) -> None:
+        self._receipts = receipts
         self._tg = telegram
         self._outbox = outbox
         self._ledger = ledger
@@ -169,14 +172,21 @@ class Inbound:
             )
         assert response is not None and session is not None
         if entry.state in ("new", "routed"):
+            self._mark(inc, "accepted", session)
             receipt = await self._sender.deliver(response, session)
             if receipt.status == "failed":
+                self._mark(inc, "waiting", session)
                 reasons = "; ".join(f"tier {a.tier}: {a.reason}" for a in receipt.attempts)
                 raise _NotYet(f"not durable anywhere yet ({reasons})")
             status = receipt.status
             await self._io(self._outbox.delivered, entry.update_id, status)
+        self._mark(inc, "delivered" if status == "delivered" else "waiting", session)
         await self._feedback(inc, response, session, status or "delivered")
         await self._io(self._outbox.done, entry.update_id)
+
+    def _mark(self, inc: Incoming, stage: Stage, session: str) -> None:
+        if self._receipts is not None and inc.kind == "message":
+            self._receipts.mark(inc.chat_id, inc.message_id, stage, session=session, thread=inc.thread)
 
     def _reject(self, inc: Incoming, reason: str) -> None:
         self._observer.emit(

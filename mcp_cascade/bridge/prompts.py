@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from mcp_cascade.bridge.access import Access
+from mcp_cascade.bridge.flood import Priority
 from mcp_cascade.bridge.ledger import Ledger, Prompt
-from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable, split_text, truncate
+from mcp_cascade.bridge.render import render, split
+from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable, truncate
 from mcp_cascade.bridge.updates import button_data
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
@@ -31,6 +33,10 @@ class NoRecipient(CascadeError):
 
 class ChatNotAllowed(CascadeError):
     """A session asked to write into a chat no allowed person uses."""
+
+
+class PartialReply(TelegramUnavailable):
+    """A long reply failed part-way: the message says which parts arrived."""
 
 
 class Outbound:
@@ -57,7 +63,8 @@ class Outbound:
     async def _send_prompt(
         self, prompt: Prompt, buttons: Sequence[Sequence[tuple[str, str]]] | None
     ) -> dict[str, Any]:
-        message = await self._tg.send(prompt.chat_id, prompt.text, buttons=buttons)
+        priority = Priority.URGENT if prompt.kind == "permission" else Priority.NORMAL
+        message = await self._tg.send(prompt.chat_id, prompt.text, buttons=buttons, priority=priority)
         await self._io(self._ledger.sent, prompt.chat_id, message.message_id, prompt.session, prompt.token)
         self._observer.emit(
             Event(
@@ -105,16 +112,25 @@ class Outbound:
         return await self._send_prompt(prompt, buttons)
 
     async def reply(self, session: str, chat_id: int, text: str) -> dict[str, Any]:
-        """Plain text from a session, split into Telegram-sized messages."""
+        """Claude's Markdown, rendered with entities and split into parts, each sent (and retried) alone."""
         allowed = await self._io(self._access.users)
         if chat_id not in allowed and chat_id not in await self._io(self._ledger.chats):
             raise ChatNotAllowed(f"chat {chat_id} is not a chat of an allowed Telegram user")
+        parts = split(render(text, header=f"💬 {session}\n"))
         ids: list[int] = []
-        for piece in split_text(f"💬 {session}\n{text}"):
-            message = await self._tg.send(chat_id, piece)
+        for number, part in enumerate(parts, 1):
+            try:
+                message = await self._tg.send(chat_id, part, priority=Priority.BULK)
+            except TelegramUnavailable as exc:
+                if not ids:
+                    raise
+                raise PartialReply(
+                    f"parts 1-{len(ids)} of {len(parts)} arrived (message ids {ids}); "
+                    f"part {number} failed: {exc}"
+                ) from exc
             await self._io(self._ledger.sent, chat_id, message.message_id, session)
             ids.append(message.message_id)
-        return {"chat_id": chat_id, "message_id": ids[0], "message_ids": ids}
+        return {"chat_id": chat_id, "message_id": ids[0], "message_ids": ids, "parts": len(parts)}
 
     async def ack(self, response: Response, session: str, reason: str) -> None:
         """The Sender's AckHook: tier 2's direct word that the answer is kept (tier 1 did not take it)."""

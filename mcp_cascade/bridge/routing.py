@@ -12,6 +12,7 @@ nobody is allowed yet, answered with a pairing code).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,17 @@ def answer_label(prompt: Prompt) -> str:
 class Router:
     """Decides what each update becomes; synchronous (call it from a worker thread)."""
 
-    def __init__(self, home: Path, ledger: Ledger, access: Access) -> None:
+    def __init__(
+        self,
+        home: Path,
+        ledger: Ledger,
+        access: Access,
+        remote: Callable[[], list[SessionInfo]] = list,
+    ) -> None:
         self.home = home
         self.ledger = ledger
         self.access = access
+        self._remote = remote  # sessions other hosts serve (through NATS)
 
     def decide(self, inc: Incoming) -> Decision:
         """The decision for one update (its side effects on the ledger are idempotent)."""
@@ -177,8 +185,10 @@ class Router:
     # --- sessions -----------------------------------------------------------------------------
 
     def live(self) -> list[SessionInfo]:
-        """Running sessions, newest first."""
+        """Running sessions of every host, newest first."""
         running = [info for _, info in list_sessions(self.home) if info is not None and info.alive]
+        local = {info.session_id for info in running}
+        running += [info for info in self._remote() if info.session_id not in local]
         return sorted(running, key=lambda s: s.started_at, reverse=True)
 
     def current(self, chat_id: int) -> str | None:
@@ -200,7 +210,9 @@ class Router:
                 return Say("No session is running.")
             current = self.current(inc.chat_id)
             lines = [
-                f"{n}. {'▶' if s.session_id == current else '•'} {describe(s)}" for n, s in enumerate(live, 1)
+                f"{n}. {'▶' if s.session_id == current else '•'} {describe(s)}"
+                + (f" on {s.host}" if s.host else "")
+                for n, s in enumerate(live, 1)
             ]
             return Say(
                 "Running sessions:\n" + "\n".join(lines) + "\n\nPick one with /use NAME or /use NUMBER."
@@ -210,7 +222,7 @@ class Router:
     def _use(self, inc: Incoming, name: str) -> Say:
         if not name:
             return Say("Usage: /use NAME (see /sessions)")
-        known = [d for d, _ in list_sessions(self.home)]
+        known = [d for d, _ in list_sessions(self.home)] + [s.session_id for s in self._remote()]
         live = self.live()
         labels = {s.session_id for s in live if s.label == name}
         # A number picks from the /sessions list (two windows of one folder differ only by their suffix).

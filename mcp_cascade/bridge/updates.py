@@ -37,6 +37,7 @@ class Incoming:
     reply_to: int | None = None
     callback_id: str | None = None
     callback_data: str | None = None
+    thread: int | None = None  # the forum topic it was written in
     # Someone else's words passed on (Telegram's forward_origin): never an approval.
     forwarded: bool = False
 
@@ -86,9 +87,18 @@ def incoming(update: Update) -> Incoming | None:
         message.message_id,
         _stamp(message.date),
         text=text,
-        reply_to=message.reply_to_message.message_id if message.reply_to_message else None,
+        reply_to=_reply_to(message),
+        thread=message.message_thread_id if message.is_topic_message else None,
         forwarded=message.forward_origin is not None,
     )
+
+
+def _reply_to(message: Any) -> int | None:
+    """The bot message this one answers (in a topic, the topic's own first message does not count)."""
+    original = message.reply_to_message
+    if original is None or (message.is_topic_message and original.message_id == message.message_thread_id):
+        return None
+    return int(original.message_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from mcp_cascade.config import Loaded, load_config, resolve_home
 from mcp_cascade.errors import CascadeError, SessionNotFound
 from mcp_cascade.inspect import views
 from mcp_cascade.inspect.queue import list_queue, retry
-from mcp_cascade.inspect.snapshot import take_snapshot
+from mcp_cascade.inspect.snapshot import SessionView, take_snapshot
 from mcp_cascade.inspect.targets import file_sd
 from mcp_cascade.inspect.trace import find
 from mcp_cascade.inspect.watch import watch
@@ -48,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
         p.add_argument("--json", action="store_true", help="print JSON instead of tables")
         p.add_argument("--home", default=argparse.SUPPRESS, help="state directory")
+        p.add_argument(
+            "--nats-url", dest="cfg_nats_url", help="NATS server(s): also list other hosts' sessions"
+        )
         return p
 
     what("status")
@@ -74,11 +79,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise CascadeError(
             f"no mcp-cascade home at {home} (nothing ran here yet; use --home or MCP_CASCADE_HOME)"
         )
-    loaded = load_config(home, env)
+    loaded = load_config(home, env, {"nats_url": getattr(args, "cfg_nats_url", None)})
     console = Console()
     command: str = args.inspect_command
     if command == "status":
-        return anyio.run(_status, home, console, args.json)
+        return anyio.run(_status, loaded, console, args.json)
     if command == "queue":
         return _queue(loaded, console, args)
     if command == "trace":
@@ -95,14 +100,39 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-async def _status(home: Path, console: Console, as_json: bool) -> int:
+async def _status(loaded: Loaded, console: Console, as_json: bool) -> int:
 
-    snap = await take_snapshot(home)
+    snap = await take_snapshot(loaded.home)
+    if loaded.config.nats_url:
+        snap = replace(snap, sessions=snap.sessions + await _remote_views(loaded))
     if as_json:
         _print_json(snap.to_dict())
     else:
         console.print(views.snapshot(snap))
     return 0
+
+
+async def _remote_views(loaded: Loaded) -> tuple[SessionView, ...]:
+    """Sessions other hosts registered in NATS (one line saying so when NATS cannot be read)."""
+    from mcp_cascade.remote.listing import describe, read_registry
+
+    entries, error = await read_registry(loaded.config, loaded.home)
+    if error:
+        return (SessionView(session="(other hosts)", liveness="unreachable", detail=error),)
+    now = time.time()
+    return tuple(
+        SessionView(
+            session=e.session_id,
+            liveness="remote" if e.running(now) else "stopped",
+            detail=describe(e, now),
+            pid=e.pid,
+            label=e.label,
+            folder=f"{e.host}:{e.cwd}",
+            started_at=e.started_at,
+            host=e.host,
+        )
+        for e in entries
+    )
 
 
 def _queue(loaded: Loaded, console: Console, args: argparse.Namespace) -> int:

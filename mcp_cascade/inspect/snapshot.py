@@ -26,7 +26,7 @@ from mcp_cascade.sessions import SessionInfo, SessionPaths, list_sessions
 from mcp_cascade.store import Store
 from mcp_cascade.wire import TIER_LABELS
 
-Liveness = Literal["live", "unreachable", "dead", "stopped", "absent"]
+Liveness = Literal["live", "unreachable", "dead", "stopped", "absent", "remote"]
 _HTTP_TIMEOUT_S = 2.0
 
 
@@ -67,6 +67,8 @@ class SessionView:
     outcomes: Mapping[str, float] = field(default_factory=dict)  # delivered/duplicate/... summed over tiers
     breaker: BreakerView | None = None
     health: Mapping[str, Any] | None = None
+    watcher: str = ""  # the inbox watcher's backend and why it was chosen
+    host: str = ""  # set for a session of another host (from the NATS registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,14 @@ async def _session(client: httpx.AsyncClient, home: Path, name: str, info: Sessi
         latency=latency,
         outcomes=_outcomes(metrics),
         health=health,
+        watcher=_watcher(tiers.get("file")),
     )
+
+
+def _watcher(file_tier: Any) -> str:
+    if not isinstance(file_tier, dict) or not file_tier.get("watcher"):
+        return ""
+    return f"{file_tier['watcher']} ({file_tier.get('watcher_reason') or 'no reason given'})"
 
 
 async def _offline(home: Path, name: str, liveness: Liveness, detail: str, pid: int | None) -> SessionView:

@@ -85,6 +85,8 @@ def snapshot(snap: Snapshot, now: float | None = None) -> RenderableType:
         sessions.add_row(*_session_row(view, now))
         for line in view.problems or ((view.detail,) if view.liveness != "live" else ()):
             notes.add_row(view.session, line)
+        if view.watcher:
+            notes.add_row(view.session, f"inbox watcher: {view.watcher}")
     if not snap.sessions:
         sessions.add_row("(no sessions)", *[""] * 8)
     parts: list[RenderableType] = [sessions]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mcp_cascade.cdf import write_cdf_svg
 from mcp_cascade.soak.disk import mounts_unavailable
 from mcp_cascade.soak.report import machine, summary
 from mcp_cascade.soak.run import run_scenario
@@ -31,8 +32,14 @@ async def soak(
     workdir: Path | None = None,
     json_path: Path | None = None,
     command: str = "",
+    tick: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Run the named scenarios one after another; the whole report (also written to ``json_path``)."""
+    """Run the named scenarios one after another; the whole report (also written to ``json_path``).
+
+    With ``json_path``, a latency CDF of every scenario is drawn beside it (``.svg``, with pygal).
+    ``tick`` is called once per response that has its receipt (the progress bar).
+    """
+    latencies: dict[str, list[float]] = {}
     own = workdir is None
     root = Path(tempfile.mkdtemp(prefix="mcp-cascade-soak-")) if workdir is None else workdir
     results: list[dict[str, Any]] = []
@@ -43,7 +50,9 @@ async def soak(
             if reason is not None:
                 results.append({"scenario": name, "title": scenario.title, "skipped": reason})
                 continue
-            results.append(await run_scenario(scenario, count, seed, root))
+            result = await run_scenario(scenario, count, seed, root, tick)
+            latencies[name] = result.pop("latencies_ms")
+            results.append(result)
             if json_path is not None:  # a long run leaves its results so far behind
                 _write(json_path, _report(results, count, seed, command))
     finally:
@@ -52,6 +61,8 @@ async def soak(
     report = _report(results, count, seed, command)
     if json_path is not None:
         _write(json_path, report)
+        title = "Soak: hand-over to the sender → first push into the session"
+        write_cdf_svg(json_path.with_suffix(".svg"), title, latencies)
     return report
 
 

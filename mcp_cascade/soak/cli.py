@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 
 from mcp_cascade.errors import ConfigError
+from mcp_cascade.progress import progress_bar
 from mcp_cascade.soak import SCENARIOS, soak
 from mcp_cascade.soak.disk import enter_namespace
 from mcp_cascade.soak.report import render
@@ -36,9 +37,12 @@ def cmd_soak(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     command = "mcp-cascade soak " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["soak"] else sys.argv[1:])
     workdir = Path(args.workdir) if args.workdir else None
     json_path = Path(args.json) if args.json else None
-    report = anyio.run(
-        lambda: soak(names, count, args.seed, workdir=workdir, json_path=json_path, command=command)
-    )
+    with progress_bar("soak", count * len(names), plain=json_path is not None) as tick:
+        report = anyio.run(
+            lambda: soak(
+                names, count, args.seed, workdir=workdir, json_path=json_path, command=command, tick=tick
+            )
+        )
     if args.load:
         from mcp_cascade.soak.load import run_load
 

@@ -50,13 +50,15 @@ def write_config(home: Path, values: Mapping[str, Any]) -> None:
 class Progress:
     """How many responses the streams of a scenario have finished; waitable."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_advance: Callable[[], None] = lambda: None) -> None:
         self.done = 0
         self._changed = anyio.Event()
+        self._on_advance = on_advance  # the progress bar's tick
 
     def advance(self) -> None:
         """One more response has its receipt."""
         self.done += 1
+        self._on_advance()
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 

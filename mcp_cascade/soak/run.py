@@ -163,15 +163,21 @@ class Scenario:
     min_duration_s: float = 10.0  # a reduced run is paced slower, so time-based faults still meet traffic
 
 
-async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path) -> dict[str, Any]:
-    """Run ``scenario`` with ``count`` responses in all; the JSON-ready result with its verdict."""
+async def run_scenario(
+    scenario: Scenario, count: int, seed: int, workdir: Path, tick: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
+    """Run ``scenario`` with ``count`` responses in all; the JSON-ready result with its verdict.
+
+    ``tick`` is called once per receipt (the progress bar); the result's ``latencies_ms`` (every
+    response's latency to its first push) is for the CDF picture and is not written to the report.
+    """
     base = workdir / scenario.name
     home, logs = base / "home", base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     config = {**BASE_CONFIG, **scenario.config}
     write_config(home, config)
-    progress, ack = Progress(), SoakAck()
+    progress, ack = Progress(tick), SoakAck()
     started = time.perf_counter()
     async with AsyncExitStack() as stack:
         sender: InProcessSender | WorkerSender
@@ -243,6 +249,7 @@ async def run_scenario(scenario: Scenario, count: int, seed: int, workdir: Path)
         "duration_s": round(time.perf_counter() - started, 2),
         "config": {k: v for k, v in config.items() if k not in BASE_CONFIG},
         "verdict": verdict,
+        "latencies_ms": tally.latencies(),
         "audit": audit,
         "settled": settled,
         "stdout_bad_lines": bad_lines,

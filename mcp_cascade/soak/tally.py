@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +125,21 @@ class Tally:
         """Every response id that reached its session at least once."""
         return {p.response_id for p in self.pushes}
 
+    def latencies(self, *, from_scheduled: bool = False) -> list[float]:
+        """Every response's latency to its first push, in ms (for the CDF picture)."""
+        by_id: dict[str, list[Push]] = {}
+        for push in sorted(self.pushes, key=lambda p: p.at):
+            by_id.setdefault(push.response_id, []).append(push)
+        return [ms for _, _, ms in self._first_pushes(by_id, from_scheduled)]
+
+    def _first_pushes(
+        self, by_id: Mapping[str, list[Push]], from_scheduled: bool
+    ) -> Iterator[tuple[str, int, float]]:
+        for rid, ps in by_id.items():
+            sent = self.sent.get(rid)
+            if sent is not None:
+                yield rid, ps[0].tier, (ps[0].at - (sent.scheduled if from_scheduled else sent.began)) * 1000
+
     def verdict(
         self, *, overall_timeout_ms: float | None = None, from_scheduled: bool = False
     ) -> dict[str, Any]:
@@ -146,12 +161,8 @@ class Tally:
         ]
         latency: dict[int, list[float]] = {1: [], 2: [], 3: []}
         late: list[str] = []
-        for rid, ps in by_id.items():
-            sent = self.sent.get(rid)
-            if sent is None:
-                continue
-            ms = (ps[0].at - (sent.scheduled if from_scheduled else sent.began)) * 1000
-            latency.setdefault(ps[0].tier, []).append(ms)
+        for rid, tier, ms in self._first_pushes(by_id, from_scheduled):
+            latency.setdefault(tier, []).append(ms)
             if overall_timeout_ms is not None and ms > overall_timeout_ms:
                 late.append(rid)
         receipts = Counter(

@@ -1,0 +1,131 @@
+"""The queue interface (DESIGN 10): the maildir and JetStream keep the same promises.
+
+Both implementations run against the real thing: files in tmp_path, and a real
+nats-server. The same contract test drives each through the same consumer loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_cascade.delivery import Engine
+from mcp_cascade.queue import Item, MaildirQueue, Quarantined, Queue
+from mcp_cascade.remote.consume import consume
+from mcp_cascade.response import Response
+from mcp_cascade.signing import Signer, load_or_create_secret
+from mcp_cascade.store import Store
+from tests.remote_helpers import Recorder, answer, nats, needs_nats
+
+pytestmark = pytest.mark.anyio
+SESSION = "q-session"
+
+
+@asynccontextmanager
+async def a_queue(kind: str, tmp_path: Path) -> AsyncIterator[Queue]:
+    if kind == "maildir":
+        yield MaildirQueue(tmp_path / "inbox", SESSION)
+        return
+    import nats as nats_client
+
+    from mcp_cascade.config import Config
+    from mcp_cascade.remote.jetstream import JetStreamQueue, ensure_stream
+
+    async with nats(tmp_path) as server:
+        nc = await nats_client.connect(server.url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, Config.model_validate({}))
+            yield JetStreamQueue(js, SESSION, Signer(load_or_create_secret(tmp_path / "home")))
+        finally:
+            await nc.close()
+
+
+KINDS = ["maildir", pytest.param("jetstream", marks=needs_nats)]
+
+
+async def claim_one(queue: Queue) -> Item:
+    with anyio.fail_after(10):
+        while True:
+            for entry in await queue.claim(1, 0.5):
+                assert isinstance(entry, Item), entry
+                return entry
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_enqueued_responses_are_claimed_in_order_and_acked_ones_never_come_back(
+    kind: str, tmp_path: Path
+) -> None:
+    async with a_queue(kind, tmp_path) as queue:
+        await queue.recover()
+        sent = [answer(f"q{i}", SESSION, i) for i in range(3)]
+        for response in sent:
+            await queue.enqueue(response, 5)
+        first = await claim_one(queue)
+        assert first.response.id == sent[0].id
+        await queue.nack(first, "store unavailable", permanent=False)  # comes back, still first
+        again = await claim_one(queue)
+        assert again.response.id == sent[0].id
+        got = [again.response.id]
+        await queue.ack(again)
+        for _ in range(2):
+            item = await claim_one(queue)
+            got.append(item.response.id)
+            await queue.ack(item)
+        assert got == [r.id for r in sent]
+        assert await queue.claim(1, 0.3) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_consumer_loop_delivers_either_queue_into_the_engine_once(
+    kind: str, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "state.db")
+    recorder = Recorder()
+    engine = Engine(store, SESSION, recorder)
+    sent: list[Response] = [answer(f"c{i}", SESSION, i) for i in range(5)]
+    try:
+        async with a_queue(kind, tmp_path) as queue, engine.running(), anyio.create_task_group() as tg:
+            where = [await queue.enqueue(r, 5) for r in [*sent, sent[1]]]  # a resend of the same id
+            # JetStream drops the resend at publish (Nats-Msg-Id); the maildir hands it to the store's dedup.
+            repeats = [] if kind == "jetstream" else [sent[1].id]
+            if kind == "jetstream":
+                assert "already there" in where[-1]
+            tg.start_soon(lambda: consume(queue, engine, recorder, tier=4))
+            with anyio.fail_after(20):
+                while len(recorder.named("durable")) + len(recorder.named("duplicate")) < 5 + len(repeats):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+        assert [e.response_id for e in recorder.named("durable")] == [r.id for r in sent]
+        assert [e.response_id for e in recorder.named("duplicate")] == repeats
+    finally:
+        store.close()
+
+
+@needs_nats
+async def test_an_unsigned_jetstream_message_is_quarantined_and_does_not_block_the_next(
+    tmp_path: Path,
+) -> None:
+    async with a_queue("jetstream", tmp_path) as queue:
+        from mcp_cascade.remote.jetstream import JetStreamQueue, subject
+
+        assert isinstance(queue, JetStreamQueue)
+        await queue.recover()
+        good = answer("signed", SESSION)
+        await queue.js.publish(subject(SESSION), good.to_json(), headers={"Nats-Msg-Id": "forged"})
+        await queue.enqueue(good, 5)
+        entries: list[Item | Quarantined] = []
+        with anyio.fail_after(10):
+            while not entries:
+                entries += await queue.claim(1, 0.5)
+            (bad,) = entries
+            assert isinstance(bad, Quarantined) and "signature" in bad.reason
+            await queue.nack(bad, bad.reason, permanent=True)  # terminated: never redelivered
+            ok = await claim_one(queue)
+        assert ok.response.id == good.id
+        await queue.ack(ok)
+        assert await queue.claim(1, 0.5) == []
