@@ -65,6 +65,21 @@ class Config(BaseModel):
     )
     sidecar_port: int = Field(0, ge=0, le=65_535, description="sidecar port, 0 for any free one")
     bridge_port: int = Field(0, ge=0, le=65_535, description="bridge API port, 0 for any free one")
+    http_header_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576, description="largest request head the sidecar and bridge API read"
+    )
+    http_header_timeout_ms: int = Field(
+        5000, ge=10, le=600_000, description="time a client has to send a request's headers"
+    )
+    http_body_timeout_ms: int = Field(
+        10_000, ge=10, le=600_000, description="time a client has to send a request's body after its headers"
+    )
+    http_max_connections: int = Field(
+        64, ge=1, le=65_536, description="open connections the sidecar and bridge API hold at once"
+    )
+    http_keep_alive_ms: int = Field(
+        5000, ge=10, le=600_000, description="idle keep-alive connections closed after"
+    )
     retention_days: int = Field(7, ge=7, le=3650, description="how long delivered ids are kept")
     session_wait_ms: int = Field(5000, ge=0, le=600_000, description="wait for a session's closing holder")
     legacy_webhook_unsigned: bool = Field(

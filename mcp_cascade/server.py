@@ -24,7 +24,7 @@ from mcp.shared.message import SessionMessage
 
 from mcp_cascade._capture import capture_into
 from mcp_cascade._fs import atomic_write_json, dir_writable
-from mcp_cascade.asgi import bind_socket, serve_asgi
+from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
 from mcp_cascade.config import LiveConfig, Loaded, is_loopback
 from mcp_cascade.delivery import Engine
@@ -269,7 +269,7 @@ class Serve:
         )
         # Stopped at once on exit: Claude Code allows a stopping server about 100 ms before it
         # escalates, and uvicorn's own shutdown polls every 100 ms.
-        async with serve_asgi(app, sock):
+        async with serve_asgi(app, sock, limits=HttpLimits.of(self.live.current)):
             self._publish(host, port)
             if not is_loopback(host):
                 self.telemetry.emit(

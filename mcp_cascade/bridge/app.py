@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 
 from mcp_cascade._capture import capture_into
-from mcp_cascade.asgi import bind_socket, serve_asgi
+from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.flood import FloodLimits, Scheduler
@@ -194,7 +194,7 @@ class Bridge:
     async def _http(self, sock: Any, deps: ApiDeps) -> AsyncIterator[None]:
         host, port = sock.getsockname()[:2]
         # Nothing an API call started is lost by cutting it short (its caller gets an error).
-        async with serve_asgi(build_app(deps), sock):
+        async with serve_asgi(build_app(deps), sock, limits=HttpLimits.of(self.live.current)):
             self.state.api_url = f"http://{host}:{port}"
             publish(self.home, self.state.api_url)
             self.observer.emit(Event("bridge_listening", fields={"api_url": self.state.api_url}))
