@@ -39,6 +39,7 @@ from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
+from mcp_cascade.bridge.topics import Topics
 from mcp_cascade.cascade import Sender
 from mcp_cascade.config import Config, Loaded
 from mcp_cascade.events import Event
@@ -153,7 +154,8 @@ class Bridge:
                 self.observer.emit(
                     Event("telegram_ready", fields={"bot": telegram.username, "token": self.fingerprint})
                 )
-                outbound = Outbound(telegram, ledger, access, self.observer)
+                topics = Topics(telegram, ledger, self.home, self.observer)
+                outbound = Outbound(telegram, ledger, access, self.observer, topics)
                 async with Sender(self.home, self.live, self.observer, ack=outbound.ack) as sender:
                     receipts = Receipts(telegram, self._emoji, self.observer)
                     inbound = Inbound(
@@ -177,6 +179,7 @@ class Bridge:
                         tg.start_soon(inbound.process)
                         tg.start_soon(receipts.run)
                         tg.start_soon(self._monitor, outbox, ledger, access, telegram, sender)
+                        tg.start_soon(self._keep_topics, topics)
                         await self._until_signal()
                         tg.cancel_scope.cancel()
         finally:
@@ -200,6 +203,14 @@ class Bridge:
                 yield
             finally:
                 unpublish(self.home)
+
+    async def _keep_topics(self, topics: Topics) -> None:
+        while True:
+            try:
+                await topics.sync()
+            except Exception as exc:  # task boundary: a broken topic must not stop the bridge
+                self.observer.emit(Event("topic_failed", level="error", reason=repr(exc)))
+            await anyio.sleep(_MONITOR_S)
 
     async def _monitor(
         self, outbox: Outbox, ledger: Ledger, access: Access, telegram: TelegramClient, sender: Sender

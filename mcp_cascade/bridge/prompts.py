@@ -12,12 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio.to_thread
+from telegram import Message
 
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.flood import Priority
 from mcp_cascade.bridge.ledger import Ledger, Prompt
 from mcp_cascade.bridge.render import render, split
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable, truncate
+from mcp_cascade.bridge.topics import Topics
 from mcp_cascade.bridge.updates import button_data
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
@@ -42,11 +44,24 @@ class PartialReply(TelegramUnavailable):
 class Outbound:
     """Sends for sessions; records what it sent in the ledger."""
 
-    def __init__(self, telegram: TelegramClient, ledger: Ledger, access: Access, observer: Observer) -> None:
+    def __init__(
+        self,
+        telegram: TelegramClient,
+        ledger: Ledger,
+        access: Access,
+        observer: Observer,
+        topics: Topics | None = None,
+    ) -> None:
         self._tg = telegram
         self._ledger = ledger
         self._access = access
         self._observer = observer
+        self._topics = topics
+
+    async def _send(self, chat_id: int, session: str, text: Any, **kw: Any) -> Message:
+        if self._topics is None:
+            return await self._tg.send(chat_id, text, **kw)
+        return await self._topics.send(chat_id, session, text, **kw)
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args)
@@ -64,7 +79,9 @@ class Outbound:
         self, prompt: Prompt, buttons: Sequence[Sequence[tuple[str, str]]] | None
     ) -> dict[str, Any]:
         priority = Priority.URGENT if prompt.kind == "permission" else Priority.NORMAL
-        message = await self._tg.send(prompt.chat_id, prompt.text, buttons=buttons, priority=priority)
+        message = await self._send(
+            prompt.chat_id, prompt.session, prompt.text, buttons=buttons, priority=priority
+        )
         await self._io(self._ledger.sent, prompt.chat_id, message.message_id, prompt.session, prompt.token)
         self._observer.emit(
             Event(
@@ -116,11 +133,12 @@ class Outbound:
         allowed = await self._io(self._access.users)
         if chat_id not in allowed and chat_id not in await self._io(self._ledger.chats):
             raise ChatNotAllowed(f"chat {chat_id} is not a chat of an allowed Telegram user")
-        parts = split(render(text, header=f"💬 {session}\n"))
+        in_topic = self._topics is not None and await self._topics.thread(chat_id, session) is not None
+        parts = split(render(text, header="" if in_topic else f"💬 {session}\n"))
         ids: list[int] = []
         for number, part in enumerate(parts, 1):
             try:
-                message = await self._tg.send(chat_id, part, priority=Priority.BULK)
+                message = await self._send(chat_id, session, part, priority=Priority.BULK)
             except TelegramUnavailable as exc:
                 if not ids:
                     raise

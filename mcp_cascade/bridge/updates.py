@@ -38,6 +38,7 @@ class Incoming:
     callback_id: str | None = None
     callback_data: str | None = None
     thread: int | None = None  # the forum topic it was written in
+    forum: bool = False  # the chat is a forum supergroup
     # Someone else's words passed on (Telegram's forward_origin): never an approval.
     forwarded: bool = False
 
@@ -89,6 +90,7 @@ def incoming(update: Update) -> Incoming | None:
         text=text,
         reply_to=_reply_to(message),
         thread=message.message_thread_id if message.is_topic_message else None,
+        forum=bool(message.chat.is_forum),
         forwarded=message.forward_origin is not None,
     )
 
