@@ -41,10 +41,11 @@ from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.bridge.topics import Topics
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import Config, LiveConfig, Loaded
+from mcp_cascade.config import Config, Loaded
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
 from mcp_cascade.home import ensure_home, warn_tightened
+from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.redact import keep_secret
 from mcp_cascade.signals import until_terminated
 from mcp_cascade.signing import Signer, load_or_create_secret
