@@ -8,17 +8,101 @@ embeds it owns SIGTERM and SIGINT.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
+import h11
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcp_cascade.errors import ConfigError
 
-__all__ = ["bind_socket", "serve_asgi"]
+if TYPE_CHECKING:
+    from mcp_cascade.config import Config
+
+__all__ = ["HttpLimits", "bind_socket", "serve_asgi"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one client may hold of a server: head size, read deadlines, connections."""
+
+    header_bytes: int = 16_384
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 64
+    keep_alive_s: float = 5.0
+
+    @classmethod
+    def of(cls, config: Config) -> HttpLimits:
+        """The limits a configuration sets."""
+        return cls(
+            header_bytes=config.http_header_bytes,
+            header_timeout_s=config.http_header_timeout_ms / 1000,
+            body_timeout_s=config.http_body_timeout_ms / 1000,
+            max_connections=config.http_max_connections,
+            keep_alive_s=config.http_keep_alive_ms / 1000,
+        )
+
+
+def _protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with read deadlines and a connection cap, which uvicorn lacks.
+
+    A request's head must arrive within ``header_timeout_s`` of the connection (or of the
+    previous response), its body within ``body_timeout_s`` after the head; a connection
+    beyond ``max_connections`` is closed at once. A client trickling bytes thus holds a
+    descriptor for seconds, never forever.
+    """
+
+    class Deadlined(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _phase: object = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            if len(self.connections) > limits.max_connections:
+                self.transport.close()
+                return
+            self._arm()
+
+        def _arm(self) -> None:
+            phase = self.conn.their_state
+            if phase == self._phase:
+                return
+            self._phase = phase
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            if phase is h11.IDLE:
+                self._deadline = self.loop.call_later(limits.header_timeout_s, self._expired)
+            elif phase is h11.SEND_BODY:
+                self._deadline = self.loop.call_later(limits.body_timeout_s, self._expired)
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+    return Deadlined
 
 
 class _Uvicorn(uvicorn.Server):
@@ -44,15 +128,27 @@ def bind_socket(host: str, port: int, key: str = "sidecar_port") -> socket.socke
 
 
 @contextlib.asynccontextmanager
-async def serve_asgi(app: ASGIApp, sock: socket.socket, *, ready_s: float = 10.0) -> AsyncIterator[None]:
+async def serve_asgi(
+    app: ASGIApp, sock: socket.socket, *, ready_s: float = 10.0, limits: HttpLimits | None = None
+) -> AsyncIterator[None]:
     """Serve ``app`` on ``sock`` until the block exits; the block starts once uvicorn listens.
 
     On exit the server stops at once, without uvicorn's graceful wait: every
     caller here answers only what is already durable, and a request cut short
     was not acknowledged (its client falls back or retries).
     """
+    limits = limits or HttpLimits()
     server = _Uvicorn(
-        uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+        uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            http=_protocol(limits),
+            h11_max_incomplete_event_size=limits.header_bytes,
+            timeout_keep_alive=max(1, round(limits.keep_alive_s)),
+        )
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])

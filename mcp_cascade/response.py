@@ -47,6 +47,7 @@ FUTURE_SLACK = timedelta(days=1)
 # "<channel", "</channel", "< / CHANNEL": what could open or close the tag around the content.
 _TAG_RE = re.compile(r"<(\s*/?\s*channel)", re.IGNORECASE)
 CORRELATION_RE = re.compile(SCHEMA["properties"]["correlation_id"]["pattern"])
+ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the id's syntax (DESIGN 5), for headers that carry one
 
 
 @dataclass(frozen=True, slots=True)

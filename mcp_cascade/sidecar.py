@@ -26,6 +26,7 @@ from mcp_cascade.openapi import spec
 from mcp_cascade.redact import scrub_json
 from mcp_cascade.response import (
     CORRELATION_RE,
+    ID_RE,
     MAX_BODY_BYTES,
     from_dict,
     from_legacy,
@@ -60,6 +61,29 @@ class _Rejected(Exception):
         self.status = status
         self.message = message
         self.errors = errors
+        # Only a request whose signature verified speaks for a response: others stay out of its trail.
+        self.authenticated = False
+
+
+class _Sample:
+    """Rate-limits the log lines of unauthenticated rejections: one warning per window, the rest at debug.
+
+    Every rejection is still counted (``responses_total{outcome="rejected"}``); only the log is sampled,
+    so a flood of forged requests cannot fill stderr or rotate the audit trail away.
+    """
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._next = 0.0
+        self.suppressed = 0
+
+    def level(self) -> str:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.window_s
+            return "warning"
+        self.suppressed += 1
+        return "debug"
 
 
 async def _read_capped(request: Request) -> bytes:
@@ -100,6 +124,8 @@ def build_app(deps: SidecarDeps) -> Starlette:
 
         return timed
 
+    sample = _Sample()
+
     async def webhook(request: Request) -> Response:
         header_cid = request.headers.get(CORRELATION_HEADER)
         # The tier only labels metrics and meta; a claim the signature does not cover is ignored.
@@ -109,18 +135,23 @@ def build_app(deps: SidecarDeps) -> Starlette:
             try:
                 outcome = await deps.engine.receive(response, tier)
             except Poisoned as exc:  # quarantined, not acknowledged: no tier could carry it either
-                raise _Rejected(422, str(exc), (FieldError("$", str(exc)),)) from exc
+                rejected = _Rejected(422, str(exc), (FieldError("$", str(exc)),))
+                rejected.authenticated = True
+                raise rejected from exc
         except _Rejected as exc:
+            fields: dict[str, Any] = {"status": exc.status}
+            if not exc.authenticated:
+                fields.update(unauthenticated=True, suppressed=sample.suppressed)
             deps.observer.emit(
                 Event(
                     "rejected",
                     tier=tier,
                     session=deps.session,
-                    correlation_id=header_cid,
-                    level="warning",
+                    correlation_id=header_cid if exc.authenticated else None,
+                    level="warning" if exc.authenticated else sample.level(),
                     reason=exc.message,
-                    response_id=request.headers.get("webhook-id"),
-                    fields={"status": exc.status},
+                    response_id=request.headers.get("webhook-id") if exc.authenticated else None,
+                    fields=fields,
                 )
             )
             body: dict[str, Any] = {"status": "rejected", "error": exc.message}
@@ -224,10 +255,22 @@ async def _parse(request: Request, deps: SidecarDeps, header_cid: str | None) ->
         raise _Rejected(400, "x-correlation-id must be a UUID (8-4-4-4-12 hex digits)")
     if "webhook-signature" not in request.headers and deps.legacy_unsigned() and _loopback(request):
         return _unsigned_legacy(body)
+    raw_id = request.headers.get("webhook-id")
+    if raw_id is not None and not ID_RE.fullmatch(raw_id):  # checked before anything logs it
+        raise _Rejected(400, "webhook-id must be 1-128 characters of A-Z a-z 0-9 . _ : - (DESIGN 5)")
     try:
         msg_id = deps.signer.verify(request.headers, body)
     except SignatureError as exc:
         raise _Rejected(401, str(exc)) from exc
+    try:
+        return _signed(body, msg_id, deps, header_cid)
+    except _Rejected as exc:
+        exc.authenticated = True
+        raise
+
+
+def _signed(body: bytes, msg_id: str, deps: SidecarDeps, header_cid: str | None) -> Any:
+    """The checks of a body whose signature verified."""
     try:
         data = parse_body(body)
         if is_legacy_webhook(data):

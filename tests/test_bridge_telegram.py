@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from telegram.error import RetryAfter, TelegramError
 
 from mcp_cascade.bridge.fake_api import FakeTelegram, FakeUser, utf16_len
@@ -15,7 +13,6 @@ from mcp_cascade.bridge.telegram import (
     TelegramUnavailable,
     TokenRejected,
     retry_wait,
-    split_text,
     truncate,
 )
 from mcp_cascade.clock import FakeClock
@@ -59,17 +56,7 @@ def test_backoff_doubles_within_jitter_up_to_its_cap_and_yields_to_retry_after()
     assert retry_wait(b, 0, RetryAfter(0), 0.5) == 0
 
 
-@given(st.text(alphabet=st.sampled_from(["a", "é", "😀", "\n", " "]), max_size=3000), st.integers(4, 500))
-def test_split_text_keeps_every_character_and_every_piece_fits(text: str, limit: int) -> None:
-    pieces = split_text(text, limit)
-    assert "".join(pieces) == text
-    assert all(utf16_len(p) <= limit for p in pieces)
-    assert all(pieces) or pieces == [""]
-
-
-def test_split_text_prefers_line_breaks_and_truncate_marks_the_cut() -> None:
-    text = "first line\n" + "x" * 10
-    assert split_text(text, 15) == ["first line\n", "x" * 10]
+def test_truncate_marks_the_cut() -> None:
     assert truncate("abcdef", 4) == "abc…"
     assert truncate("abc", 4) == "abc"
     assert utf16_len(truncate("😀" * 10, 5)) <= 5

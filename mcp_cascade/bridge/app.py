@@ -22,9 +22,10 @@ import anyio
 import anyio.to_thread
 
 from mcp_cascade._capture import capture_into
-from mcp_cascade.asgi import bind_socket, serve_asgi
+from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
+from mcp_cascade.bridge.flood import FloodLimits, Scheduler
 from mcp_cascade.bridge.inbound import POLL_TIMEOUT_S, Inbound
 from mcp_cascade.bridge.instance import (
     acquire,
@@ -35,13 +36,16 @@ from mcp_cascade.bridge.instance import (
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.outbox import Outbox
 from mcp_cascade.bridge.prompts import Outbound
+from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
+from mcp_cascade.bridge.topics import Topics
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import LiveConfig, Loaded
+from mcp_cascade.config import Config, Loaded
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
 from mcp_cascade.home import ensure_home, warn_tightened
+from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.redact import keep_secret
 from mcp_cascade.signals import until_terminated
 from mcp_cascade.signing import Signer, load_or_create_secret
@@ -142,13 +146,18 @@ class Bridge:
             outbox = Outbox(self.home / BRIDGE_DIR / "outbox.db")
             ledger = Ledger(self.home / BRIDGE_DIR / "ledger.db")
             access = Access(self.home, lambda: self.live.current)
-            async with TelegramClient(self.token, self.config.telegram_api_base, self.observer) as telegram:
+            scheduler = Scheduler(flood_limits(self.config))
+            async with TelegramClient(
+                self.token, self.config.telegram_api_base, self.observer, scheduler=scheduler
+            ) as telegram:
                 await telegram.start(deadline_s=float("inf"))
                 self.observer.emit(
                     Event("telegram_ready", fields={"bot": telegram.username, "token": self.fingerprint})
                 )
-                outbound = Outbound(telegram, ledger, access, self.observer)
+                topics = Topics(telegram, ledger, self.home, self.observer)
+                outbound = Outbound(telegram, ledger, access, self.observer, topics, self.home)
                 async with Sender(self.home, self.live, self.observer, ack=outbound.ack) as sender:
+                    receipts = Receipts(telegram, self._emoji, self.observer)
                     inbound = Inbound(
                         telegram=telegram,
                         outbox=outbox,
@@ -156,6 +165,8 @@ class Bridge:
                         router=Router(self.home, ledger, access, sender.remote_sessions),
                         sender=sender,
                         observer=self.observer,
+                        receipts=receipts,
+                        file_limit=lambda: self.live.current.file_max_bytes,
                     )
                     deps = ApiDeps(
                         outbound,
@@ -167,7 +178,9 @@ class Bridge:
                     async with self._http(sock, deps), anyio.create_task_group() as tg:
                         tg.start_soon(inbound.poll)
                         tg.start_soon(inbound.process)
+                        tg.start_soon(receipts.run)
                         tg.start_soon(self._monitor, outbox, ledger, access, telegram, sender)
+                        tg.start_soon(self._keep_topics, topics)
                         await self._until_signal()
                         tg.cancel_scope.cancel()
         finally:
@@ -183,7 +196,7 @@ class Bridge:
     async def _http(self, sock: Any, deps: ApiDeps) -> AsyncIterator[None]:
         host, port = sock.getsockname()[:2]
         # Nothing an API call started is lost by cutting it short (its caller gets an error).
-        async with serve_asgi(build_app(deps), sock):
+        async with serve_asgi(build_app(deps), sock, limits=HttpLimits.of(self.live.current)):
             self.state.api_url = f"http://{host}:{port}"
             publish(self.home, self.state.api_url)
             self.observer.emit(Event("bridge_listening", fields={"api_url": self.state.api_url}))
@@ -192,11 +205,20 @@ class Bridge:
             finally:
                 unpublish(self.home)
 
+    async def _keep_topics(self, topics: Topics) -> None:
+        while True:
+            try:
+                await topics.sync()
+            except Exception as exc:  # task boundary: a broken topic must not stop the bridge
+                self.observer.emit(Event("topic_failed", level="error", reason=repr(exc)))
+            await anyio.sleep(_MONITOR_S)
+
     async def _monitor(
         self, outbox: Outbox, ledger: Ledger, access: Access, telegram: TelegramClient, sender: Sender
     ) -> None:
         last_purge = 0.0
         while True:
+            telegram.scheduler.configure(flood_limits(self.live.current))
             self.state.depth = await anyio.to_thread.run_sync(outbox.depth)
             self.state.oldest = await anyio.to_thread.run_sync(outbox.oldest_pending)
             age = time.time() - self.state.oldest if self.state.oldest else 0.0
@@ -226,8 +248,26 @@ class Bridge:
                     )
             await anyio.sleep(_MONITOR_S)
 
+    def _emoji(self, stage: Stage) -> str:
+        config = self.live.current
+        return {
+            "accepted": config.receipt_accepted,
+            "delivered": config.receipt_delivered,
+            "waiting": config.receipt_waiting,
+        }[stage]
+
     async def _until_signal(self) -> None:
         await until_terminated(lambda name: self.observer.emit(Event("signal", reason=name)))
+
+
+def flood_limits(config: Config) -> FloodLimits:
+    """The flood limits a configuration sets."""
+    return FloodLimits(
+        chat_per_s=config.flood_chat_per_s,
+        group_per_min=config.flood_group_per_min,
+        global_per_s=config.flood_global_per_s,
+        burst=config.flood_burst,
+    )
 
 
 def _plain(snapshot: Any) -> dict[str, Any]:

@@ -1,14 +1,13 @@
 """A local stand-in for the Telegram Bot API, for tests, the demo and users' own tests.
 
-It speaks the subset python-telegram-bot needs (``getMe``, ``deleteWebhook``,
-``getUpdates`` with offsets and long-poll timeout, ``sendMessage``,
-``editMessageText``, ``editMessageReplyMarkup``, ``answerCallbackQuery``) under
-``/bot<token>/<method>``, with Telegram's error shapes (``retry_after`` on 429,
-409 when a newer ``getUpdates`` terminates an older one, 400 "message is not
-modified"). A test plays the person: :meth:`FakeTelegram.message`,
-:meth:`FakeTelegram.tap`; reads what the bot sent: :meth:`FakeTelegram.messages`;
-and injects faults: :meth:`FakeTelegram.fail`. The same controls are served over
-HTTP under ``/_fake/`` (see :mod:`mcp_cascade.bridge.fake_control`).
+The subset python-telegram-bot needs, under ``/bot<token>/<method>``, with
+Telegram's error shapes (429 with ``retry_after``, 409 when a newer
+``getUpdates`` ends an older one, 400 "message is not modified"); forum
+topics, reactions and files are in :mod:`~mcp_cascade.bridge.fake_forum`, the
+checks (entities, flood limits) in :mod:`~mcp_cascade.bridge.fake_rules`. A
+test plays the person (:meth:`FakeTelegram.message`, :meth:`FakeTelegram.tap`),
+reads what the bot sent (:meth:`FakeTelegram.messages`) and injects faults
+(:meth:`FakeTelegram.fail`); ``/_fake/`` serves the same over HTTP.
 """
 
 from __future__ import annotations
@@ -26,11 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mcp_cascade.bridge import fake_rules as rules
 from mcp_cascade.bridge.fake_control import control_routes
+from mcp_cascade.bridge.fake_forum import Forum, ForumState
+from mcp_cascade.bridge.fake_rules import Flood, FloodRules
 from mcp_cascade.bridge.fake_types import (
     BOT_USER,
-    MAX_CALLBACK_DATA,
-    MAX_TEXT,
     ApiError,
     ApiFault,
     BotMessage,
@@ -39,11 +39,20 @@ from mcp_cascade.bridge.fake_types import (
     utf16_len,
 )
 
-__all__ = ["ApiError", "ApiFault", "BotMessage", "Call", "FakeTelegram", "FakeUser", "utf16_len"]
+__all__ = [
+    "ApiError",
+    "ApiFault",
+    "BotMessage",
+    "Call",
+    "FakeTelegram",
+    "FakeUser",
+    "FloodRules",
+    "utf16_len",
+]
 from mcp_cascade.asgi import bind_socket, serve_asgi
 
-_JSON_PARAMS = ("reply_markup", "reply_parameters", "allowed_updates", "entities")
-_INT_PARAMS = ("chat_id", "message_id", "offset", "limit", "reply_to_message_id")
+_JSON_PARAMS = ("reply_markup", "reply_parameters", "allowed_updates", "entities", "reaction")
+_INT_PARAMS = ("chat_id", "message_id", "offset", "limit", "reply_to_message_id", "message_thread_id")
 
 
 @dataclass
@@ -57,11 +66,17 @@ class _State:
     poll_generation: int = 0
 
 
-class FakeTelegram:
-    """The fake Bot API: its state, its Starlette app, and the person's side of the chat."""
+class FakeTelegram(Forum):
+    """The fake Bot API: its state, its Starlette app, and the person's side of the chat.
 
-    def __init__(self, *, token: str | None = None) -> None:
+    ``flood``: enforce Telegram-like flood limits (429 with ``retry_after``); a
+    429 from a fault blocks its chat the same way.
+    """
+
+    def __init__(self, *, token: str | None = None, flood: FloodRules | None = None) -> None:
         self.token = token
+        self.forum = ForumState(token=token)
+        self.flood = Flood(flood)
         self.base_url = ""
         self.calls: list[Call] = []
         self.faults: list[ApiFault] = []
@@ -91,34 +106,29 @@ class FakeTelegram:
         *,
         chat_id: int | None = None,
         reply_to: int | None = None,
+        thread: int | None = None,
         forwarded_from: FakeUser | None = None,
     ) -> dict[str, Any]:
-        """The person sends ``text`` (optionally as a reply to the bot's message ``reply_to``).
+        """The person sends ``text`` (a reply to the bot's message ``reply_to``; in topic ``thread``).
 
         With ``forwarded_from`` the person forwards a message that person wrote.
         """
         chat = user.id if chat_id is None else chat_id
-        message: dict[str, Any] = {
-            "message_id": self._message_id(chat),
-            "date": int(time.time()),
-            "chat": {"id": chat, "type": "private" if chat > 0 else "group"},
-            "from": user.to_api(),
-            "text": text,
-        }
+        body: dict[str, Any] = {"text": text}
         if forwarded_from is not None:
-            message["forward_origin"] = {
+            body["forward_origin"] = {
                 "type": "user",
                 "date": int(time.time()),
                 "sender_user": forwarded_from.to_api(),
             }
         if reply_to is not None:
             original = self._state.messages.get((chat, reply_to))
-            message["reply_to_message"] = (
+            body["reply_to_message"] = (
                 original.to_api()
                 if original
-                else {"message_id": reply_to, "date": 0, "chat": message["chat"]}
+                else {"message_id": reply_to, "date": 0, "chat": self.chat_of(chat)}
             )
-        return self._push_update("message", message)
+        return self.person_message(user, chat, thread, body)
 
     def tap(self, user: FakeUser, message: BotMessage | tuple[int, int], data: str) -> dict[str, Any]:
         """The person taps a button carrying ``data`` under a bot message (no check that it exists)."""
@@ -210,6 +220,9 @@ class FakeTelegram:
         elif ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
             async with request.form() as form:
                 params.update({k: v for k, v in form.items() if isinstance(v, str)})
+                params["_files"] = {
+                    k: (v.filename or k, await v.read()) for k, v in form.items() if not isinstance(v, str)
+                }
         for key in _JSON_PARAMS:
             if isinstance(params.get(key), str):
                 params[key] = json.loads(params[key])
@@ -231,7 +244,8 @@ class FakeTelegram:
                 params = await self._params(request)
             except (ValueError, TypeError) as exc:
                 raise ApiError(400, f"Bad Request: cannot parse parameters: {exc}") from exc
-            await self._apply_fault(method)
+            await self._apply_fault(method, params)
+            self.flood.admit(method, rules.chat_param(params), time.monotonic())
             handler = self._methods.get(method)
             if handler is None:
                 raise ApiError(404, "Not Found")
@@ -241,10 +255,11 @@ class FakeTelegram:
             status = exc.status
             return exc.response()
         finally:
+            params.pop("_files", None)
             self.calls.append(Call(method, time.monotonic(), status, params))
             self._poke()
 
-    async def _apply_fault(self, method: str) -> None:
+    async def _apply_fault(self, method: str, params: dict[str, Any]) -> None:
         for fault in self.faults:
             if fault.times > 0 and fault.method in (method, "*"):
                 fault.times -= 1
@@ -254,6 +269,9 @@ class FakeTelegram:
                     default = (
                         "Too Many Requests: retry later" if fault.status == 429 else "Internal Server Error"
                     )
+                    chat = rules.chat_param(params)
+                    if fault.status == 429 and fault.retry_after and chat is not None:
+                        self.flood.block(chat, fault.retry_after, time.monotonic())
                     raise ApiError(fault.status, fault.description or default, fault.retry_after)
                 return
 
@@ -267,6 +285,14 @@ class FakeTelegram:
             "editMessageText": self._edit_text,
             "editMessageReplyMarkup": self._edit_markup,
             "answerCallbackQuery": self._answer_callback,
+            "setMessageReaction": self._set_reaction,
+            "createForumTopic": self._create_topic,
+            "editForumTopic": self._edit_topic,
+            "closeForumTopic": self._close_topic,
+            "reopenForumTopic": self._reopen_topic,
+            "getFile": self._get_file,
+            "sendPhoto": self._send_photo,
+            "sendDocument": self._send_document,
         }
 
     async def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -296,37 +322,28 @@ class FakeTelegram:
                     )
         return state.updates[:limit]
 
-    def _check_markup(self, markup: Any) -> dict[str, Any] | None:
-        if markup is None:
-            return None
-        if not isinstance(markup, dict) or not isinstance(markup.get("inline_keyboard"), list):
-            raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
-        for row in markup["inline_keyboard"]:
-            for button in row:
-                data = button.get("callback_data")
-                if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA:
-                    raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
-        return markup
-
-    def _check_text(self, params: dict[str, Any]) -> str:
-        text = params.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ApiError(400, "Bad Request: message text is empty")
-        if utf16_len(text) > MAX_TEXT:
-            raise ApiError(400, "Bad Request: message is too long")
-        return text
-
     async def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
-        text = self._check_text(params)
-        markup = self._check_markup(params.get("reply_markup"))
+        text = rules.check_text(params)
+        entities = rules.check_entities(text, params.get("entities"))
+        markup = rules.check_markup(params.get("reply_markup"))
         chat_id = int(params["chat_id"])
+        thread = self.check_thread(chat_id, params.get("message_thread_id"))
         reply = params.get("reply_parameters") or {}
         reply_to = reply.get("message_id") if isinstance(reply, dict) else None
         message = BotMessage(
-            chat_id, self._message_id(chat_id), text, markup, reply_to or params.get("reply_to_message_id")
+            chat_id,
+            self._message_id(chat_id),
+            text,
+            markup,
+            reply_to or params.get("reply_to_message_id"),
+            thread=thread,
+            entities=entities or None,
         )
-        self._state.messages[(chat_id, message.message_id)] = message
+        self._stored(message)
         return message.to_api()
+
+    def _stored(self, message: BotMessage) -> None:
+        self._state.messages[(message.chat_id, message.message_id)] = message
 
     def _find(self, params: dict[str, Any]) -> BotMessage:
         message = self._state.messages.get((int(params.get("chat_id", 0)), int(params.get("message_id", 0))))
@@ -336,8 +353,8 @@ class FakeTelegram:
 
     async def _edit_text(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._find(params)
-        text = self._check_text(params)
-        markup = self._check_markup(params.get("reply_markup"))
+        text = rules.check_text(params)
+        markup = rules.check_markup(params.get("reply_markup"))
         if text == message.text and markup == message.reply_markup:
             raise ApiError(400, "Bad Request: message is not modified")
         message.text, message.reply_markup = text, markup
@@ -346,7 +363,7 @@ class FakeTelegram:
 
     async def _edit_markup(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._find(params)
-        markup = self._check_markup(params.get("reply_markup"))
+        markup = rules.check_markup(params.get("reply_markup"))
         if markup == message.reply_markup:
             raise ApiError(400, "Bad Request: message is not modified")
         message.reply_markup = markup
@@ -366,6 +383,7 @@ class FakeTelegram:
         return Starlette(
             routes=[
                 Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"]),
+                Route("/file/bot{token}/{path:path}", self._download, methods=["GET"]),
                 *control_routes(self),
             ]
         )

@@ -50,6 +50,9 @@ class BotMessage:
     reply_markup: dict[str, Any] | None = None
     reply_to: int | None = None
     edits: int = 0
+    thread: int | None = None
+    entities: list[dict[str, Any]] | None = None
+    file: dict[str, Any] | None = None  # sendPhoto/sendDocument: kind, name, size, data
 
     def buttons(self) -> list[dict[str, Any]]:
         """Every inline button, row by row."""
@@ -61,10 +64,22 @@ class BotMessage:
         message: dict[str, Any] = {
             "message_id": self.message_id,
             "date": int(time.time()),
-            "chat": {"id": self.chat_id, "type": "private" if self.chat_id > 0 else "group"},
+            "chat": {"id": self.chat_id, "type": "private" if self.chat_id > 0 else "supergroup"},
             "from": BOT_USER,
-            "text": self.text,
         }
+        if self.file is None:
+            message["text"] = self.text
+        else:
+            message["caption"] = self.text
+            key = "photo" if self.file["kind"] == "photo" else "document"
+            meta = {"file_id": self.file["file_id"], "file_unique_id": self.file["file_id"]}
+            meta["file_size"] = self.file["size"]
+            message[key] = [{**meta, "width": 1, "height": 1}] if key == "photo" else meta
+        if self.entities:
+            message["entities"] = self.entities
+        if self.thread is not None:
+            message["message_thread_id"] = self.thread
+            message["is_topic_message"] = True
         if self.reply_markup and self.reply_markup.get("inline_keyboard"):
             message["reply_markup"] = self.reply_markup
         return message

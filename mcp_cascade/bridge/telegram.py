@@ -15,10 +15,23 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update
+from telegram import (
+    Bot,
+    ForumTopic,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    MessageEntity,
+    ReactionTypeEmoji,
+    ReplyParameters,
+    Update,
+)
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
+from mcp_cascade.bridge.flood import Priority, Scheduler
+from mcp_cascade.bridge.render import Rendered
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
@@ -54,22 +67,6 @@ def retry_after_s(exc: RetryAfter) -> float:
         warnings.simplefilter("ignore")  # PTB 22 warns that the int form will become a timedelta
         value = exc.retry_after
     return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
-
-
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Split ``text`` into Telegram-sized pieces (UTF-16 units), at line breaks where possible."""
-    pieces: list[str] = []
-    rest = text
-    while _units(rest) > limit:
-        cut = _fit(rest, limit)
-        newline = rest.rfind("\n", 0, cut)
-        if newline > cut // 2:
-            cut = newline + 1
-        pieces.append(rest[:cut])
-        rest = rest[cut:]
-    if rest or not pieces:
-        pieces.append(rest)
-    return pieces
 
 
 def truncate(text: str, limit: int = MAX_TEXT) -> str:
@@ -128,12 +125,14 @@ class TelegramClient:
         observer: Observer,
         *,
         backoff: Backoff | None = None,
+        scheduler: Scheduler | None = None,
         clock: Clock = SYSTEM,
         random: Random | None = None,
     ) -> None:
         self._bot = Bot(
             token,
             base_url=base_url,
+            base_file_url=file_base_url(base_url),
             request=HTTPXRequest(connection_pool_size=8, read_timeout=15.0, connect_timeout=5.0),
             get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=5.0, connect_timeout=5.0),
         )
@@ -141,6 +140,7 @@ class TelegramClient:
         self._backoff = backoff or TELEGRAM_BACKOFF
         self._clock = clock
         self._random = random or system_random()
+        self.scheduler = scheduler or Scheduler(clock=clock)
         self.reach = Reachability()
         self.username = ""
 
@@ -170,12 +170,26 @@ class TelegramClient:
         self.reach.last_error = f"{method}: {reason}"
         self.reach.last_error_at = self._clock.wall()
 
-    async def call(self, method: str, fn: Callable[[], Awaitable[T]], *, deadline_s: float = 60.0) -> T:
-        """``fn()`` with retries until ``deadline_s``; 4xx other than 429 are raised at once."""
+    async def call(
+        self,
+        method: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        deadline_s: float = 60.0,
+        chat: int | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> T:
+        """``fn()`` with retries until ``deadline_s``; 4xx other than 429 are raised at once.
+
+        With ``chat``, every attempt waits for the chat's turn in the flood
+        scheduler, and a 429 blocks the chat for exactly its ``retry_after``.
+        """
         give_up = self._clock.monotonic() + deadline_s
         attempt = 0
         while True:
             try:
+                if chat is not None:
+                    await self.scheduler.turn(chat, priority)
                 result = await fn()
             except InvalidToken as exc:
                 self._failed(method, "token rejected")
@@ -205,7 +219,10 @@ class TelegramClient:
                     raise TelegramUnavailable(
                         f"{method}: {exc.message} (gave up after {deadline_s:g} s)"
                     ) from exc
-                await self._clock.sleep(wait)
+                if chat is not None and isinstance(exc, RetryAfter):
+                    self.scheduler.retry_after(chat, wait)  # the next turn waits it out, never less
+                else:
+                    await self._clock.sleep(wait)
                 attempt += 1
                 continue
             self._ok()
@@ -221,9 +238,17 @@ class TelegramClient:
         return updates
 
     async def send(
-        self, chat_id: int, text: str, *, buttons: Buttons | None = None, reply_to: int | None = None
+        self,
+        chat_id: int,
+        text: str | Rendered,
+        *,
+        buttons: Buttons | None = None,
+        reply_to: int | None = None,
+        thread: int | None = None,
+        priority: Priority = Priority.NORMAL,
     ) -> Message:
-        """Send ``text`` (no parse mode, so nothing needs escaping) with optional inline buttons."""
+        """Send ``text`` (plain, or rendered with entities; never a parse mode) with optional buttons."""
+        rendered = text if isinstance(text, Rendered) else Rendered(truncate(text))
         markup = (
             InlineKeyboardMarkup(
                 [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in buttons]
@@ -235,8 +260,15 @@ class TelegramClient:
         return await self.call(
             "sendMessage",
             lambda: self._bot.send_message(
-                chat_id, truncate(text), reply_markup=markup, reply_parameters=reply
+                chat_id,
+                rendered.text,
+                entities=_entities(rendered),
+                reply_markup=markup,
+                reply_parameters=reply,
+                message_thread_id=thread,
             ),
+            chat=chat_id,
+            priority=priority,
         )
 
     async def edit(self, chat_id: int, message_id: int, text: str) -> None:
@@ -245,6 +277,8 @@ class TelegramClient:
             await self.call(
                 "editMessageText",
                 lambda: self._bot.edit_message_text(truncate(text), chat_id=chat_id, message_id=message_id),
+                chat=chat_id,
+                priority=Priority.URGENT,
             )
         except TelegramUnavailable as exc:
             if "not modified" not in str(exc):
@@ -260,3 +294,82 @@ class TelegramClient:
             )
         except TelegramUnavailable as exc:
             self._observer.emit(Event("toast_skipped", level="info", reason=str(exc)))
+
+    async def react(self, chat_id: int, message_id: int, emoji: str) -> None:
+        """Set the bot's reaction on a person's message (replacing its previous one)."""
+        await self.call(
+            "setMessageReaction",
+            lambda: self._bot.set_message_reaction(chat_id, message_id, [ReactionTypeEmoji(emoji)]),
+            chat=chat_id,
+            priority=Priority.URGENT,
+            deadline_s=30.0,
+        )
+
+    async def send_file(
+        self, chat_id: int, name: str, data: bytes, *, photo: bool, caption: str, thread: int | None
+    ) -> Message:
+        """``data`` as a photo (shown inline) or a document (a file to save)."""
+        upload, text = InputFile(data, filename=name), truncate(caption, 1024)
+        bot = self._bot
+        method, fn = (
+            ("sendPhoto", lambda: bot.send_photo(chat_id, upload, caption=text, message_thread_id=thread))
+            if photo
+            else (
+                "sendDocument",
+                lambda: bot.send_document(chat_id, upload, caption=text, message_thread_id=thread),
+            )
+        )
+        return await self.call(method, fn, chat=chat_id, priority=Priority.BULK)
+
+    async def download(self, file_id: str, limit: int) -> tuple[bytes, str]:
+        """A file a person sent, with its name on Telegram's side; refused above ``limit`` bytes."""
+        info = await self.call("getFile", lambda: self._bot.get_file(file_id), deadline_s=30.0)
+        if info.file_size is not None and info.file_size > limit:
+            raise FileTooLarge(f"the file has {info.file_size} bytes; the limit is {limit}")
+        data = bytes(await self.call("downloadFile", info.download_as_bytearray, deadline_s=120.0))
+        if len(data) > limit:
+            raise FileTooLarge(f"the file has {len(data)} bytes; the limit is {limit}")
+        return data, (info.file_path or "").rsplit("/", 1)[-1]
+
+    async def create_topic(self, chat_id: int, name: str) -> int:
+        """A new forum topic; its message_thread_id."""
+        topic: ForumTopic = await self.call(
+            "createForumTopic",
+            lambda: self._bot.create_forum_topic(chat_id, truncate(name, 128)),
+            chat=chat_id,
+            priority=Priority.URGENT,
+        )
+        return topic.message_thread_id
+
+    async def topic(self, chat_id: int, thread: int, action: str, name: str | None = None) -> None:
+        """``rename``, ``close`` or ``reopen`` a forum topic ("not modified" counts as done)."""
+        bot, title = self._bot, truncate(name or "", 128)
+        calls: dict[str, tuple[str, Callable[[], Awaitable[bool]]]] = {
+            "rename": ("editForumTopic", lambda: bot.edit_forum_topic(chat_id, thread, title)),
+            "close": ("closeForumTopic", lambda: bot.close_forum_topic(chat_id, thread)),
+            "reopen": ("reopenForumTopic", lambda: bot.reopen_forum_topic(chat_id, thread)),
+        }
+        method, fn = calls[action]
+        try:
+            await self.call(method, fn, chat=chat_id, priority=Priority.NORMAL)
+        except TelegramUnavailable as exc:
+            if "NOT_MODIFIED" not in str(exc).upper().replace(" ", "_"):
+                raise
+
+
+class FileTooLarge(CascadeError):
+    """A file is over the Bot API's download limit or the configured cap."""
+
+
+def file_base_url(base_url: str) -> str:
+    """The file download base for an API base (``…/bot`` → ``…/file/bot``)."""
+    root = base_url.rstrip("/")
+    return (root.removesuffix("/bot") if root.endswith("/bot") else root) + "/file/bot"
+
+
+def _entities(rendered: Rendered) -> list[MessageEntity] | None:
+    if not rendered.entities:
+        return None
+    return [
+        MessageEntity(e.type, e.offset, e.length, url=e.url, language=e.language) for e in rendered.entities
+    ]
