@@ -42,7 +42,8 @@ async def test_a_photo_reaches_the_session_as_a_readable_file_and_a_reply_attach
 
         fake.send_file(ALICE, "photo", PNG, caption="what is this?")
         fake.send_file(ALICE, "document", b"a,b\n1,2\n", name="data.csv", mime="text/csv")
-        photo, document = await a.wait_channel(2)
+        fake.send_file(ALICE, "voice", b"OggS" + b"\x00" * 500, mime="audio/ogg")
+        photo, document, voice = await a.wait_channel(3)
         assert photo["params"]["content"] == "what is this?"
         meta = photo["params"]["meta"]
         path, content, mode = saved(meta)
@@ -54,6 +55,11 @@ async def test_a_photo_reaches_the_session_as_a_readable_file_and_a_reply_attach
         )
         doc = document["params"]["meta"]
         assert saved(doc)[1] == b"a,b\n1,2\n" and doc["file_mime"] == "text/csv"
+        spoken = voice["params"]["meta"]
+        assert saved(spoken)[1].startswith(b"OggS") and (spoken["file_kind"], spoken["file_mime"]) == (
+            "voice",
+            "audio/ogg",
+        )
 
         said = tool_json(
             await a.call_tool("reply", {"chat_id": ALICE.id, "text": "here", "files": ["chart.png"]})

@@ -60,6 +60,12 @@ async def test_reactions_follow_accepted_then_delivered_and_a_long_reply_arrives
         assert "```" not in expected.text and "**" not in expected.text
         assert all(p.entities for p in parts)
         assert {e["type"] for p in parts for e in p.entities or []} >= {"bold", "pre", "code", "text_link"}
+
+        # the second part fails for good: the tool says which parts arrived
+        fake.fail("sendMessage", 400, after=1, description="Bad Request: forced")
+        failed = await a.call_tool("reply", {"chat_id": ALICE.id, "text": markdown})
+        assert failed.get("isError")
+        assert f"parts 1-1 of {len(parts)} arrived" in failed["content"][0]["text"]
     assert fake.flood.violations == 0
 
 

@@ -1,13 +1,9 @@
-"""A local stand-in for the Telegram Bot API, for tests, the demo and users' own tests.
+"""A local stand-in for the Telegram Bot API (``/bot<token>/<method>``, Telegram's error shapes).
 
-The subset python-telegram-bot needs, under ``/bot<token>/<method>``, with
-Telegram's error shapes (429 with ``retry_after``, 409 when a newer
-``getUpdates`` ends an older one, 400 "message is not modified"); forum
-topics, reactions and files are in :mod:`~mcp_cascade.bridge.fake_forum`, the
-checks (entities, flood limits) in :mod:`~mcp_cascade.bridge.fake_rules`. A
-test plays the person (:meth:`FakeTelegram.message`, :meth:`FakeTelegram.tap`),
-reads what the bot sent (:meth:`FakeTelegram.messages`) and injects faults
-(:meth:`FakeTelegram.fail`); ``/_fake/`` serves the same over HTTP.
+Topics, reactions and files: :mod:`~mcp_cascade.bridge.fake_forum`; entity and flood checks:
+:mod:`~mcp_cascade.bridge.fake_rules`. A test plays the person (:meth:`FakeTelegram.message`,
+:meth:`FakeTelegram.tap`), reads what the bot sent (:meth:`FakeTelegram.messages`) and injects
+faults (:meth:`FakeTelegram.fail`); ``/_fake/`` serves the same over HTTP.
 """
 
 from __future__ import annotations
@@ -67,11 +63,7 @@ class _State:
 
 
 class FakeTelegram(Forum):
-    """The fake Bot API: its state, its Starlette app, and the person's side of the chat.
-
-    ``flood``: enforce Telegram-like flood limits (429 with ``retry_after``); a
-    429 from a fault blocks its chat the same way.
-    """
+    """The fake Bot API and the person's side of the chat; ``flood``: play Telegram's flood limits."""
 
     def __init__(self, *, token: str | None = None, flood: FloodRules | None = None) -> None:
         self.token = token
@@ -193,9 +185,10 @@ class FakeTelegram(Forum):
         delay_s: float = 0.0,
         times: int = 1,
         description: str | None = None,
+        after: int = 0,
     ) -> None:
-        """Make the next ``times`` calls of ``method`` slow (``delay_s``) and/or fail with ``status``."""
-        self.faults.append(ApiFault(method, status, retry_after, delay_s, times, description))
+        """After ``after`` calls, make the next ``times`` calls of ``method`` slow and/or fail."""
+        self.faults.append(ApiFault(method, status, retry_after, delay_s, times, description, after))
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         """Wait until ``predicate()`` is truthy (re-checked on every change); return its value."""
@@ -262,6 +255,9 @@ class FakeTelegram(Forum):
     async def _apply_fault(self, method: str, params: dict[str, Any]) -> None:
         for fault in self.faults:
             if fault.times > 0 and fault.method in (method, "*"):
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
                 fault.times -= 1
                 if fault.delay_s:
                     await anyio.sleep(fault.delay_s)

@@ -97,7 +97,8 @@ class Call:
 
 @dataclass
 class ApiFault:
-    """The next ``times`` calls of ``method`` ("*" for any) wait ``delay_s``, then fail with ``status``."""
+    """After ``after`` calls pass, the next ``times`` calls of ``method`` ("*" for any) wait ``delay_s``,
+    then fail with ``status``."""
 
     method: str
     status: int | None = None
@@ -105,6 +106,7 @@ class ApiFault:
     delay_s: float = 0.0
     times: int = 1
     description: str | None = None
+    after: int = 0
 
 
 class ApiError(Exception):
