@@ -155,7 +155,7 @@ class Bridge:
                     Event("telegram_ready", fields={"bot": telegram.username, "token": self.fingerprint})
                 )
                 topics = Topics(telegram, ledger, self.home, self.observer)
-                outbound = Outbound(telegram, ledger, access, self.observer, topics)
+                outbound = Outbound(telegram, ledger, access, self.observer, topics, self.home)
                 async with Sender(self.home, self.live, self.observer, ack=outbound.ack) as sender:
                     receipts = Receipts(telegram, self._emoji, self.observer)
                     inbound = Inbound(
@@ -166,6 +166,7 @@ class Bridge:
                         sender=sender,
                         observer=self.observer,
                         receipts=receipts,
+                        file_limit=lambda: self.live.current.file_max_bytes,
                     )
                     deps = ApiDeps(
                         outbound,

@@ -104,7 +104,7 @@ class Router:
         if inc.kind == "callback":
             return self._tap(inc)
         if inc.kind == "other" or inc.text is None:
-            return Say("Only text messages and button taps reach your sessions.")
+            return Say("Only text, photos, documents, voice notes and button taps reach your sessions.")
         command = parse_command(inc.text)
         if command is not None and command[0] in ("start", "help", "sessions", "use"):
             return self._command(inc, *command)
