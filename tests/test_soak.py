@@ -23,7 +23,7 @@ import pytest
 from mcp_cascade.response import make_response
 from mcp_cascade.soak.load import run_load
 from mcp_cascade.soak.scenarios import SCENARIOS
-from mcp_cascade.soak.tally import Tally, percentiles
+from mcp_cascade.soak.tally import StreamTally, percentiles
 
 REPO = str(Path(__file__).resolve().parent.parent)
 
@@ -35,8 +35,8 @@ def _note(rid: str, at: float, tier: int = 1, redelivered: bool = False) -> dict
     return {"method": "notifications/claude/channel", "params": {"meta": meta}, "_received": at}
 
 
-def _tally(n: int) -> Tally:
-    tally = Tally()
+def _tally(n: int) -> StreamTally:
+    tally = StreamTally()
     for i in range(n):
         response = make_response(type="message", user_id=1, text="x", id=f"r:{i}")
         tally.schedule(response, "s", i, float(i))
