@@ -39,10 +39,11 @@ from mcp_cascade.acknowledge import AckHook, acknowledge
 from mcp_cascade.breaker import BreakerSnapshot
 from mcp_cascade.breakers import SessionBreakers
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
-from mcp_cascade.config import SESSION_ID_RE, Config, LiveConfig, Loaded
+from mcp_cascade.config import SESSION_ID_RE, Config, Loaded
 from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
 from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.home import ensure_home, warn_tightened
+from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.outbox import CorruptEntry, Outbox, OutboxClaim
 from mcp_cascade.response import Response, with_session
 from mcp_cascade.signing import Signer, load_or_create_secret

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,9 +39,12 @@ The text inside is what the user typed, or the data of the button they tapped.
 Attributes: type (message | callback | permission), user (who answered), chat_id (the Telegram chat;
 pass it to the reply tool), request_id (the ask_user question or permission prompt this answers),
 response_id and correlation_id (identifiers for tracing), tier (1 webhook, 2 bridge retry, 3 inbox
-file), redelivered="true" (the server restarted while delivering this; it may be a repeat).
+file), redelivered="true" (the server restarted while delivering this; it may be a repeat),
+file_path, file_mime, file_size, file_kind (a photo, document or voice note the user sent, saved at
+file_path; open it from there).
 To ask the user something with buttons call ask_user and then wait_for_response with the request_id.
-To answer in Telegram call reply(chat_id, text). Without channel blocks, call get_responses.
+To answer in Telegram call reply(chat_id, text, files?) (Markdown; files from this project).
+Without channel blocks, call get_responses.
 """
 
 
@@ -51,7 +54,9 @@ class Outbound(Protocol):
     async def ask(self, session: str, question: str, options: list[str]) -> Mapping[str, Any]:
         """Send a question with one button per option; return at least ``request_id``."""
 
-    async def reply(self, session: str, chat_id: int, text: str) -> Mapping[str, Any]:
+    async def reply(
+        self, session: str, chat_id: int, text: str, files: Sequence[str] = ()
+    ) -> Mapping[str, Any]:
         """Send ``text`` into ``chat_id``."""
 
     async def permission_request(self, session: str, request: Mapping[str, str]) -> None:
@@ -157,8 +162,13 @@ TOOLS = [
     ),
     _tool(
         "reply",
-        "Send a message to the user in Telegram.",
-        {"chat_id": {"type": "integer"}, "text": {"type": "string", "minLength": 1}},
+        "Send a message to the user in Telegram. Markdown is shown formatted; long text is split. "
+        "files: paths in this project's folder to attach (images as photos, the rest as documents).",
+        {
+            "chat_id": {"type": "integer"},
+            "text": {"type": "string", "minLength": 1},
+            "files": {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+        },
         ["chat_id", "text"],
     ),
     _tool("cascade_status", "Delivery tiers, queue depth and recent latencies of this session.", {}),
@@ -217,7 +227,14 @@ def build_server(deps: ChannelDeps) -> Server[Any]:
             return _text(dict(await deps.outbound.ask(deps.session, str(args["question"]), options)))
         if name == "reply":
             return _text(
-                dict(await deps.outbound.reply(deps.session, int(args["chat_id"]), str(args["text"])))
+                dict(
+                    await deps.outbound.reply(
+                        deps.session,
+                        int(args["chat_id"]),
+                        str(args["text"]),
+                        [str(f) for f in args.get("files") or []],
+                    )
+                )
             )
         if name == "cascade_status":
             return _text(dict(await anyio.to_thread.run_sync(deps.status)))

@@ -78,6 +78,8 @@ EventName = Literal[
     "telegram_retry",
     "tier_state",
     "toast_skipped",
+    "topic_created",
+    "topic_failed",
     "uncaught",
     "update_retry",
     "watch_error",

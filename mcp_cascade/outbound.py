@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,9 +149,14 @@ class BridgeClient:
         """Ask the user; the bridge returns the request id the answer will carry."""
         return await self._post("/api/ask", {"session": session, "question": question, "options": options})
 
-    async def reply(self, session: str, chat_id: int, text: str) -> Mapping[str, Any]:
+    async def reply(
+        self, session: str, chat_id: int, text: str, files: Sequence[str] = ()
+    ) -> Mapping[str, Any]:
         """Send a plain message."""
-        return await self._post("/api/reply", {"session": session, "chat_id": chat_id, "text": text})
+        body: dict[str, Any] = {"session": session, "chat_id": chat_id, "text": text}
+        if files:
+            body["files"] = list(files)
+        return await self._post("/api/reply", body)
 
     async def permission_request(self, session: str, request: Mapping[str, str]) -> None:
         """Relay a permission prompt (Allow / Deny buttons)."""

@@ -26,13 +26,14 @@ from mcp_cascade._capture import capture_into
 from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
-from mcp_cascade.config import LiveConfig, Loaded, is_loopback
+from mcp_cascade.config import Loaded, is_loopback
 from mcp_cascade.delivery import Engine
 from mcp_cascade.events import Event
 from mcp_cascade.health import LastError, WebhookFacts, overall_status, tier_status, webhook_problems
 from mcp_cascade.holder import Hold, hold
 from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.inbox import Maildir
+from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.outbound import BridgeClient, allowed_users
 from mcp_cascade.response import now_rfc3339
 from mcp_cascade.selftest import run_selftest

@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from mcp_cascade.demo import run as demo_run
-from mcp_cascade.demo.tally import Arrival, DemoSent, DemoTally, percentile
+from mcp_cascade.demo.tally import DemoSent, DemoTally, percentile
+from mcp_cascade.testing.tally import Arrival
 
 DEMO = [sys.executable, "-m", "mcp_cascade", "demo"]
 BOUND_S = 90.0  # the demo takes well under 30 s; this only catches a hang on a loaded machine

@@ -10,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from mcp_cascade.config import LiveConfig
+from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.testing import ServeProcess
 from mcp_cascade.watchers import BackendName
 from tests.cascade_helpers import Recorder

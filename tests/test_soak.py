@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 from mcp_cascade.response import make_response
 from mcp_cascade.soak.load import run_load
 from mcp_cascade.soak.scenarios import SCENARIOS
-from mcp_cascade.soak.tally import Tally, percentiles
+from mcp_cascade.soak.tally import StreamTally, percentiles
 
 REPO = str(Path(__file__).resolve().parent.parent)
 
@@ -34,8 +35,8 @@ def _note(rid: str, at: float, tier: int = 1, redelivered: bool = False) -> dict
     return {"method": "notifications/claude/channel", "params": {"meta": meta}, "_received": at}
 
 
-def _tally(n: int) -> Tally:
-    tally = Tally()
+def _tally(n: int) -> StreamTally:
+    tally = StreamTally()
     for i in range(n):
         response = make_response(type="message", user_id=1, text="x", id=f"r:{i}")
         tally.schedule(response, "s", i, float(i))
@@ -135,3 +136,18 @@ async def test_the_load_test_forces_each_tier_and_loses_nothing(tmp_path: Path) 
     assert [s["offered"] for s in result["steps"]] == [40, 80] or result["steps"][-1]["saturated"]
     assert result["lost"] == 0
     assert result["loopback_floor_ms"]["p50"] > 0
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(shutil.which("nats-server") is None, reason="nats-server is not installed")
+async def test_the_reduced_cluster_soak_loses_doubles_and_reorders_nothing_while_nodes_die(
+    tmp_path: Path,
+) -> None:
+    result = await _soak(tmp_path, "cluster")
+    verdict = result["verdict"]
+    assert result["failures"] == [], result["failures"]
+    assert verdict["sent"] == verdict["received"] == 240
+    assert verdict["lost"] == verdict["duplicated"] == verdict["out_of_order"] == 0
+    assert result["faults_applied"] == {"node SIGKILL": 3}
+    assert verdict["carried_by"] == {"tier4": 240}
+    assert result["passed"] is True

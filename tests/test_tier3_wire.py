@@ -9,13 +9,8 @@ SIGKILL where a crash is what is being tested.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import shutil
-import signal
-import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,96 +23,23 @@ import pytest
 
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import MAX_BODY_BYTES, from_dict
-from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
 from mcp_cascade.watchers import BackendName
 from tests.helpers import body, encode, sign
-
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def forced_backend(backend: BackendName, monkeypatch: pytest.MonkeyPatch) -> BackendName:
-    """serve (a child of this process) takes the backend from its environment."""
-    monkeypatch.setenv("MCP_CASCADE_WATCHER", backend)
-    return backend
-
-
-FAST = ["--file-rescan-ms", "100"]
-# DESIGN 6 by hand, in sh: O_EXCL (noclobber) 0600 (umask) in tmp/, fsync, rename into new/, fsync new/.
-HAND_PRODUCER = textwrap.dedent(
-    """\
-    set -eu
-    umask 077
-    set -C
-    name="$(date +%s%N)-$2.json"
-    cat > "$1/tmp/$name"
-    sync "$1/tmp/$name"
-    mv "$1/tmp/$name" "$1/new/$name"
-    sync "$1/new"
-    """
+from tests.tier3 import (  # noqa: F401 - forced_backend is an autouse fixture
+    FAST,
+    contents,
+    drained,
+    forced_backend,
+    hand_write,
+    ids,
+    inbox_of,
+    lexists,
+    recorded_delivered,
+    restart_then_mark,
 )
 
-
-def inbox_of(home: Path, session: str) -> Path:
-    return home / "sessions" / session / "inbox"
-
-
-async def hand_write(inbox: Path, safe_id: str, data: dict[str, Any]) -> None:
-    """Deliver one response the way any program may: a separate process following DESIGN 6."""
-    for sub in ("tmp", "new"):
-        (inbox / sub).mkdir(parents=True, exist_ok=True)
-    done = await anyio.run_process(["sh", "-c", HAND_PRODUCER, "sh", str(inbox), safe_id], input=encode(data))
-    assert done.returncode == 0, done.stderr
-
-
-def contents(serve: ServeProcess) -> list[str]:
-    return [n["params"]["content"] for n in serve.channel()]
-
-
-def ids(serve: ServeProcess) -> list[str]:
-    return [n["params"]["meta"]["response_id"] for n in serve.channel()]
-
-
-def leftovers(inbox: Path) -> list[str]:
-    return sorted(p.name for sub in ("new", "cur", "tmp") for p in (inbox / sub).iterdir())
-
-
-async def drained(inbox: Path, timeout: float = 10.0) -> bool:
-    """Wait until new/, cur/ and tmp/ are empty (a claimed file is removed just after its push)."""
-    with anyio.fail_after(timeout):
-        while leftovers(inbox):  # noqa: ASYNC110 - a directory listing has no event to wait on
-            await anyio.sleep(0.01)
-    return True
-
-
-async def restart_then_mark(serve: ServeProcess, inbox: Path, marker_id: str) -> None:
-    """Start serve again as Claude Code would, drop a marker file, and wait for two notifications."""
-    await serve.start()
-    await serve.wait_session()
-    await serve.initialize()
-    enqueue(inbox, from_dict(body(id=marker_id, text="marker")))
-    await serve.wait_channel(2)
-
-
-async def recorded_delivered(home: Path, session: str, rid: str, timeout: float = 10.0) -> None:
-    """Wait until the store records ``rid`` as delivered (it does so just after the frame is written)."""
-
-    def state() -> str | None:
-        store = Store(home / "sessions" / session / "state.db")
-        try:
-            rows = store.find(rid)
-        finally:
-            store.close()
-        return rows[0].state if rows else None
-
-    with anyio.fail_after(timeout):
-        while await anyio.to_thread.run_sync(state) != "delivered":  # noqa: ASYNC110 - another process's db
-            await anyio.sleep(0.01)
-
-
-def lexists(path: Path) -> bool:
-    return os.path.lexists(path)
+pytestmark = pytest.mark.anyio
 
 
 async def test_a_file_written_by_hand_in_another_process_becomes_a_tier_3_notification(
@@ -328,166 +250,3 @@ async def test_the_same_id_by_webhook_and_by_file_in_either_order_or_at_once_is_
         assert len(ids(serve)) == len(expected)
         assert set(statuses) <= {"delivered", "duplicate", "queued"}
         assert await drained(inbox)
-
-
-BURST = int(os.environ.get("TIER3_BURST", "3000"))
-BURST_PRODUCER = textwrap.dedent(
-    """\
-    import sys
-    from pathlib import Path
-    from mcp_cascade.inbox import enqueue
-    from mcp_cascade.response import make_response
-    inbox, count = Path(sys.argv[1]), int(sys.argv[2])
-    for n in range(count):
-        enqueue(inbox, make_response(type="message", user_id=1, text=f"burst {n}", id=f"burst:{n}"))
-    """
-)
-
-
-def _producer_env() -> dict[str, str]:
-    repo = str(Path(__file__).resolve().parent.parent)
-    return {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-async def test_a_burst_of_thousands_of_files_from_another_process_loses_none_and_keeps_order(
-    home: Path,
-) -> None:
-    inbox = inbox_of(home, "file-h")
-    async with ServeProcess(home, "file-h") as serve:
-        await serve.wait_session()
-        await serve.initialize()
-        producer = await anyio.run_process(
-            [sys.executable, "-c", BURST_PRODUCER, str(inbox), str(BURST)], env=_producer_env()
-        )
-        assert producer.returncode == 0, producer.stderr
-        await serve.wait_channel(BURST, timeout=120)
-        assert ids(serve) == [f"burst:{n}" for n in range(BURST)]
-        assert await drained(inbox)
-
-
-# --- the legacy folder (DESIGN 7) ------------------------------------------------------------------
-
-SLOW_WRITER = textwrap.dedent(
-    """\
-    import sys, time
-    path, pause = sys.argv[1], float(sys.argv[2])
-    data = sys.stdin.buffer.read()
-    chunks = [data[i : i + 1 + len(data) // 4] for i in range(0, len(data), 1 + len(data) // 4)]
-    with open(path, "wb") as out:
-        for chunk in chunks:
-            out.write(chunk)
-            out.flush()
-            time.sleep(pause)
-    """
-)
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
-
-
-async def test_legacy_files_written_slowly_in_place_are_delivered_once_complete_and_left_untouched(
-    home: Path, tmp_path: Path
-) -> None:
-    folder = tmp_path / "cctelegram-responses"
-    folder.mkdir()
-    (folder / "telegram_response_42_20261129_095900.json").write_text("{broken")
-    (folder / "README.txt").write_text("not an answer")
-    args = ["--legacy-dir", str(folder), "--file-debounce-ms", "400", *FAST]
-    text = "a long answer " * 40
-    response_file = folder / "telegram_response_42_20261129_100000.json"
-    callback_file = folder / "telegram_callback_42_20261129_100001.json"
-    async with ServeProcess(home, "file-l", args=args) as serve:
-        await serve.wait_session()
-        await serve.initialize()
-        for path, data in (
-            (response_file, {"timestamp": "2026-11-29T10:00:00", "user_id": 42, "message_text": text}),
-            (callback_file, {"timestamp": "2026-11-29T10:00:01", "user_id": 42, "callback_data": "opt:2"}),
-        ):
-            writer = await anyio.run_process(
-                [sys.executable, "-c", SLOW_WRITER, str(path), "0.08"], input=json.dumps(data).encode()
-            )
-            assert writer.returncode == 0
-        before = snapshot(folder)
-        notes = await serve.wait_channel(2)
-        assert [n["params"]["content"] for n in notes] == [text, "opt:2"]
-        assert {n["params"]["meta"]["tier"] for n in notes} == {"3"}
-        assert all(n["params"]["meta"]["source"] == "legacy" for n in notes)
-        legacy_ids = [n["params"]["meta"]["response_id"] for n in notes]
-
-        # Restarted: the same files are known by their derived ids, and not pushed again.
-        serve.kill(signal.SIGTERM)
-        await serve.wait_exit()
-        await serve.start()
-        await serve.wait_session()
-        await serve.initialize()
-        enqueue(inbox_of(home, "file-l"), from_dict(body(id="l:marker", text="marker")))
-        await serve.wait_for(lambda: "l:marker" in ids(serve))
-        assert ids(serve) == [*legacy_ids, "l:marker"]
-    assert snapshot(folder) == before
-
-
-async def test_the_legacy_debounce_never_holds_a_file_delivered_atomically_into_the_inbox(
-    home: Path, tmp_path: Path
-) -> None:
-    folder = tmp_path / "legacy"
-    folder.mkdir()
-    # A one-minute quiet window for legacy files; the inbox file must not wait for it.
-    args = ["--legacy-dir", str(folder), "--file-debounce-ms", "60000"]
-    async with ServeProcess(home, "file-m", args=args) as serve:
-        await serve.wait_session()
-        await serve.initialize()
-        await hand_write(inbox_of(home, "file-m"), "m_1", body(id="m:1", text="straight through"))
-        (note,) = await serve.wait_channel(1, timeout=10)
-        assert note["params"]["content"] == "straight through"
-
-
-# --- crashes at random moments ---------------------------------------------------------------------
-
-KILLS = int(os.environ.get("TIER3_KILLS", "4"))
-
-
-@pytest.mark.slow
-async def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_flagged_redeliveries(
-    home: Path,
-) -> None:
-    session = "file-k"
-    inbox = inbox_of(home, session)
-    count = 400
-    rng = random.Random(7)
-    producer = await anyio.open_process(
-        [sys.executable, "-c", BURST_PRODUCER, str(inbox), str(count)], env=_producer_env()
-    )
-    try:
-        async with ServeProcess(home, session) as serve:
-            for _ in range(KILLS):
-                await serve.wait_session()
-                await serve.initialize()
-                with anyio.move_on_after(rng.uniform(0.05, 0.6)):
-                    await serve.wait_channel(count)
-                serve.kill()
-                await serve.wait_exit()
-                await serve.start()
-            await serve.wait_session()
-            await serve.initialize()
-            await producer.wait()
-            enqueue(inbox, from_dict(body(id="k:marker", text="marker")))
-            await serve.wait_for(lambda: "k:marker" in ids(serve), timeout=120)
-            assert await drained(inbox)
-    finally:
-        if producer.returncode is None:
-            producer.kill()
-        await producer.wait()
-    seen: set[str] = set()
-    for note in serve.channel():
-        rid = note["params"]["meta"]["response_id"]
-        if rid in seen:  # a repeat only ever comes from the crash window, and says so
-            assert note["params"]["meta"].get("redelivered") == "true", rid
-        seen.add(rid)
-    store = Store(home / "sessions" / session / "state.db")
-    try:
-        stored = {f"burst:{n}": store.find(f"burst:{n}") for n in range(count)}
-    finally:
-        store.close()
-    assert all(len(rows) == 1 for rows in stored.values()), "every file reached the store exactly once"
-    assert sorted(set(stored) - seen) == [], "recorded in the store but never written to the client"

@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mcp_cascade.bridge.files import FileRefused
 from mcp_cascade.bridge.prompts import ChatNotAllowed, NoRecipient, Outbound
 from mcp_cascade.bridge.telegram import TelegramUnavailable
 from mcp_cascade.errors import InvalidResponse, SignatureError
@@ -62,6 +63,9 @@ class ReplyBody(_Body):
 
     chat_id: int
     text: Annotated[str, StringConstraints(min_length=1, max_length=32768)]
+    files: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=10
+    )
 
 
 class PermissionBody(_Body):
@@ -158,6 +162,8 @@ def build_app(deps: ApiDeps) -> Starlette:
                     raise _Refused(409, str(exc)) from exc
                 except ChatNotAllowed as exc:
                     raise _Refused(403, str(exc)) from exc
+                except FileRefused as exc:
+                    raise _Refused(422, str(exc), [{"path": "$.files", "message": str(exc)}]) from exc
                 except TelegramUnavailable as exc:
                     raise _Refused(502, f"Telegram: {exc}") from exc
             except _Refused as exc:
@@ -195,7 +201,7 @@ def build_app(deps: ApiDeps) -> Starlette:
         routes=[
             endpoint("/api/hello", HelloBody, _hello),
             endpoint("/api/ask", AskBody, lambda b: out.ask(b.session, b.question, b.options)),
-            endpoint("/api/reply", ReplyBody, lambda b: out.reply(b.session, b.chat_id, b.text)),
+            endpoint("/api/reply", ReplyBody, lambda b: out.reply(b.session, b.chat_id, b.text, b.files)),
             endpoint(
                 "/api/permission",
                 PermissionBody,

@@ -39,11 +39,13 @@ from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
+from mcp_cascade.bridge.topics import Topics
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import Config, LiveConfig, Loaded
+from mcp_cascade.config import Config, Loaded
 from mcp_cascade.events import Event
 from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
 from mcp_cascade.home import ensure_home, warn_tightened
+from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.redact import keep_secret
 from mcp_cascade.signals import until_terminated
 from mcp_cascade.signing import Signer, load_or_create_secret
@@ -152,7 +154,8 @@ class Bridge:
                 self.observer.emit(
                     Event("telegram_ready", fields={"bot": telegram.username, "token": self.fingerprint})
                 )
-                outbound = Outbound(telegram, ledger, access, self.observer)
+                topics = Topics(telegram, ledger, self.home, self.observer)
+                outbound = Outbound(telegram, ledger, access, self.observer, topics, self.home)
                 async with Sender(self.home, self.live, self.observer, ack=outbound.ack) as sender:
                     receipts = Receipts(telegram, self._emoji, self.observer)
                     inbound = Inbound(
@@ -163,6 +166,7 @@ class Bridge:
                         sender=sender,
                         observer=self.observer,
                         receipts=receipts,
+                        file_limit=lambda: self.live.current.file_max_bytes,
                     )
                     deps = ApiDeps(
                         outbound,
@@ -176,6 +180,7 @@ class Bridge:
                         tg.start_soon(inbound.process)
                         tg.start_soon(receipts.run)
                         tg.start_soon(self._monitor, outbox, ledger, access, telegram, sender)
+                        tg.start_soon(self._keep_topics, topics)
                         await self._until_signal()
                         tg.cancel_scope.cancel()
         finally:
@@ -199,6 +204,14 @@ class Bridge:
                 yield
             finally:
                 unpublish(self.home)
+
+    async def _keep_topics(self, topics: Topics) -> None:
+        while True:
+            try:
+                await topics.sync()
+            except Exception as exc:  # task boundary: a broken topic must not stop the bridge
+                self.observer.emit(Event("topic_failed", level="error", reason=repr(exc)))
+            await anyio.sleep(_MONITOR_S)
 
     async def _monitor(
         self, outbox: Outbox, ledger: Ledger, access: Access, telegram: TelegramClient, sender: Sender

@@ -13,23 +13,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from telegram import Update
 
+from mcp_cascade.bridge.files import BOT_API_DOWNLOAD_LIMIT, meta, save
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.outbox import Entry, Outbox
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Deliver, Drop, Router, Say, answer_label
-from mcp_cascade.bridge.telegram import TELEGRAM_BACKOFF, TelegramClient, TelegramUnavailable, TokenRejected
+from mcp_cascade.bridge.telegram import (
+    TELEGRAM_BACKOFF,
+    FileTooLarge,
+    TelegramClient,
+    TelegramUnavailable,
+    TokenRejected,
+)
 from mcp_cascade.bridge.updates import Incoming, incoming
 from mcp_cascade.cascade import Sender
 from mcp_cascade.clock import Random, system_random
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
-from mcp_cascade.response import Response
+from mcp_cascade.response import Response, from_dict
 from mcp_cascade.retry import Backoff
 
 T = TypeVar("T")
@@ -53,11 +61,15 @@ class Inbound:
         sender: Sender,
         observer: Observer,
         receipts: Receipts | None = None,
+        home: Path | None = None,
+        file_limit: Callable[[], int] = lambda: BOT_API_DOWNLOAD_LIMIT,
         poll_timeout_s: int = POLL_TIMEOUT_S,
         backoff: Backoff = TELEGRAM_BACKOFF,
         random: Random | None = None,
     ) -> None:
         self._receipts = receipts
+        self._home = home or router.home
+        self._file_limit = file_limit
         self._tg = telegram
         self._outbox = outbox
         self._ledger = ledger
@@ -160,6 +172,13 @@ class Inbound:
                 return
             assert isinstance(decision, Deliver)
             response, session = decision.response, decision.session
+            if inc.file is not None:
+                try:
+                    response = await self._fetch(inc, response, session)
+                except (FileTooLarge, TelegramUnavailable) as exc:  # the file's own fault: say so, move on
+                    await self._say(inc, f"That file did not reach {session}: {exc}")
+                    await self._io(self._outbox.done, entry.update_id, f"file refused: {exc}")
+                    return
             await self._io(self._outbox.route, entry.update_id, session, response)
             self._observer.emit(
                 Event(
@@ -183,6 +202,18 @@ class Inbound:
         self._mark(inc, "delivered" if status == "delivered" else "waiting", session)
         await self._feedback(inc, response, session, status or "delivered")
         await self._io(self._outbox.done, entry.update_id)
+
+    async def _fetch(self, inc: Incoming, response: Response, session: str) -> Response:
+        """Download the person's file into the session's home; the response's meta says where."""
+        assert inc.file is not None
+        limit = min(self._file_limit(), BOT_API_DOWNLOAD_LIMIT)
+        if inc.file.size is not None and inc.file.size > limit:
+            raise FileTooLarge(f"it has {inc.file.size} bytes; the limit is {limit}")
+        data, _ = await self._tg.download(inc.file.file_id, limit)
+        path = await anyio.to_thread.run_sync(save, self._home, session, inc.message_id, inc.file, data)
+        body = response.to_dict()
+        body["meta"] = {**(body.get("meta") or {}), **meta(path, inc.file, len(data))}
+        return from_dict(body)
 
     def _mark(self, inc: Incoming, stage: Stage, session: str) -> None:
         if self._receipts is not None and inc.kind == "message":

@@ -63,6 +63,18 @@ CREATE TABLE IF NOT EXISTS chats (
 CREATE INDEX prompts_created ON prompts (created_at);
 CREATE INDEX messages_sent ON messages (sent_at);
 """,
+    # 3: forum topics, one per session and chat, kept across restarts.
+    """
+CREATE TABLE forums (chat_id INTEGER PRIMARY KEY);
+CREATE TABLE topics (
+    chat_id INTEGER NOT NULL,
+    session TEXT NOT NULL,
+    thread INTEGER NOT NULL,
+    closed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (chat_id, session)
+);
+CREATE INDEX topics_thread ON topics (chat_id, thread);
+""",
 )
 
 
@@ -234,6 +246,44 @@ class Ledger:
                 " ON CONFLICT (chat_id) DO UPDATE SET seen_at = excluded.seen_at",
                 (chat_id, time.time()),
             )
+
+    def forum(self, chat_id: int) -> None:
+        """The chat is a forum supergroup (each session gets a topic there)."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO forums (chat_id) VALUES (?)", (chat_id,))
+
+    def is_forum(self, chat_id: int) -> bool:
+        """Whether the chat was seen to be a forum."""
+        return self._one("SELECT 1 FROM forums WHERE chat_id = ?", (chat_id,)) is not None
+
+    def topic(self, chat_id: int, session: str) -> tuple[int, bool] | None:
+        """The session's topic in the chat: (message_thread_id, closed)."""
+        row = self._one(
+            "SELECT thread, closed FROM topics WHERE chat_id = ? AND session = ?", (chat_id, session)
+        )
+        return None if row is None else (int(row[0]), bool(row[1]))
+
+    def set_topic(self, chat_id: int, session: str, thread: int | None, closed: bool = False) -> None:
+        """Record (or, with ``thread`` None, forget) the session's topic."""
+        with self._lock:
+            if thread is None:
+                self._db.execute("DELETE FROM topics WHERE chat_id = ? AND session = ?", (chat_id, session))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO topics (chat_id, session, thread, closed) VALUES (?, ?, ?, ?)",
+                    (chat_id, session, thread, int(closed)),
+                )
+
+    def topic_session(self, chat_id: int, thread: int) -> str | None:
+        """The session whose topic this is."""
+        row = self._one("SELECT session FROM topics WHERE chat_id = ? AND thread = ?", (chat_id, thread))
+        return None if row is None else str(row[0])
+
+    def topics(self) -> list[tuple[int, str, int, bool]]:
+        """Every topic: (chat_id, session, thread, closed)."""
+        with self._lock:
+            rows = self._db.execute("SELECT chat_id, session, thread, closed FROM topics").fetchall()
+        return [(int(c), str(s), int(t), bool(x)) for c, s, t, x in rows]
 
     def chats(self) -> list[int]:
         """Chats an allowed person wrote from, most recent first."""

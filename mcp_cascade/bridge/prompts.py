@@ -8,20 +8,26 @@ allowed person last wrote from (a bot cannot open a conversation itself).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
+from telegram import Message
 
 from mcp_cascade.bridge.access import Access
+from mcp_cascade.bridge.files import PHOTO_SUFFIXES, FileRefused, attachment
 from mcp_cascade.bridge.flood import Priority
 from mcp_cascade.bridge.ledger import Ledger, Prompt
 from mcp_cascade.bridge.render import render, split
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable, truncate
+from mcp_cascade.bridge.topics import Topics
 from mcp_cascade.bridge.updates import button_data
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.response import Response
+from mcp_cascade.sessions import read_session
 
 T = TypeVar("T")
 _LABEL_MAX = 60
@@ -42,11 +48,26 @@ class PartialReply(TelegramUnavailable):
 class Outbound:
     """Sends for sessions; records what it sent in the ledger."""
 
-    def __init__(self, telegram: TelegramClient, ledger: Ledger, access: Access, observer: Observer) -> None:
+    def __init__(
+        self,
+        telegram: TelegramClient,
+        ledger: Ledger,
+        access: Access,
+        observer: Observer,
+        topics: Topics | None = None,
+        home: Path | None = None,
+    ) -> None:
+        self._home = home or Path()
         self._tg = telegram
         self._ledger = ledger
         self._access = access
         self._observer = observer
+        self._topics = topics
+
+    async def _send(self, chat_id: int, session: str, text: Any, **kw: Any) -> Message:
+        if self._topics is None:
+            return await self._tg.send(chat_id, text, **kw)
+        return await self._topics.send(chat_id, session, text, **kw)
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args)
@@ -64,7 +85,9 @@ class Outbound:
         self, prompt: Prompt, buttons: Sequence[Sequence[tuple[str, str]]] | None
     ) -> dict[str, Any]:
         priority = Priority.URGENT if prompt.kind == "permission" else Priority.NORMAL
-        message = await self._tg.send(prompt.chat_id, prompt.text, buttons=buttons, priority=priority)
+        message = await self._send(
+            prompt.chat_id, prompt.session, prompt.text, buttons=buttons, priority=priority
+        )
         await self._io(self._ledger.sent, prompt.chat_id, message.message_id, prompt.session, prompt.token)
         self._observer.emit(
             Event(
@@ -111,26 +134,47 @@ class Outbound:
         ]
         return await self._send_prompt(prompt, buttons)
 
-    async def reply(self, session: str, chat_id: int, text: str) -> dict[str, Any]:
-        """Claude's Markdown, rendered with entities and split into parts, each sent (and retried) alone."""
+    async def reply(self, session: str, chat_id: int, text: str, files: Sequence[str] = ()) -> dict[str, Any]:
+        """Claude's Markdown, rendered and split into parts, then the attached files; each sent alone.
+
+        Each part (and file) is retried on its own; when one still fails after
+        others arrived, the error says which did.
+        """
         allowed = await self._io(self._access.users)
         if chat_id not in allowed and chat_id not in await self._io(self._ledger.chats):
             raise ChatNotAllowed(f"chat {chat_id} is not a chat of an allowed Telegram user")
-        parts = split(render(text, header=f"💬 {session}\n"))
+        paths = [await self._io(attachment, await self._cwd(session), name) for name in files]
+        thread = await self._topics.thread(chat_id, session) if self._topics is not None else None
+        parts = split(render(text, header="" if thread is not None else f"💬 {session}\n"))
+        sends: list[Callable[[], Awaitable[Message]]] = [
+            partial(self._send, chat_id, session, part, priority=Priority.BULK) for part in parts
+        ]
+        sends += [partial(self._send_file, chat_id, path, thread) for path in paths]
         ids: list[int] = []
-        for number, part in enumerate(parts, 1):
+        for number, send in enumerate(sends, 1):
             try:
-                message = await self._tg.send(chat_id, part, priority=Priority.BULK)
+                message = await send()
             except TelegramUnavailable as exc:
                 if not ids:
                     raise
                 raise PartialReply(
-                    f"parts 1-{len(ids)} of {len(parts)} arrived (message ids {ids}); "
+                    f"parts 1-{len(ids)} of {len(sends)} arrived (message ids {ids}); "
                     f"part {number} failed: {exc}"
                 ) from exc
             await self._io(self._ledger.sent, chat_id, message.message_id, session)
             ids.append(message.message_id)
-        return {"chat_id": chat_id, "message_id": ids[0], "message_ids": ids, "parts": len(parts)}
+        return {"chat_id": chat_id, "message_id": ids[0], "message_ids": ids, "parts": len(sends)}
+
+    async def _cwd(self, session: str) -> str:
+        info = await self._io(read_session, self._home, session)
+        if info is None:
+            raise FileRefused(f"session {session} is not running, so its folder is unknown")
+        return info.cwd
+
+    async def _send_file(self, chat_id: int, path: Path, thread: int | None) -> Message:
+        data = await anyio.to_thread.run_sync(path.read_bytes)
+        photo = path.suffix.lower() in PHOTO_SUFFIXES
+        return await self._tg.send_file(chat_id, path.name, data, photo=photo, caption="", thread=thread)
 
     async def ack(self, response: Response, session: str, reason: str) -> None:
         """The Sender's AckHook: tier 2's direct word that the answer is kept (tier 1 did not take it)."""

@@ -99,10 +99,12 @@ class Router:
                 f"mcp-cascade bridge pair {code}\n\nThe code expires in one hour."
             )
         self.ledger.seen(inc.chat_id)
+        if inc.forum:
+            self.ledger.forum(inc.chat_id)
         if inc.kind == "callback":
             return self._tap(inc)
         if inc.kind == "other" or inc.text is None:
-            return Say("Only text messages and button taps reach your sessions.")
+            return Say("Only text, photos, documents, voice notes and button taps reach your sessions.")
         command = parse_command(inc.text)
         if command is not None and command[0] in ("start", "help", "sessions", "use"):
             return self._command(inc, *command)
@@ -120,6 +122,8 @@ class Router:
                 if marked is not None and marked.answered_by == inc.response_id:
                     request_id = prompt.request_id
             session = self.ledger.session_of(inc.chat_id, inc.reply_to)
+        if session is None and inc.thread is not None:
+            session = self.ledger.topic_session(inc.chat_id, inc.thread)
         session = session or self.current(inc.chat_id)
         if session is None:
             return Say("No Claude Code session is running with mcp-cascade, so there is nobody to tell.")

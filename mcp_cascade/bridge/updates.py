@@ -24,6 +24,17 @@ _COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A photo, document or voice note a person sent (still on Telegram's side)."""
+
+    file_id: str
+    kind: Literal["photo", "document", "voice"]
+    name: str
+    mime: str
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Incoming:
     """One update from a person: a message or a button tap."""
 
@@ -38,6 +49,8 @@ class Incoming:
     callback_id: str | None = None
     callback_data: str | None = None
     thread: int | None = None  # the forum topic it was written in
+    forum: bool = False  # the chat is a forum supergroup
+    file: Attachment | None = None
     # Someone else's words passed on (Telegram's forward_origin): never an approval.
     forwarded: bool = False
 
@@ -79,6 +92,9 @@ def incoming(update: Update) -> Incoming | None:
     if message is None or message.from_user is None:
         return None
     text = message.text if message.text is not None else message.caption
+    file = _attachment(message)
+    if file is not None and text is None:
+        text = f"[{file.kind}: {file.name}]"
     return Incoming(
         update.update_id,
         "message" if text is not None else "other",
@@ -89,8 +105,29 @@ def incoming(update: Update) -> Incoming | None:
         text=text,
         reply_to=_reply_to(message),
         thread=message.message_thread_id if message.is_topic_message else None,
+        forum=bool(message.chat.is_forum),
         forwarded=message.forward_origin is not None,
+        file=file,
     )
+
+
+def _attachment(message: Any) -> Attachment | None:
+    if message.photo:
+        best = message.photo[-1]  # Telegram lists the sizes smallest first
+        return Attachment(
+            best.file_id, "photo", f"photo-{message.message_id}.jpg", "image/jpeg", best.file_size
+        )
+    if message.document is not None:
+        doc = message.document
+        name = doc.file_name or f"document-{message.message_id}"
+        return Attachment(
+            doc.file_id, "document", name, doc.mime_type or "application/octet-stream", doc.file_size
+        )
+    if message.voice is not None:
+        voice = message.voice
+        mime = voice.mime_type or "audio/ogg"
+        return Attachment(voice.file_id, "voice", f"voice-{message.message_id}.ogg", mime, voice.file_size)
+    return None
 
 
 def _reply_to(message: Any) -> int | None:

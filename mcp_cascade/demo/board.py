@@ -28,8 +28,9 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from mcp_cascade.demo.tally import Arrival, DemoTally
+from mcp_cascade.demo.tally import DemoTally
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing.tally import Arrival
 from mcp_cascade.wire import CHANNEL, PERMISSION
 
 _POLL_S = 0.02

@@ -1,18 +1,20 @@
 """What the person sent, what each session received, and what that adds up to.
 
-Pure bookkeeping, no I/O: the demo records every answer it makes the person
-give (``expect``) and every frame a session receives (``arrive``); the verdict
-and the per-tier figures are computed from those two lists alone.
+Pure bookkeeping, no I/O, on the harness's one tally
+(:mod:`mcp_cascade.testing.tally`): the demo records every answer it makes the
+person give (``expect``) and every frame a session receives (``arrive``); the
+verdict and the per-tier figures are computed from those two lists alone.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mcp_cascade.stats import nearest_rank
+from mcp_cascade.testing.tally import Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,17 +27,6 @@ class DemoSent:
     at: float
     step: str
     held: bool = False  # its session was stopped when it was given: its latency includes the downtime
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """One frame a session received for a response."""
-
-    response_id: str
-    session: str
-    tier: int | None
-    at: float
-    redelivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,57 +118,21 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return nearest_rank(sorted(values), q / 100)
 
 
-@dataclass
-class DemoTally:
-    """The two lists, and what follows from them."""
-
-    sent: dict[str, DemoSent] = field(default_factory=dict)
-    arrivals: list[Arrival] = field(default_factory=list)
-
-    def expect(self, sent: DemoSent) -> None:
-        """Record an answer the person gave."""
-        self.sent[sent.response_id] = sent
-
-    def arrive(self, arrival: Arrival) -> None:
-        """Record a frame a session received."""
-        self.arrivals.append(arrival)
-
-    def first(self, response_id: str) -> Arrival | None:
-        """The first arrival of ``response_id``."""
-        return next((a for a in self.arrivals if a.response_id == response_id), None)
-
-    def outstanding(self, ids: Iterable[str] | None = None) -> list[str]:
-        """Answers given (or those of ``ids``) that no session has received yet."""
-        arrived = {a.response_id for a in self.arrivals}
-        return [r for r in (self.sent if ids is None else ids) if r not in arrived]
+class DemoTally(Tally[DemoSent]):
+    """The answers the person gave and the frames each session received, and what follows from them."""
 
     def verdict(self, *, complete: bool = True) -> Verdict:
         """Compare what was sent with what each session received (``complete``: the run got to its end)."""
-        seen: Counter[str] = Counter()
-        duplicates: list[str] = []
-        redelivered: list[str] = []
-        misrouted: list[str] = []
-        unexpected: list[str] = []
-        for arrival in self.arrivals:
-            sent = self.sent.get(arrival.response_id)
-            if sent is None:
-                unexpected.append(arrival.response_id)
-                continue
-            if arrival.session != sent.session:
-                misrouted.append(arrival.response_id)
-            seen[arrival.response_id] += 1
-            if seen[arrival.response_id] > 1:
-                (redelivered if arrival.redelivered else duplicates).append(arrival.response_id)
-        missing = [r for r in self.sent if not seen[r]]
+        counts = self.counts()
         return Verdict(
-            sent=len(self.sent),
-            delivered=sum(1 for r in self.sent if seen[r]),
+            sent=counts.sent,
+            delivered=counts.delivered,
             complete=complete,
-            missing=tuple(missing),
-            duplicates=tuple(duplicates),
-            misrouted=tuple(misrouted),
-            unexpected=tuple(unexpected),
-            redelivered=tuple(redelivered),
+            missing=counts.missing,
+            duplicates=counts.duplicated,
+            misrouted=counts.misrouted,
+            unexpected=counts.unexpected,
+            redelivered=counts.redelivered,
         )
 
     def tiers(self) -> dict[int, TierFigures]:
@@ -188,13 +143,12 @@ class DemoTally:
         """
         latencies: dict[int, list[float]] = {1: [], 2: [], 3: []}
         counts: Counter[int] = Counter()
-        for response_id, sent in self.sent.items():
-            arrival = self.first(response_id)
-            if arrival is None or arrival.tier is None:
+        for response_id, arrival in self.counts().first.items():
+            if arrival.tier is None:
                 continue
             counts[arrival.tier] += 1
-            if not sent.held:
-                latencies.setdefault(arrival.tier, []).append((arrival.at - sent.at) * 1000)
+            if not self.sent[response_id].held:
+                latencies.setdefault(arrival.tier, []).append((arrival.at - self.sent[response_id].at) * 1000)
         return {
             tier: TierFigures(counts[tier], len(values), percentile(values, 50), percentile(values, 99))
             for tier, values in sorted(latencies.items())

@@ -33,7 +33,7 @@ from mcp_cascade.signing import Signer
 __all__ = ["RemoteRoute"]
 
 Place = Literal["local", "remote"]
-_LOOKUP_S = 0.5
+_LOOKUP_S = 1.0
 _LIST_EVERY_S = 2.0
 
 
@@ -75,7 +75,7 @@ class RemoteRoute:
             if self._kv is not None and self.link.connected:
                 try:
                     with anyio.fail_after(2):
-                        self._known = {r.session_id: r for r in await everyone(self._kv)}
+                        self._known.update({r.session_id: r for r in await everyone(self._kv)})
                 except (OSError, TimeoutError, nats.errors.Error):
                     pass  # the last list stays; lookups say so
             await anyio.sleep(_LIST_EVERY_S)
@@ -91,24 +91,27 @@ class RemoteRoute:
 
     async def place(self, session: str) -> tuple[Place, str]:
         """Whether ``session`` is reached through NATS, and why."""
+        found: Registration | None = None
+        read = False
         if self._kv is not None and self.link.connected:
             try:
                 with anyio.fail_after(_LOOKUP_S):
                     found = await lookup(self._kv, session)
+                read = True
             except (OSError, TimeoutError, nats.errors.Error):
-                found = self._known.get(session)
-            else:
-                if found is None:
-                    self._known.pop(session, None)
-                    return "local", "not in the NATS registry"
-                self._known[session] = found
-        else:
+                pass
+        if read and found is None:
+            self._known.pop(session, None)
+            return "local", "not in the NATS registry"
+        if found is not None:
+            self._known[session] = found
+        else:  # the registry could not be read: the last entry seen decides
             found = self._known.get(session)
             if found is None:
                 if SessionPaths(self.home, session).dir.is_dir():
-                    return "local", "NATS is unreachable; the session has a folder here"
-                return "remote", "NATS is unreachable and the session is unknown here"
-        if found is None or found.node == self.node:
+                    return "local", "NATS registry unreadable; the session has a folder here"
+                return "remote", "NATS registry unreadable and the session is unknown here"
+        if found.node == self.node:
             return "local", "registered by this node"
         return "remote", f"served on {found.host} ({found.state})"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade.cdf import write_cdf_svg
+from mcp_cascade.soak import cluster
 from mcp_cascade.soak.disk import mounts_unavailable
 from mcp_cascade.soak.report import machine, summary
 from mcp_cascade.soak.run import run_scenario
@@ -45,6 +46,11 @@ async def soak(
     results: list[dict[str, Any]] = []
     try:
         for name in names:
+            if name == cluster.NAME:
+                result = await cluster.run_cluster(count, seed, root, tick)
+                latencies[name] = result.pop("latencies_ms")
+                results.append(result)
+                continue
             scenario = scenario_named(name)
             reason = mounts_unavailable() if scenario.needs_mounts else None
             if reason is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade.audit import read_audit
-from mcp_cascade.soak.tally import Tally
+from mcp_cascade.soak.tally import StreamTally
 
 
 def _subsequence(wanted: Sequence[Any], found: Sequence[Any]) -> bool:
@@ -70,7 +70,7 @@ def _problems(
     return problems
 
 
-def check_audit(home: Path, tally: Tally) -> dict[str, Any]:
+def check_audit(home: Path, tally: StreamTally) -> dict[str, Any]:
     """Check every acknowledged response's audit records; the counts and a few examples."""
     records: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     total = 0
@@ -80,8 +80,8 @@ def check_audit(home: Path, tally: Tally) -> dict[str, Any]:
         if isinstance(rid, str) and rid in tally.sent:
             records.setdefault(rid, []).append((pos, record))
     carriers: dict[str, int] = {}
-    for push in sorted(tally.pushes, key=lambda p: p.at):
-        carriers.setdefault(push.response_id, push.tier)
+    for push in sorted(tally.arrivals, key=lambda p: p.at):
+        carriers.setdefault(push.response_id, push.tier or 0)
     checked = 0
     examples: dict[str, list[str]] = {}
     incomplete = 0

@@ -26,7 +26,7 @@ from mcp_cascade.faults import Fault
 from mcp_cascade.response import make_response
 from mcp_cascade.soak.rig import Rig, SoakAck, write_config
 from mcp_cascade.soak.senders import InProcessSender
-from mcp_cascade.soak.tally import BUDGET_MS, Tally, percentiles
+from mcp_cascade.soak.tally import BUDGET_MS, StreamTally, percentiles
 from mcp_cascade.wire import TierChoice
 
 # (name, forced tier, whether every first attempt is reset so tier 2 carries it)
@@ -64,7 +64,7 @@ def loopback_floor(samples: int = 2000) -> dict[str, Any]:
 
 
 async def _open_loop(
-    rig: Rig, sender: InProcessSender, tally: Tally, label: str, rate: float, duration_s: float
+    rig: Rig, sender: InProcessSender, tally: StreamTally, label: str, rate: float, duration_s: float
 ) -> float:
     """Start one delivery every 1/rate s for ``duration_s``; returns when the last has its receipt."""
     total = max(1, int(rate * duration_s))
@@ -91,7 +91,7 @@ async def _open_loop(
     return start
 
 
-async def _drain(rig: Rig, tally: Tally) -> None:
+async def _drain(rig: Rig, tally: StreamTally) -> None:
     wanted = set(tally.sent)
     with anyio.move_on_after(_DRAIN_S):
         await rig.serve.wait_for(
@@ -99,7 +99,7 @@ async def _drain(rig: Rig, tally: Tally) -> None:
         )
 
 
-def _collect(rig: Rig, tally: Tally, mark: int) -> None:
+def _collect(rig: Rig, tally: StreamTally, mark: int) -> None:
     tally.record_pushes(rig.session, rig.serve.notifications[mark:])
 
 
@@ -120,7 +120,7 @@ async def _mode(
     write_config(rig.home, {**_CONFIG, "breaker_threshold": 1000} if reset_first else _CONFIG)
     sender.live.reload()
     sender.tier = tier
-    tally, mark = Tally(), len(rig.serve.notifications)
+    tally, mark = StreamTally(), len(rig.serve.notifications)
     label = name.split(" (")[0].replace(" ", "")
     await _open_loop(rig, sender, tally, label, rate, seconds)
     await _drain(rig, tally)
@@ -141,17 +141,17 @@ async def _mode(
 async def _step(rig: Rig, sender: InProcessSender, rate: int, seconds: float) -> dict[str, Any]:
     rig.route(through_proxy=False)
     sender.tier = "auto"
-    tally, mark = Tally(), len(rig.serve.notifications)
+    tally, mark = StreamTally(), len(rig.serve.notifications)
     start = await _open_loop(rig, sender, tally, f"step{rate}", rate, seconds)
     await _drain(rig, tally)
     _collect(rig, tally, mark)
     verdict = tally.verdict(from_scheduled=True)
-    arrivals = sorted(p.at for p in tally.pushes)
+    arrivals = sorted(p.at for p in tally.arrivals)
     span = (arrivals[-1] - start) if arrivals else seconds
-    achieved = len(set(p.response_id for p in tally.pushes)) / max(span, 1e-9)
+    achieved = len(set(p.response_id for p in tally.arrivals)) / max(span, 1e-9)
     all_ms = sorted(
         (p.at - tally.sent[p.response_id].scheduled) * 1000
-        for p in tally.pushes
+        for p in tally.arrivals
         if p.response_id in tally.sent
     )
     stats = percentiles(all_ms)

@@ -39,12 +39,12 @@ def render(report: Mapping[str, Any], console: Console | None = None) -> None:
         table.add_column(
             column, justify="left" if column in ("scenario", "faults", "carried by") else "right"
         )
-    for tier in ("tier1", "tier2", "tier3"):
+    for tier in ("tier1", "tier2", "tier3", "tier4"):
         table.add_column(f"{tier} ms p50/p99/max", justify="right")
     table.add_column("verdict")
     for result in report["scenarios"]:
         if result.get("skipped"):
-            table.add_row(result["scenario"], *[""] * 11, f"[yellow]skipped: {result['skipped']}")
+            table.add_row(result["scenario"], *[""] * 12, f"[yellow]skipped: {result['skipped']}")
             continue
         v = result["verdict"]
         applied = result["faults_applied"]
@@ -62,6 +62,7 @@ def render(report: Mapping[str, Any], console: Console | None = None) -> None:
             _lat(v, "tier1"),
             _lat(v, "tier2"),
             _lat(v, "tier3"),
+            _lat(v, "tier4"),
             "[green]pass" if result["passed"] else "[red]FAIL",
         )
     console.print(table)

@@ -26,7 +26,7 @@ from mcp_cascade._fs import atomic_write
 from mcp_cascade.faults import FaultProxy
 from mcp_cascade.response import Response, make_response
 from mcp_cascade.sessions import SessionPaths, read_session
-from mcp_cascade.soak.tally import Tally
+from mcp_cascade.soak.tally import StreamTally
 from mcp_cascade.testing import ServeProcess, point_webhook_at
 
 DeliverFn = Callable[[Response, str], Awaitable[Mapping[str, Any] | None]]
@@ -197,7 +197,7 @@ class Rig:
 async def stream(
     rig: Rig,
     deliver: DeliverFn,
-    tally: Tally,
+    tally: StreamTally,
     progress: Progress,
     *,
     scenario: str,

@@ -23,7 +23,7 @@ from mcp_cascade.soak.audit import check_audit
 from mcp_cascade.soak.disk import SessionDisk
 from mcp_cascade.soak.rig import Progress, Rig, SoakAck, stream, write_config
 from mcp_cascade.soak.senders import InProcessSender, WorkerSender
-from mcp_cascade.soak.tally import Tally
+from mcp_cascade.soak.tally import StreamTally
 
 # Every scenario's config.toml starts from this: no audit rotation (the audit check reads every record).
 BASE_CONFIG: dict[str, Any] = {"audit_max_bytes": 1 << 40, "log_level": "info"}
@@ -53,7 +53,7 @@ class Context:
     random: random.Random
     config: dict[str, Any]
     sessions: list[str] = field(default_factory=list)  # the names the rigs' sessions get
-    tally: Tally = field(default_factory=Tally)
+    tally: StreamTally = field(default_factory=StreamTally)
     sender: SenderSide | None = None
     disk: SessionDisk | None = None
     expectations: list[dict[str, Any]] = field(default_factory=list)
@@ -281,7 +281,7 @@ async def run_scenario(
 async def _stream(
     rig: Rig,
     sender: SenderSide,
-    tally: Tally,
+    tally: StreamTally,
     progress: Progress,
     name: str,
     count: int,
@@ -291,7 +291,7 @@ async def _stream(
     await stream(rig, sender.deliver, tally, progress, scenario=name, count=count, rate=rate, start=start)
 
 
-async def _settle(ctx: Context, tally: Tally, sender: SenderSide) -> dict[str, Any]:
+async def _settle(ctx: Context, tally: StreamTally, sender: SenderSide) -> dict[str, Any]:
     """Resend what no receipt acknowledged, then wait for every response and every queue to drain."""
     began = time.perf_counter()
     resent = 0

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import Process, TaskGroup
 
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import LiveConfig
+from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.outbox import Outbox
 from mcp_cascade.response import Response
 from mcp_cascade.soak.rig import SoakAck

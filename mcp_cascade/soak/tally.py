@@ -21,6 +21,7 @@ from typing import Any
 
 from mcp_cascade.response import Response
 from mcp_cascade.stats import nearest_rank
+from mcp_cascade.testing.tally import Arrival, Tally
 
 BUDGET_MS = {1: 100.0, 2: 500.0, 3: 5000.0}
 
@@ -52,17 +53,6 @@ class Sent:
         return self.receipts[-1] if self.receipts else None
 
 
-@dataclass(frozen=True, slots=True)
-class Push:
-    """One channel notification the session received."""
-
-    response_id: str
-    session: str
-    at: float  # perf_counter time it arrived on the client side
-    tier: int
-    redelivered: bool
-
-
 def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
     """count, p50, p99, p99.9 and max (nearest rank), rounded to 0.01 ms."""
     if not values:
@@ -81,19 +71,15 @@ def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
-class Tally:
-    """Everything one scenario sent and received."""
-
-    def __init__(self) -> None:
-        self.sent: dict[str, Sent] = {}
-        self.pushes: list[Push] = []
+class StreamTally(Tally[Sent]):
+    """Everything one scenario sent and received, with the senders' receipts and pacing."""
 
     def schedule(self, response: Response, session: str, index: int, scheduled: float) -> Sent:
         """Record a response about to be handed to a sender."""
         entry = self.sent.get(response.id)
         if entry is None:
             entry = Sent(response.id, session, index, scheduled, response=response, began=time.perf_counter())
-            self.sent[response.id] = entry
+            self.expect(entry)
         entry.tries += 1
         return entry
 
@@ -111,34 +97,30 @@ class Tally:
             if note.get("method") != "notifications/claude/channel":
                 continue
             meta = note.get("params", {}).get("meta", {})
-            self.pushes.append(
-                Push(
+            self.arrive(
+                Arrival(
                     str(meta.get("response_id")),
                     session,
-                    float(note.get("_received", 0.0)),
                     int(meta.get("tier", 0)),
+                    float(note.get("_received", 0.0)),
                     meta.get("redelivered") == "true",
                 )
             )
 
-    def seen(self) -> set[str]:
-        """Every response id that reached its session at least once."""
-        return {p.response_id for p in self.pushes}
-
     def latencies(self, *, from_scheduled: bool = False) -> list[float]:
         """Every response's latency to its first push, in ms (for the CDF picture)."""
-        by_id: dict[str, list[Push]] = {}
-        for push in sorted(self.pushes, key=lambda p: p.at):
-            by_id.setdefault(push.response_id, []).append(push)
-        return [ms for _, _, ms in self._first_pushes(by_id, from_scheduled)]
+        return [ms for _, _, ms in self._first_pushes(self.counts().first, from_scheduled)]
 
     def _first_pushes(
-        self, by_id: Mapping[str, list[Push]], from_scheduled: bool
+        self, first: Mapping[str, Arrival], from_scheduled: bool
     ) -> Iterator[tuple[str, int, float]]:
-        for rid, ps in by_id.items():
-            sent = self.sent.get(rid)
-            if sent is not None:
-                yield rid, ps[0].tier, (ps[0].at - (sent.scheduled if from_scheduled else sent.began)) * 1000
+        for rid, arrival in first.items():
+            sent = self.sent[rid]
+            yield (
+                rid,
+                arrival.tier or 0,
+                (arrival.at - (sent.scheduled if from_scheduled else sent.began)) * 1000,
+            )
 
     def verdict(
         self, *, overall_timeout_ms: float | None = None, from_scheduled: bool = False
@@ -148,20 +130,12 @@ class Tally:
         Latency runs from when a response was handed to a sender, or with ``from_scheduled``
         from when it was due (open-loop load, where a late start must count too).
         """
-        by_id: dict[str, list[Push]] = {}
-        for push in sorted(self.pushes, key=lambda p: p.at):
-            by_id.setdefault(push.response_id, []).append(push)
-        lost = [rid for rid in self.sent if rid not in by_id]
+        counts = self.counts()
+        lost, duplicated, redelivered = counts.missing, counts.duplicated, counts.redelivered
         acked_lost = [rid for rid in lost if self.sent[rid].acked]
-        duplicated = [rid for rid, ps in by_id.items() if sum(not p.redelivered for p in ps) > 1]
-        redelivered = [rid for rid, ps in by_id.items() if any(p.redelivered for p in ps)]
-        unknown = [rid for rid in by_id if rid not in self.sent]
-        wrong_session = [
-            rid for rid, ps in by_id.items() if rid in self.sent and ps[0].session != self.sent[rid].session
-        ]
         latency: dict[int, list[float]] = {1: [], 2: [], 3: []}
         late: list[str] = []
-        for rid, tier, ms in self._first_pushes(by_id, from_scheduled):
+        for rid, tier, ms in self._first_pushes(counts.first, from_scheduled):
             latency.setdefault(tier, []).append(ms)
             if overall_timeout_ms is not None and ms > overall_timeout_ms:
                 late.append(rid)
@@ -172,24 +146,24 @@ class Tally:
             "sent": len(self.sent),
             "acked": sum(s.acked for s in self.sent.values()),
             "resent": sum(s.tries - 1 for s in self.sent.values()),
-            "received": len(by_id),
-            "pushes": len(self.pushes),
+            "received": counts.delivered,
+            "pushes": len(self.arrivals),
             "lost": len(lost),
             "acked_not_delivered": len(acked_lost),
             "duplicated": len(duplicated),
             "redelivered": len(redelivered),
-            "unknown": len(unknown),
-            "wrong_session": len(wrong_session),
-            "out_of_order": len(inversions := self.out_of_order(by_id)),
+            "unknown": len(counts.unexpected),
+            "wrong_session": len(counts.misrouted),
+            "out_of_order": len(inversions := self.out_of_order(counts.first)),
             "late": len(late),
-            "carried_by": dict(sorted(Counter(f"tier{ps[0].tier}" for ps in by_id.values()).items())),
+            "carried_by": {f"tier{t}": n for t, n in sorted(counts.per_tier().items())},
             "receipts": dict(sorted(receipts.items())),
             "latency_ms": {f"tier{t}": percentiles(v) for t, v in sorted(latency.items()) if v},
             "stream_lag_ms": percentiles([(s.began - s.scheduled) * 1000 for s in self.sent.values()]),
             "examples": {
-                "lost": lost[:5],
-                "duplicated": duplicated[:5],
-                "redelivered": redelivered[:5],
+                "lost": list(lost[:5]),
+                "duplicated": list(duplicated[:5]),
+                "redelivered": list(redelivered[:5]),
                 "late": late[:5],
                 "out_of_order": inversions[:5],
             },
@@ -204,7 +178,7 @@ class Tally:
                 found[int((attempts[0] if first else final).get("tier") or 0)] += 1
         return found
 
-    def out_of_order(self, by_id: Mapping[str, list[Push]]) -> list[str]:
+    def out_of_order(self, first: Mapping[str, Arrival]) -> list[str]:
         """Acknowledged responses of one session that reached it before one sent earlier by the same path.
 
         The design orders a session's responses by when they became durable at
@@ -216,11 +190,11 @@ class Tally:
         """
         groups: dict[tuple[str, str], list[tuple[int, float, str]]] = {}
         for rid, sent in self.sent.items():
-            pushes = by_id.get(rid)
-            if not pushes or not sent.acked or sent.tries > 1:
+            arrival = first.get(rid)
+            if arrival is None or not sent.acked or sent.tries > 1:
                 continue
-            path = "inbox" if pushes[0].tier == 3 else "store"
-            groups.setdefault((sent.session, path), []).append((sent.index, pushes[0].at, rid))
+            path = "inbox" if arrival.tier == 3 else "store"
+            groups.setdefault((sent.session, path), []).append((sent.index, arrival.at, rid))
         inversions: list[str] = []
         for items in groups.values():
             items.sort()

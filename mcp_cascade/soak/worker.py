@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from mcp_cascade.cascade import Sender
-from mcp_cascade.config import LiveConfig
+from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.response import from_dict
 from mcp_cascade.soak.rig import SoakAck
 from mcp_cascade.telemetry import AuditTrail, JsonLog, Telemetry

@@ -12,6 +12,8 @@ not already need (anyio, the package's own modules).
 * :class:`BridgeProcess` - ``mcp-cascade bridge`` against a Bot API (the fake one in tests).
 * :func:`point_webhook_at` / :func:`route_through` - the one way to put a proxy
   between a sender and a session.
+* :mod:`mcp_cascade.testing.tally` - the one tally (sent against received: once,
+  missing, duplicated, redelivered, per tier) the demo and the soak both count on.
 """
 
 from mcp_cascade.testing.bridge import BridgeProcess, random_token

@@ -1,0 +1,147 @@
+"""Tier 4: a sender's publish → the frame on the remote session's stdout, through one nats-server.
+
+    python -m benchmarks.nats_remote [--count 300] [--seconds 10] [--workers 16] [--json]
+
+Two homes stand for two hosts (serve in B, the sender in A, the secret copied);
+one local ``nats-server -js`` with file storage between them. In the same run,
+the same sender delivers to a session in its own home through tier 1, the
+local floor. Latency: one response at a time, from ``Sender.deliver`` to the
+frame read from serve's stdout (one clock: both are in this process).
+Throughput: ``--workers`` concurrent deliveries for ``--seconds``, counted as
+frames at the remote session. Targets: p99 ≤ 10 ms, ≥ 1,000 responses/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from benchmarks._common import HEADER, Stats, save
+from mcp_cascade.cascade import Sender
+from mcp_cascade.config import load_config
+from mcp_cascade.events import NullObserver
+from mcp_cascade.remote.servers import NatsCluster
+from mcp_cascade.response import make_response
+from mcp_cascade.signing import load_or_create_secret
+from mcp_cascade.testing import ServeProcess
+
+REMOTE, LOCAL = "bench-remote", "bench-local"
+
+
+def _arrivals(serve: ServeProcess) -> dict[str, float]:
+    return {n["params"]["meta"]["response_id"]: n["_received"] for n in serve.channel()}
+
+
+async def _latencies(
+    sender: Sender, serve: ServeProcess, session: str, prefix: str, count: int
+) -> list[float]:
+    took: list[float] = []
+    for i in range(count):
+        rid = f"{prefix}:{i}"
+        start = time.perf_counter()
+        await sender.deliver(make_response(type="message", user_id=7, text="bench", id=rid), session)
+        with anyio.fail_after(10):
+            while rid not in _arrivals(serve):  # noqa: ASYNC110 - frames are read by the harness's task
+                await anyio.sleep(0.0002)
+        took.append((_arrivals(serve)[rid] - start) * 1000)
+    return took
+
+
+async def _throughput(sender: Sender, serve: ServeProcess, seconds: float, workers: int) -> float:
+    before = len(serve.channel())
+    sent = 0
+
+    async def worker(w: int) -> None:
+        nonlocal sent
+        n = 0
+        while True:
+            rid = f"tp:{w}:{n}"
+            n += 1
+            await sender.deliver(make_response(type="message", user_id=7, text="bench", id=rid), REMOTE)
+            sent += 1
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for w in range(workers):
+            tg.start_soon(worker, w)
+        await anyio.sleep(seconds)
+        tg.cancel_scope.cancel()
+    with anyio.move_on_after(30):
+        while len(serve.channel()) - before < sent:  # noqa: ASYNC110 - frames are read by the harness's task
+            await anyio.sleep(0.01)
+    return (len(serve.channel()) - before) / (time.perf_counter() - start)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp:
+        root = Path(tmp)
+        home_a, home_b = root / "a", root / "b"
+        for home in (home_a, home_b):
+            home.mkdir(mode=0o700)
+        load_or_create_secret(home_a)
+        shutil.copy2(home_a / "secret", home_b / "secret")
+        with NatsCluster(root / "nats") as server:
+            env = {"MCP_CASCADE_NATS_URL": server.url, "MCP_CASCADE_LOG_LEVEL": "warning"}
+            loaded = load_config(home_a, env)
+            async with (
+                ServeProcess(home_b, REMOTE, env=env) as remote,
+                ServeProcess(home_a, LOCAL, env={"MCP_CASCADE_LOG_LEVEL": "warning"}) as local,
+            ):
+                for serve in (remote, local):
+                    await serve.wait_session()
+                    await serve.initialize()
+                async with Sender(home_a, loaded.config, NullObserver()) as sender:
+                    assert sender.remote is not None
+                    with anyio.fail_after(30):
+                        while (await sender.remote.place(REMOTE))[0] != "remote":  # noqa: ASYNC110
+                            await anyio.sleep(0.05)
+                    await _latencies(sender, remote, REMOTE, "warm-r", 20)
+                    await _latencies(sender, local, LOCAL, "warm-l", 20)
+                    tier4 = Stats.of(await _latencies(sender, remote, REMOTE, "r", args.count))
+                    tier1 = Stats.of(await _latencies(sender, local, LOCAL, "l", args.count))
+                    rate = await _throughput(sender, remote, args.seconds, args.workers)
+    return {"tier4_remote": tier4, "tier1_local": tier1, "remote_rate_per_s": rate, "args": vars(args)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=300, help="sequential deliveries per tier")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the throughput phase")
+    parser.add_argument(
+        "--workers", type=int, default=16, help="concurrent deliveries in the throughput phase"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    result = anyio.run(run, args)
+    tier4: Stats = result["tier4_remote"]
+    tier1: Stats = result["tier1_local"]
+    save("nats_remote", {k: (asdict(v) if isinstance(v, Stats) else v) for k, v in result.items()})
+    if args.json:
+        print(
+            json.dumps(
+                {k: (asdict(v) if isinstance(v, Stats) else v) for k, v in result.items()}, default=str
+            )
+        )
+        return 0
+    print(HEADER)
+    print(f"{'tier 4: publish → frame (remote, NATS)':<44}{tier4.row()}")
+    print(f"{'tier 1 floor: POST → frame (local)':<44}{tier1.row()}")
+    print(
+        f"remote throughput: {result['remote_rate_per_s']:.0f} responses/s ({args.workers} senders at once)"
+    )
+    print(f"targets: p99 ≤ 10 ms ({'met' if tier4.p99 <= 10 else 'NOT met'}), ", end="")
+    print(f"≥ 1000/s ({'met' if result['remote_rate_per_s'] >= 1000 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
