@@ -217,10 +217,15 @@ class Store:
     def quarantined(self, limit: int = 200) -> list[Quarantined]:
         """Every quarantined row with its reason, oldest first."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, id, reason, at FROM quarantine ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
-        return [Quarantined(int(a), str(b), str(c), float(d)) for a, b, c, d in rows]
+            try:
+                rows = self._db.execute(
+                    "SELECT q.seq, q.id, q.reason, q.at, COALESCE(r.tier, 0) FROM quarantine q"
+                    " LEFT JOIN responses r ON r.seq = q.seq ORDER BY q.seq LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            except sqlite3.OperationalError:  # read beside a serve that has not upgraded the store yet
+                return []
+        return [Quarantined(int(a), str(b), str(c), float(d), int(t)) for a, b, c, d, t in rows]
 
     def known(self, response_id: str) -> bool:
         """Whether this id was ever accepted (and is still retained)."""

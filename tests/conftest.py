@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.watchers import ORDER, BackendName
@@ -18,6 +19,15 @@ from mcp_cascade.watchers import ORDER, BackendName
 # interpreter where the package is not installed still tests this checkout, from any working folder.
 _CHECKOUT = str(Path(__file__).resolve().parent.parent)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_CHECKOUT, os.environ.get("PYTHONPATH")) if p)
+
+
+# Fuzzing: "ci" (the default) is derandomized and keeps no example database, so a failure in CI reproduces
+# from the test alone; HYPOTHESIS_PROFILE=deep runs many more examples, with random draws.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile("deep", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mcp_cascade.testing import ServeProcess
 from tests import test_webhook_answers
-from tests.helpers import body, encode, sign
+from tests.helpers import body, encode, run_inspect, sign
 from tests.test_webhook_answers import Live
 
 pytestmark = pytest.mark.anyio
@@ -185,3 +186,16 @@ async def test_a_row_the_store_cannot_read_is_quarantined_at_start_up_and_the_re
         (note,) = await serve.wait_channel(1)
         assert note["params"]["meta"]["response_id"] == "good:row"
         assert serve.process is not None and serve.process.returncode is None
+        info = await serve.wait_session()
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(info.health_url.replace("/health", "/metrics"))).text
+        assert 'mcp_cascade_quarantined_total{reason="store",tier="1"} 1.0' in metrics
+        assert 'mcp_cascade_quarantined_total{reason="push",tier="3"} 0.0' in metrics
+        listed = run_inspect(home, "queue", "--json")
+        assert listed.returncode == 0, listed.stderr
+        (row,) = [item for item in json.loads(listed.stdout) if item["state"] == "quarantined"]
+        assert (
+            row["id"] == "bad:row"
+            and row["where"] == "store/quarantined"
+            and "cannot be read" in row["reason"]
+        )

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from mcp_cascade.remote.servers import NatsCluster, NatsNode
@@ -180,6 +181,11 @@ async def test_serve_starts_without_nats_serves_locally_and_joins_when_nats_come
         assert json.loads(local.stdout)["tier"] == 1
         await serve.wait_channel(1)
         assert "nats_down" in serve.stderr_path.read_text()
+        info = await serve.wait_session()
+        async with httpx.AsyncClient() as client:
+            health = (await client.get(info.health_url)).json()
+        assert health["tiers"]["nats"]["status"] == "down" and health["status"] == "degraded"
+        assert health["tiers"]["webhook"]["status"] == "ok"
 
         await anyio.to_thread.run_sync(node.start)
         await anyio.to_thread.run_sync(node.wait_ready)
@@ -189,6 +195,9 @@ async def test_serve_starts_without_nats_serves_locally_and_joins_when_nats_come
         assert receipt.tier == 4
         await serve.wait_channel(2)
         assert contents(serve) == ["local while NATS is down", "remote once NATS is up"]
+        async with httpx.AsyncClient() as client:
+            health = (await client.get(info.health_url)).json()
+        assert health["tiers"]["nats"]["status"] == "ok"
     finally:
         await serve.__aexit__(None, None, None)
         await anyio.to_thread.run_sync(cluster.close)

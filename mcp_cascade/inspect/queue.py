@@ -16,7 +16,7 @@ from mcp_cascade.events import Event
 from mcp_cascade.sessions import SessionPaths, list_sessions, read_session
 from mcp_cascade.store import Store
 
-Where = Literal["store", "inbox/new", "inbox/failed"]
+Where = Literal["store", "store/quarantined", "inbox/new", "inbox/failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,7 @@ def _store_items(paths: SessionPaths, running: bool, now: float) -> list[QueueIt
         return []
     try:
         rows = store.pending()
+        set_aside = store.quarantined()
     finally:
         store.close()
     waiting = "waiting to be pushed to the MCP client" if running else "the session is not running"
@@ -83,6 +84,19 @@ def _store_items(paths: SessionPaths, running: bool, now: float) -> list[QueueIt
             else waiting,
         )
         for row in rows
+    ] + [
+        QueueItem(
+            paths.session,
+            "store/quarantined",
+            row.id,
+            None,
+            None,
+            row.tier or None,
+            "quarantined",
+            round(now - row.at, 3),
+            row.reason,
+        )
+        for row in set_aside
     ]
 
 
