@@ -185,6 +185,7 @@ class Outbound:
                 response.chat_id,
                 f"⏳ Queued for {session} ({reason}): it reaches the session as soon as it can take it.",
                 reply_to=response.message_id,
+                priority=Priority.URGENT,  # a receipt: before any long reply waiting for its turn
             )
         except TelegramUnavailable as exc:
             self._observer.emit(

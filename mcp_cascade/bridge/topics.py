@@ -46,10 +46,16 @@ class Topics:
             known = await anyio.to_thread.run_sync(self._ledger.topic, chat_id, session)
             if known is not None:
                 thread, closed = known
-                if closed:
+                if not closed:
+                    return thread
+                try:
                     await self._tg.topic(chat_id, thread, "reopen")
+                except TelegramUnavailable as exc:
+                    if "TOPIC_ID_INVALID" not in str(exc):
+                        raise
+                else:  # reopened; otherwise it was deleted while closed: make a new one below
                     await anyio.to_thread.run_sync(self._ledger.set_topic, chat_id, session, thread)
-                return thread
+                    return thread
             info = await anyio.to_thread.run_sync(read_session, self._home, session)
             thread = await self._tg.create_topic(chat_id, topic_name(session, info.label if info else None))
             await anyio.to_thread.run_sync(self._ledger.set_topic, chat_id, session, thread)
