@@ -138,6 +138,13 @@ class Config(BaseModel):
             )
         return self
 
+    @field_validator("legacy_dir", "log_file")
+    @classmethod
+    def _no_nul(cls, value: Path | None) -> Path | None:
+        if value is not None and "\x00" in str(value):
+            raise ValueError("a path cannot contain a NUL character")
+        return value
+
     @field_validator("listen_beyond_loopback")
     @classmethod
     def _loopback_unless_opted_in(cls, value: bool, info: ValidationInfo) -> bool:

@@ -10,7 +10,6 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mcp_cascade.config import KEYS, Config, Loaded, load_config
-from mcp_cascade.errors import ConfigError
 from mcp_cascade.events import Event, NullObserver, Observer
 from mcp_cascade.signals import receiver
 from mcp_cascade.watchers import Watcher, open_watcher
@@ -99,7 +98,7 @@ class LiveConfig:
         old = self._loaded
         try:
             new = load_config(old.home, old.env, old.flags)
-        except ConfigError as exc:
+        except Exception as exc:  # whatever the file holds, it is a rejection, never the end
             self._observer.emit(
                 Event(
                     "config_rejected",
@@ -113,7 +112,16 @@ class LiveConfig:
         changed = sorted(k for k in KEYS if getattr(old.config, k) != getattr(new.config, k))
         if changed:
             for callback in self._subscribers:
-                callback(new.config)
+                try:
+                    callback(new.config)
+                except Exception as exc:  # one subscriber's fault must not starve the others
+                    self._observer.emit(
+                        Event(
+                            "config_rejected",
+                            level="error",
+                            reason=f"a subscriber failed to apply it: {exc!r}",
+                        )
+                    )
         self._observer.emit(
             Event(
                 "config_reloaded",

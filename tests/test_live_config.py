@@ -10,6 +10,7 @@ import anyio
 import httpx
 import pytest
 
+from mcp_cascade.config import Config
 from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.testing import ServeProcess
 from mcp_cascade.watchers import BackendName
@@ -142,3 +143,45 @@ def test_subscribers_get_each_new_configuration_and_nothing_for_a_rejected_one(h
     write_config(home, "file_rescan_ms = 300\n")
     assert live.reload()  # unchanged: nobody is called
     assert got == [300]
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        b"webhook_timeout_ms = 1e400\n",
+        b'log_file = "\\ud800"\n',
+        b'legacy_dir = "a\\u0000b"\n',
+        b"webhook_timeout_ms = 99999999999999999999999999999999999999\n",
+        b"\xff\xfe not UTF-8\n",
+        b"allow = [1, 2, 3.5e300]\n",
+    ],
+)
+def test_no_config_file_ends_the_reloader_and_the_old_configuration_stays(home: Path, poison: bytes) -> None:
+    recorder = Recorder()
+    live = LiveConfig(home, {}, observer=recorder)
+    (home / "config.toml").write_bytes(poison)
+    assert live.reload() is False
+    assert live.current.webhook_timeout_ms == 100
+    assert recorder.named("config_rejected")
+
+
+def test_a_directory_in_place_of_config_toml_is_rejected_not_raised(home: Path) -> None:
+    live = LiveConfig(home, {}, observer=Recorder())
+    (home / "config.toml").mkdir()
+    assert live.reload() is False
+
+
+def test_a_failing_subscriber_neither_ends_the_reload_nor_starves_the_others(home: Path) -> None:
+    recorder = Recorder()
+    live = LiveConfig(home, {}, observer=recorder)
+    seen: list[int] = []
+
+    def broken(config: Config) -> None:
+        raise RuntimeError("a subscriber's own bug")
+
+    live.subscribe(broken)
+    live.subscribe(lambda config: seen.append(config.webhook_timeout_ms))
+    write_config(home, "webhook_timeout_ms = 250\n")
+    assert live.reload() is True
+    assert seen == [250]
+    assert any("a subscriber's own bug" in (e.reason or "") for e in recorder.events)
