@@ -55,8 +55,11 @@ async def test_the_json_run_delivers_every_answer_once_through_every_tier(home: 
     assert sum(t["count"] for t in tiers.values()) == verdict["delivered"]
     assert all(tiers[t]["p50_ms"] <= tiers[t]["p99_ms"] for t in ("1", "2", "3"))
     reasons = {f["reason"] for f in report["failovers"]}
-    assert {"session_down", "slow"} <= reasons and reasons & {"error", "refused"}, reasons
-    assert {(f["from_tier"], f["to_tier"]) for f in report["failovers"]} == {(1, 2), (2, 3)}
+    # The black hole times tier 1 out (hedged onto the inbox) or, once the breaker is open, skips it as slow.
+    assert "session_down" in reasons and reasons & {"timeout", "slow"}, reasons
+    assert reasons & {"error", "refused"}, reasons
+    hops = {(f["from_tier"], f["to_tier"]) for f in report["failovers"]}
+    assert {(1, 2), (2, 3)} <= hops <= {(1, 2), (2, 3), (1, 3)}, hops
     moves = [(t["session"], t["state"]) for t in report["breaker_transitions"]]
     assert ("backend", "open") in moves and moves[-1] == ("backend", "closed"), moves
     assert report["held"] == 2

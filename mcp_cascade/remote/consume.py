@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from mcp_cascade.delivery import Engine, Received
-from mcp_cascade.errors import StoreUnavailable
+from mcp_cascade.errors import Poisoned, StoreUnavailable
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.queue import Item, Quarantined, Queue
 
@@ -54,7 +54,11 @@ async def consume(
                 )
                 await queue.nack(entry, entry.reason, permanent=True)
                 continue
-            outcome = await _receive(engine, entry, tier, progress)
+            try:
+                outcome = await _receive(engine, entry, tier, progress)
+            except Poisoned as exc:  # the message's own content: step aside, never retried
+                await queue.nack(entry, str(exc), permanent=True)
+                continue
             if outcome is None:
                 await queue.nack(entry, "store unavailable", permanent=False)
                 await anyio.sleep(_STORE_PAUSE_S)
@@ -68,6 +72,7 @@ async def _receive(
     engine: Engine, item: Item, tier: int, progress: Callable[[Item], Awaitable[None]] | None
 ) -> Received | None:
     outcome: Received | None = None
+    poisoned: Poisoned | None = None
     async with anyio.create_task_group() as tg:
         if progress is not None:
             tg.start_soon(_keep_alive, progress, item)
@@ -75,7 +80,11 @@ async def _receive(
             outcome = await engine.receive(item.response, tier)
         except StoreUnavailable:
             outcome = None
+        except Poisoned as exc:  # raised after the task group, so it is not wrapped in a group
+            poisoned = exc
         tg.cancel_scope.cancel()
+    if poisoned is not None:
+        raise poisoned
     return outcome
 
 
