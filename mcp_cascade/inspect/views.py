@@ -151,7 +151,8 @@ def bridge(view: BridgeView, now: float) -> RenderableType:
             breakers.add_row(session, styled(b.state), probe)
         parts.append(breakers)
     if view.failovers:
-        failovers = Table(title="Failovers since the bridge started", title_justify="left")
+        title = "Failovers since the bridge started"
+        failovers = Table(title=title, title_justify="left", min_width=len(title))  # never a wrapped title
         for column in ("from → to", "reason", "count"):
             failovers.add_column(column)
         for f in sorted(view.failovers, key=lambda f: -f.count):
