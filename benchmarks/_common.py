@@ -79,9 +79,9 @@ class Pool:
             conn.close()
 
 
-async def bare_http_floor(samples: int = 2000) -> list[float]:
-    """Round trips (ms) of the same client against a minimal asyncio HTTP responder on loopback."""
-    reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
+async def bare_responder(status: bytes = b"200 OK") -> asyncio.Server:
+    """A minimal asyncio HTTP/1.1 responder on loopback answering ``{}`` to every request: the floor."""
+    reply = b"HTTP/1.1 " + status + b"\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -100,7 +100,12 @@ async def bare_http_floor(samples: int = 2000) -> list[float]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def bare_http_floor(samples: int = 2000) -> list[float]:
+    """Round trips (ms) of the same client against a minimal asyncio HTTP responder on loopback."""
+    server = await bare_responder()
     port = server.sockets[0].getsockname()[1]
     conn = await HttpConnection.open(f"http://127.0.0.1:{port}/")
     body = b'{"x":"' + b"y" * 300 + b'"}'

@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from benchmarks._common import HEADER, Pool, Stats, bare_http_floor, durable_write_floor, save
+from benchmarks._common import HEADER, Pool, Stats, bare_http_floor, bare_responder, durable_write_floor, save
 from benchmarks._report import Target, Tick, cdf_svg, progress, verdicts
 from mcp_cascade.response import make_response
 from mcp_cascade.signing import Signer
@@ -123,26 +123,7 @@ async def closed_loop(
 
 async def floor_throughput(workers: int, seconds: float = 1.0) -> float:
     """Requests per second of the same client and workers against a minimal asyncio responder."""
-    reply = b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                length = 0
-                while True:
-                    line = await reader.readline()
-                    if not line:
-                        return
-                    if line == b"\r\n":
-                        break
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                writer.write(reply)
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await bare_responder(b"202 Accepted")
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
     pool = await Pool.open(url, workers)
     body = b'{"x":"' + b"y" * 400 + b'"}'
