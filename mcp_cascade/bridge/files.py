@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+from mcp_cascade._fs import BINARY, NOFOLLOW, fsync_file
 from mcp_cascade.bridge.updates import Attachment
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.sessions import SessionPaths
@@ -35,10 +36,10 @@ def save(home: Path, session: str, message_id: int, file: Attachment, data: byte
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     name = _UNSAFE.sub("_", file.name).strip("._") or file.kind
     path = folder / f"{message_id}-{name[:100]}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | BINARY, 0o600)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        fsync_file(fd)  # F_FULLFSYNC on macOS
     finally:
         os.close(fd)
     return path
