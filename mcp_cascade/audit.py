@@ -11,12 +11,12 @@ generation. A writer whose file was rotated away notices the new inode before
 its next record and reopens; a record written in that instant lands at the end
 of ``audit.jsonl.1``, never lost.
 
-:meth:`AuditTrail.write` never touches the file: it hands the event to one
-writer thread per trail, which serialises whatever has piled up and appends it
-in as few ``write`` calls as the size limit allows (each call whole records).
-The event loop that emits pays a queue put, not a stat, a ``flock`` and a write
-per event; :meth:`AuditTrail.close` (and :meth:`AuditTrail.flush`) wait for
-everything handed over to be written.
+:meth:`AuditTrail.write` appends the record before it returns, on the thread
+that emits. A writer thread would take the stat and the write off the event
+loop, but a process killed with SIGKILL would then lose the records still
+waiting for it: the steps just before a crash, which are the ones an operator
+reads the trail for (the soak's audit check found such gaps). The JSON log,
+which is not a record of state changes, is the one written by a thread.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade import _lock
-from mcp_cascade._spool import Spool
 from mcp_cascade.events import Event
 from mcp_cascade.redact import scrub
 
@@ -51,15 +50,13 @@ class AuditTrail:
         self._lock = threading.Lock()
         self._fd = -1
         self._ino = -1
-        self._spool: Spool[tuple[float, Event]] = Spool(self._write_batch, "audit-writer")
 
     def write(self, event: Event) -> None:
-        """Hand ``event`` to the writer thread (it is appended as one record, in emit order)."""
-        self._spool.put((time.time(), event))
+        """Append ``event`` as one record; it is in the file when this returns."""
+        self._append([self._record(time.time(), event)])
 
     def flush(self) -> None:
-        """Return once every record handed over so far is written."""
-        self._spool.flush()
+        """Nothing waits: every record is written by :meth:`write` itself."""
 
     def _record(self, ts: float, event: Event) -> bytes:
         record: dict[str, Any] = {
@@ -75,9 +72,6 @@ class AuditTrail:
         for key, value in event.fields.items():
             record.setdefault(key, value)
         return (scrub(json.dumps(record, default=str, separators=(",", ":"))) + "\n").encode()
-
-    def _write_batch(self, items: list[tuple[float, Event]]) -> None:
-        self._append([self._record(ts, event) for ts, event in items])
 
     def _append(self, records: list[bytes]) -> None:
         """Write ``records`` in runs that each fit under the size limit (rotating between runs)."""
@@ -128,8 +122,7 @@ class AuditTrail:
         self._ino = os.fstat(self._fd).st_ino
 
     def close(self) -> None:
-        """Write what is pending, then close the file (a later write opens it again)."""
-        self.flush()
+        """Close the file (a later write opens it again)."""
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
