@@ -323,6 +323,8 @@ class InboxWatcher:
         try:
             for item in taken:
                 if isinstance(item, Claimed):
+                    if item.set_aside is not None:  # a folder planted in cur/: not one of new/'s files
+                        self._report(item.set_aside, queued=False)
                     self._emit(
                         "claimed",
                         response_id=item.response.id,
@@ -352,8 +354,9 @@ class InboxWatcher:
                 with anyio.CancelScope(shield=True):
                     await self._io(self.maildir.ack, done)
 
-    def _report(self, item: Failed, *, counted: bool = False) -> None:
-        self.pending = max(0, self.pending - 1)
+    def _report(self, item: Failed, *, counted: bool = False, queued: bool = True) -> None:
+        if queued:
+            self.pending = max(0, self.pending - 1)
         if item.moved:
             self.failed += 1
         else:
