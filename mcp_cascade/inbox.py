@@ -23,7 +23,8 @@ from pathlib import Path
 
 from mcp_cascade._fs import BINARY, CLOEXEC, NOFOLLOW, NONBLOCK, atomic_write, durable_rename, write_excl
 from mcp_cascade.errors import InvalidResponse
-from mcp_cascade.response import MAX_BODY_BYTES, Response, from_json
+from mcp_cascade.response import Response, from_json
+from mcp_cascade.validation import MAX_BODY_BYTES
 
 SUBDIRS = ("tmp", "new", "cur", "failed")
 STALE_TMP_S = 3600.0
