@@ -92,6 +92,8 @@ class InboxDrain:
         try:
             for item in taken:
                 if isinstance(item, Claimed):
+                    if item.set_aside is not None:  # a folder planted in cur/: not one of new/'s files
+                        self._report(item.set_aside, queued=False)
                     self._emit(
                         "claimed",
                         response_id=item.response.id,
@@ -121,8 +123,9 @@ class InboxDrain:
                 with anyio.CancelScope(shield=True):
                     await self._io(self.maildir.ack, done)
 
-    def _report(self, item: Failed, *, counted: bool = False) -> None:
-        self.pending = max(0, self.pending - 1)
+    def _report(self, item: Failed, *, counted: bool = False, queued: bool = True) -> None:
+        if queued:
+            self.pending = max(0, self.pending - 1)
         if item.moved:
             self.failed += 1
         else:

@@ -55,7 +55,7 @@ async def run_cluster(count: int, seed: int, root: Path, tick: Callable[[], None
             side: ServeProcess(home, f"soak-{side}", env=env, stderr_path=work / f"serve-{side}.stderr")
             for side, home in homes.items()
         }
-        async with serves["a"], serves["b"], anyio.create_task_group() as tg:
+        async with serves["a"], serves["b"]:
             for serve in serves.values():
                 await serve.wait_session()
                 await serve.initialize()
@@ -66,43 +66,77 @@ async def run_cluster(count: int, seed: int, root: Path, tick: Callable[[], None
                     with anyio.fail_after(60):
                         while (await sender.remote.place(target))[0] != "remote":  # noqa: ASYNC110
                             await anyio.sleep(0.05)
-                progress = [0]
-                done = anyio.Event()
+                gates = _KillGates(len(_KILLS), streams=2)
 
                 async def stream(sender: Sender, target: str, n: int) -> None:
+                    due = [int(fraction * n) for fraction in _KILLS]
+                    for k in (k for k, at in enumerate(due) if at >= n):
+                        gates.arrive(k)  # a stream too short to reach this fraction does not hold it up
                     for i in range(n):
+                        for k in (k for k, at in enumerate(due) if at == i):
+                            await gates.reached(k)  # paused until kill k has begun
                         rid = f"soak:{target}:{i:06d}"
                         sent_at[rid] = time.perf_counter()
                         response = make_response(type="message", user_id=1, text=f"answer {i}", id=rid)
                         with anyio.fail_after(120):
                             while (await sender.deliver(response, target)).status == "failed":  # noqa: ASYNC110
                                 await anyio.sleep(0.2)
-                        progress[0] += 1
                         tick()
 
                 async def killer() -> None:
-                    for n, fraction in enumerate(_KILLS):
-                        while progress[0] < fraction * count and not done.is_set():  # noqa: ASYNC110
-                            await anyio.sleep(0.01)
-                        node = cluster.nodes[(n + chooser.randrange(3)) % 3]
+                    for k in range(len(_KILLS)):
+                        await gates.all_reached(k)
+                        node = cluster.nodes[(k + chooser.randrange(3)) % 3]
                         started = time.monotonic()
                         await anyio.to_thread.run_sync(node.kill)
+                        gates.killed(k)
                         await anyio.sleep(chooser.uniform(0.5, 1.5))
                         await anyio.to_thread.run_sync(node.start)
                         await anyio.to_thread.run_sync(node.wait_ready)
                         faults.append({"node": node.name, "down_s": round(time.monotonic() - started, 3)})
 
-                tg.start_soon(killer)
+                # The kills are tied to the streams' progress, not to the clock: each stream pauses at
+                # each kill's fraction until that kill has begun, and the counting waits for the killer.
                 async with anyio.create_task_group() as streams:
+                    streams.start_soon(killer)
                     streams.start_soon(stream, from_a, "soak-b", count // 2)
                     streams.start_soon(stream, from_b, "soak-a", count - count // 2)
-                done.set()
                 with anyio.move_on_after(60):
                     while sum(len(s.channel()) for s in serves.values()) < count:  # noqa: ASYNC110
                         await anyio.sleep(0.05)
                 await anyio.sleep(1.0)  # room for a wrongly repeated push to show
-            tg.cancel_scope.cancel()
     return _result(serves, count, sent_at, faults)
+
+
+class _KillGates:
+    """Where the streams and the killer meet: kill ``k`` waits for every stream to arrive at its
+    fraction ``k``, and a stream arriving there waits until kill ``k`` has begun (never longer: the
+    node goes down while the stream runs on)."""
+
+    def __init__(self, kills: int, *, streams: int) -> None:
+        self._streams = streams
+        self._arrived = [0] * kills
+        self._all_arrived = [anyio.Event() for _ in range(kills)]
+        self._killed = [anyio.Event() for _ in range(kills)]
+
+    def arrive(self, k: int) -> None:
+        """A stream stands at kill ``k``'s fraction (or will never reach it: it is too short)."""
+        self._arrived[k] += 1
+        if self._arrived[k] == self._streams:
+            self._all_arrived[k].set()
+
+    async def reached(self, k: int) -> None:
+        """A stream arrived at kill ``k``'s fraction: count it, then wait for the kill to begin."""
+        self.arrive(k)
+        await self._killed[k].wait()
+
+    async def all_reached(self, k: int) -> None:
+        """Wait until every stream stands at kill ``k``'s fraction."""
+        await self._all_arrived[k].wait()
+
+    def killed(self, k: int) -> None:
+        """Kill ``k`` has begun: the streams waiting at its fraction go on."""
+        self._killed[k].set()
 
 
 def _result(

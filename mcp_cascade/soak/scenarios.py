@@ -16,6 +16,7 @@ import anyio.to_thread
 
 from mcp_cascade.faults import Fault
 from mcp_cascade.soak.disk import SessionDisk
+from mcp_cascade.soak.poison import poison
 from mcp_cascade.soak.run import Context, Scenario
 from mcp_cascade.soak.senders import WorkerSender
 
@@ -372,6 +373,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         config={"breaker_reset_ms": 200, "breaker_max_reset_ms": 800},
         late_after_ms=4000.0,
         min_duration_s=12.0,
+    ),
+    Scenario(
+        "poison",
+        "poisons on every tier (surrogates, NaN, server-owned meta, huge ids, bad files and folders)",
+        poison,
+        config=_BREAKER,
+        min_faults=1,  # two phases; the poisons themselves are counted apart
+        min_duration_s=3.0,
     ),
 )
 
