@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -21,6 +21,7 @@ from mcp_cascade.clock import Clock, Random
 from mcp_cascade.config import Config
 from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.queue import MaildirQueue, Queue
+from mcp_cascade.receipt import Attempt, AttemptOutcome, Result, failure_kind, interpret
 from mcp_cascade.response import Response
 from mcp_cascade.retry import RetrySchedule
 from mcp_cascade.sessions import SessionInfo, SessionPaths, read_session
@@ -29,41 +30,6 @@ from mcp_cascade.wire import Tier, TierChoice, webhook_request
 
 if TYPE_CHECKING:  # the NATS client is imported only when nats_url is set
     from mcp_cascade.remote.route import RemoteRoute
-
-DeliveryStatus = Literal["delivered", "queued", "failed"]
-AttemptOutcome = Literal["ok", "error", "timeout", "refused", "skipped"]
-# Answers that say the response itself is unacceptable: another tier would not change that.
-_PERMANENT = frozenset({400, 413, 415, 422})
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try at one tier: what happened, why, and how long it took."""
-
-    tier: Tier
-    outcome: AttemptOutcome
-    reason: str
-    latency_ms: float
-    status_code: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "tier": self.tier,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "latency_ms": round(self.latency_ms, 3),
-            "status_code": self.status_code,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """How a walk ended: the receipt's status and tier, and why the server refused it if it did."""
-
-    status: DeliveryStatus
-    tier: Tier | None
-    rejected: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,13 +265,13 @@ class Walk:
             outcome: AttemptOutcome = answer
             result: Result | None = None
             if outcome == "ok" and code is not None:
-                result, outcome, reason = _interpret(code, payload, tier)
+                result, outcome, reason = interpret(code, payload, tier)
             slow = outcome == "timeout"
             if outcome == "ok" or (result is not None and result.rejected):
                 breaker.success(permit)
             else:
                 breaker.failure(permit, slow=slow)
-                self.kind = _kind(outcome, code)
+                self.kind = failure_kind(outcome, code)
             reported = True
             self.record(tier, outcome, reason, started, code)
             return result
@@ -370,44 +336,3 @@ class Walk:
             level="debug" if outcome == "ok" else "info",
             fields={"outcome": outcome, "status_code": code},
         )
-
-
-def _interpret(code: int, payload: Any, tier: Tier) -> tuple[Result | None, AttemptOutcome, str]:
-    """What a sidecar's answer means for the delivery."""
-    status = payload.get("status") if isinstance(payload, dict) else None
-    if code == 200 and status in ("delivered", "duplicate"):
-        # A duplicate names the tier that reached the session first (a late tier-1 answer, say).
-        first = payload.get("first_tier") if status == "duplicate" else None
-        by = first if first in (1, 2, 3) else tier
-        return (
-            Result("delivered", by),
-            "ok",
-            f"HTTP 200 {status}" + (f" (first by tier {by})" if by != tier else ""),
-        )
-    if code == 202 and status == "queued":
-        return Result("queued", tier), "ok", "HTTP 202 queued"
-    detail = payload.get("error") if isinstance(payload, dict) else payload
-    reason = f"HTTP {code}: {detail}" if detail else f"HTTP {code}"
-    if code in _PERMANENT and not _wrong_session(payload):
-        return Result("failed", None, rejected=reason), "error", reason
-    if 200 <= code < 300:
-        reason = f"HTTP {code} with an unexpected body: {str(payload)[:200]}"
-    return None, "error", reason
-
-
-def _wrong_session(payload: Any) -> bool:
-    # A 422 about $.session means another session's server answers at this address (a reused port).
-    errors = payload.get("errors") if isinstance(payload, dict) else None
-    return isinstance(errors, list) and any(
-        isinstance(e, dict) and e.get("path") == "$.session" for e in errors
-    )
-
-
-def _kind(outcome: AttemptOutcome, code: int | None) -> str:
-    if outcome in ("timeout", "refused"):
-        return outcome
-    if code is not None and code >= 500:
-        return "http_5xx"
-    if code is not None and code >= 400:
-        return "http_4xx"
-    return "error"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,7 +33,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from mcp_cascade._http import LazyClient
-from mcp_cascade._walk import Attempt, DeliveryStatus, Means, Result, Walk
+from mcp_cascade._walk import Means, Walk
 from mcp_cascade.acknowledge import AckHook, acknowledge
 from mcp_cascade.breaker import BreakerSnapshot
 from mcp_cascade.breakers import SessionBreakers
@@ -45,6 +44,7 @@ from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.outbox import CorruptEntry, Outbox, OutboxClaim
+from mcp_cascade.receipt import Attempt, Receipt, Result
 from mcp_cascade.response import Response, with_session
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.wire import TIER_CHOICES, TierChoice
@@ -52,43 +52,12 @@ from mcp_cascade.wire import TIER_CHOICES, TierChoice
 if TYPE_CHECKING:
     import httpx
 
-if TYPE_CHECKING:
     from mcp_cascade.remote.route import RemoteRoute
     from mcp_cascade.sessions import SessionInfo
 
 __all__ = ["AckHook", "Attempt", "Receipt", "Sender", "send_one"]
 
 _REDRIVE_EVERY_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """The result of one delivery.
-
-    ``delivered``: pushed into the session (or it had it already); ``queued``:
-    durable at the server (a 202, or the inbox) and pushed when it can be;
-    ``failed``: nothing durable at the server yet (the outbox keeps it).
-    """
-
-    response_id: str
-    correlation_id: str
-    session: str
-    status: DeliveryStatus
-    tier: int | None
-    latency_ms: float
-    attempts: tuple[Attempt, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (what ``mcp-cascade send`` prints)."""
-        return {
-            "response_id": self.response_id,
-            "correlation_id": self.correlation_id,
-            "session": self.session,
-            "status": self.status,
-            "tier": self.tier,
-            "latency_ms": round(self.latency_ms, 3),
-            "attempts": [a.to_dict() for a in self.attempts],
-        }
 
 
 class Sender:
@@ -308,19 +277,19 @@ class Sender:
         if receipt.status != "failed":
             if claimed is not None:
                 await anyio.to_thread.run_sync(claimed.done)
-            self._emit_receipt("sent", receipt, level="info", fields=fields)
+            self._observer.emit(receipt.event("sent", level="info", fields=fields))
         elif result.rejected:
             if claimed is not None:
                 await anyio.to_thread.run_sync(claimed.reject, result.rejected)
-            self._emit_receipt("sent", receipt, level="error", reason=result.rejected, fields=fields)
+            self._observer.emit(receipt.event("sent", level="error", reason=result.rejected, fields=fields))
         else:
             if claimed is not None:
                 claimed.release()
             reason = f"not confirmed within {config.overall_timeout_ms} ms; " + (
                 "kept in the outbox, retried" if claimed is not None else "the outbox was unavailable"
             )
-            self._emit_receipt("not_delivered", receipt, level="warning", reason=reason, fields=fields)
-            self._emit_receipt("sent", receipt, level="warning", reason=reason, fields=fields)
+            self._observer.emit(receipt.event("not_delivered", level="warning", reason=reason, fields=fields))
+            self._observer.emit(receipt.event("sent", level="warning", reason=reason, fields=fields))
 
     def _start_ack(self, response: Response, session: str, reason: str, config: Config) -> None:
         if self._ack is not None and self._tg is not None:
@@ -361,29 +330,6 @@ class Sender:
                 reason=reason,
                 level=level,
                 fields=fields or {},
-            )
-        )
-
-    def _emit_receipt(
-        self,
-        name: EventName,
-        receipt: Receipt,
-        *,
-        level: str,
-        fields: Mapping[str, Any],
-        reason: str | None = None,
-    ) -> None:
-        self._observer.emit(
-            Event(
-                name,
-                tier=receipt.tier,
-                response_id=receipt.response_id,
-                correlation_id=receipt.correlation_id,
-                session=receipt.session,
-                latency_ms=receipt.latency_ms,
-                reason=reason,
-                level=level,
-                fields=fields,
             )
         )
 

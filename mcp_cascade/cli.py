@@ -96,7 +96,7 @@ def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_schema(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the response JSON Schema (the webhook body and the inbox file)."""
-    from mcp_cascade.response import SCHEMA
+    from mcp_cascade.validation import SCHEMA
 
     print(json.dumps(SCHEMA, indent=2))
     return 0

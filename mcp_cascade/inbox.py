@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_cascade._fs import BINARY, CLOEXEC, NOFOLLOW, NONBLOCK, atomic_write, durable_rename, write_excl
+from mcp_cascade.durable import BINARY, CLOEXEC, NOFOLLOW, NONBLOCK, atomic_write, durable_rename, write_excl
 from mcp_cascade.errors import InvalidResponse
-from mcp_cascade.response import MAX_BODY_BYTES, Response, from_json
+from mcp_cascade.response import Response, from_json
+from mcp_cascade.validation import MAX_BODY_BYTES
 
 SUBDIRS = ("tmp", "new", "cur", "failed")
 STALE_TMP_S = 3600.0
@@ -87,10 +88,14 @@ def sort_key(name: str) -> tuple[int, str]:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A valid response, now in ``cur/``: deliver it, then :meth:`Maildir.ack` it."""
+    """A valid response, now in ``cur/``: deliver it, then :meth:`Maildir.ack` it.
+
+    ``set_aside`` is what stood in its way in ``cur/`` (a planted folder), moved to ``failed/``.
+    """
 
     name: str
     response: Response
+    set_aside: Failed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,17 +284,19 @@ class Maildir:
             return self.fail(name, reason)
         if response.session is not None and response.session != self.session:
             return self.fail(name, f"addressed to session {response.session!r}, this is {self.session!r}")
+        aside = None
         try:
             try:
                 path.rename(self.cur / name)
             except IsADirectoryError:
                 # A folder planted in cur/ under this name, never claimed by us: it steps aside into
                 # failed/ and the claim is made again (renaming over a stale regular copy just works).
-                self.fail(name, "a directory in cur/ in the way of a claim", claimed=True, kind="unreadable")
+                reason = "a directory in cur/ in the way of a claim"
+                aside = self.fail(name, reason, claimed=True, kind="unreadable")
                 path.rename(self.cur / name)
         except FileNotFoundError:
             return Gone(name)
-        return Claimed(name, response)
+        return Claimed(name, response, aside)
 
     def ack(self, names: list[str]) -> None:
         """Delivered (or a duplicate): remove the claimed files."""

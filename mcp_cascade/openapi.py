@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp_cascade.response import SCHEMA
+from mcp_cascade.validation import SCHEMA
 
 _ERROR = {
     "type": "object",

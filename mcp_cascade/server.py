@@ -22,12 +22,12 @@ import anyio.to_thread
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
-from mcp_cascade._capture import capture_into
-from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
+from mcp_cascade.capture import capture_into
 from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
 from mcp_cascade.config import Loaded, is_loopback
 from mcp_cascade.delivery import Engine
+from mcp_cascade.durable import atomic_write_json, dir_writable
 from mcp_cascade.events import Event
 from mcp_cascade.health import LastError, WebhookFacts, overall_status, tier_status, webhook_problems
 from mcp_cascade.holder import Hold, hold

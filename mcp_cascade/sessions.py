@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._fs import pid_alive, pid_owner, read_json
+from mcp_cascade.durable import pid_alive, pid_owner, read_json
 from mcp_cascade.errors import ConfigError
 
 PROTOCOL = 1

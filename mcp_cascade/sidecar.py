@@ -24,16 +24,9 @@ from mcp_cascade.errors import FieldError, InvalidResponse, Poisoned, SignatureE
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.openapi import spec
 from mcp_cascade.redact import scrub_json
-from mcp_cascade.response import (
-    CORRELATION_RE,
-    ID_RE,
-    MAX_BODY_BYTES,
-    from_dict,
-    from_legacy,
-    is_legacy_webhook,
-    parse_body,
-)
+from mcp_cascade.response import from_dict, from_legacy, is_legacy_webhook
 from mcp_cascade.signing import Signer, signed_tier
+from mcp_cascade.validation import CORRELATION_RE, ID_RE, MAX_BODY_BYTES, parse_body
 from mcp_cascade.wire import CORRELATION_HEADER, WEBHOOK_PATH, Tier
 
 __all__ = ["SidecarDeps", "build_app"]

@@ -11,13 +11,16 @@ response.
 Every response goes through :meth:`Engine.receive` (tier 3), which deduplicates
 across tiers; a claimed file is removed only once ``receive`` has returned,
 which means the response is durable in the store.
+
+This module owns the loop (arming, wake-ups, rescans, health); what a drain
+does is in :mod:`mcp_cascade.watch_inbox`, the legacy folder's delivery in
+:mod:`mcp_cascade.watch_legacy`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,18 +28,17 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from mcp_cascade import legacy
 from mcp_cascade.clock import SYSTEM, Clock
 from mcp_cascade.delivery import Engine
-from mcp_cascade.errors import InvalidResponse, Poisoned, StoreUnavailable
 from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.health import FileFacts, file_problems, tier_status
-from mcp_cascade.inbox import TRANSIENT_ERRNOS, Claimed, Failed, Maildir, Taken, Unsettled
+from mcp_cascade.inbox import Maildir
+from mcp_cascade.watch_inbox import InboxDrain
+from mcp_cascade.watch_legacy import LegacyFolder
 from mcp_cascade.watchers import Change, Watcher, WatcherSetting, candidates, open_watcher
 from mcp_cascade.wire import Tier
 
 T = TypeVar("T")
-_BATCH = 64
 _INBOX, _LEGACY = "inbox", "legacy"
 
 
@@ -64,7 +66,6 @@ class InboxWatcher:
         self.engine = engine
         self.rescan_s = rescan_s
         self.legacy_dir = legacy_dir
-        self.legacy_max_age_s = legacy_max_age_s
         self._observer = observer
         self._clock = clock
         self._limiter = anyio.CapacityLimiter(1)
@@ -74,15 +75,22 @@ class InboxWatcher:
         self._relist_legacy = False
         self._dirty = True
         self._full: str | None = "startup"
-        self._stalled: list[str] = []
-        self._stuck: set[str] = set()
-        self._unsettled: dict[str, float] = {}
-        self._debounce = legacy.Debounce(debounce_s, clock.monotonic)
-        self._seen: dict[str, legacy.Signature] = {}
+        self._inbox = InboxDrain(maildir, engine, clock=clock, io=self._io, emit=self._emit)
+        self._legacy = (
+            None
+            if legacy_dir is None
+            else LegacyFolder(
+                legacy_dir,
+                engine,
+                debounce_s=debounce_s,
+                max_age_s=legacy_max_age_s,
+                clock=clock,
+                io=self._io,
+                emit=self._emit,
+            )
+        )
         self.alive = False
         self.writable = False
-        self.pending = 0
-        self.failed = 0
         self.overflows = 0
         self.last_rescan_at: float | None = None
         self.rescan_lag_ms = 0.0
@@ -94,7 +102,8 @@ class InboxWatcher:
         """Apply a reloaded rescan period and debounce window; they take effect from the next tick."""
         self.rescan_s = rescan_s
         self.maildir.settle_s = debounce_s
-        self._debounce.window_s = debounce_s
+        if self._legacy is not None:
+            self._legacy.debounce.window_s = debounce_s
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -134,7 +143,7 @@ class InboxWatcher:
                 self._dirty = True
             if startup:
                 recovery = await self._io(self.maildir.recover)
-                self.failed = await self._io(self.maildir.failed_count)
+                self._inbox.failed = await self._io(self.maildir.failed_count)
                 if recovery.requeued or recovery.removed_tmp:
                     self._emit(
                         "inbox_recovered",
@@ -202,14 +211,14 @@ class InboxWatcher:
     async def _wait(self, watcher: Watcher) -> None:
         """Sleep until a wake-up, a debounce or settle deadline, or the rescan tick."""
         deadlines = [self._next_rescan]
-        if (legacy_due := self._debounce.next_due()) is not None:
+        if self._legacy is not None and (legacy_due := self._legacy.debounce.next_due()) is not None:
             deadlines.append(legacy_due)
-        if self._unsettled:
-            deadlines.append(self._clock.monotonic() + min(self._unsettled.values()) - self._clock.wall())
+        if (settles_at := self._inbox.settles_at()) is not None:
+            deadlines.append(self._clock.monotonic() + settles_at - self._clock.wall())
         timeout = max(0.0, min(deadlines) - self._clock.monotonic())
         self._on_changes(await watcher.changes(timeout))
         now = self._clock.monotonic()
-        if self._unsettled and min(self._unsettled.values()) <= self._clock.wall():
+        if (settles_at := self._inbox.settles_at()) is not None and settles_at <= self._clock.wall():
             self._dirty = True
         if now >= self._next_rescan:
             self.rescan_lag_ms = (now - self._next_rescan) * 1000
@@ -234,8 +243,8 @@ class InboxWatcher:
                     self._drop_watch(_LEGACY, f"legacy folder {self.legacy_dir} was removed or moved")
                 elif change.name is None:
                     self._relist_legacy = True
-                elif legacy.LEGACY_RE.match(change.name):
-                    self._debounce.touch(change.name)
+                elif self._legacy is not None:
+                    self._legacy.touched(change.name)
         if overflow:
             self.overflows += 1
             self._full = "overflow"
@@ -252,9 +261,7 @@ class InboxWatcher:
     async def _maintain(self) -> None:
         """Each rescan tick: re-arm what was lost, retry what the store refused, refresh health facts."""
         await self._prepare()
-        if self._stalled:
-            stalled, self._stalled = self._stalled, []
-            await self._io(self.maildir.requeue, stalled)
+        if await self._inbox.requeue():
             self._dirty = True
 
     async def _cycle(self) -> None:
@@ -263,13 +270,14 @@ class InboxWatcher:
         if (full or self._relist_legacy) and self.legacy_dir is not None:
             self._relist_legacy = False
             await self._legacy_listing()
-        if (full or self._dirty) and not self._stalled:
+        if (full or self._dirty) and not self._inbox.stalled:
             # A response the store refused waits in cur/ until the next tick puts it back in new/:
             # draining past it meanwhile would let later files overtake it (the inbox keeps name order).
             self._dirty = False
-            await self._drain()
-        if self.legacy_dir is not None:
-            await self._legacy_due()
+            if not await self._inbox.drain():
+                self.writable = False  # new/ is gone: recreated at the next rescan tick
+        if self._legacy is not None:
+            await self._legacy.deliver_due()
         if full:
             self.last_rescan_at = self._clock.wall()
             self._emit(
@@ -277,169 +285,19 @@ class InboxWatcher:
                 level="debug" if full == "periodic" else "info",
                 reason=full,
                 latency_ms=(self._clock.monotonic() - start) * 1000,
-                fields={"pending": self.pending},
+                fields={"pending": self._inbox.pending},
             )
-
-    # --- the inbox ----------------------------------------------------------------------------
-
-    async def _drain(self) -> None:
-        self._unsettled.clear()
-        attempted: set[str] = set()
-        while True:
-            try:
-                names, taken = await self._io(self._next_batch, attempted)
-            except FileNotFoundError:
-                self.writable = False  # new/ is gone: recreated at the next rescan tick
-                return
-            self.pending = len(names)
-            self._stuck.intersection_update(names)
-            if not taken or not await self._deliver(taken):
-                return
-            attempted.update(item.name for item in taken)
-
-    def _next_batch(self, attempted: set[str]) -> tuple[list[str], list[Taken]]:
-        """List new/ and take the next batch in durable order, in one trip to a worker thread."""
-        names = self.maildir.scan()
-        todo = [n for n in names if n not in self._stuck and n not in attempted][:_BATCH]
-        now = self._clock.wall()
-        taken: list[Taken] = []
-        for name in todo:
-            try:
-                taken.append(self.maildir.take(name, now))
-            except OSError as exc:
-                if exc.errno not in TRANSIENT_ERRNOS:
-                    taken.append(self.maildir.fail(name, f"cannot be taken: {exc!r}", kind="unreadable"))
-                elif taken:
-                    break  # the machine's fault: deliver what came before, retry this one in its turn
-                else:
-                    raise
-        return names, taken
-
-    async def _deliver(self, taken: list[Taken]) -> bool:
-        """Make the claimed responses durable in one group commit, in order; False when the store refused."""
-        done: list[str] = []
-        poisoned: set[str] = set()
-        claimed = [item for item in taken if isinstance(item, Claimed)]
-        try:
-            for item in taken:
-                if isinstance(item, Claimed):
-                    self._emit(
-                        "claimed",
-                        response_id=item.response.id,
-                        correlation_id=item.response.correlation_id,
-                        fields={"file": item.name},
-                    )
-                elif isinstance(item, Failed):
-                    self._report(item)
-                elif isinstance(item, Unsettled):
-                    self._unsettled[item.name] = item.settles_at
-            results = await self.engine.receive_many([c.response for c in claimed], Tier.FILE)
-            for item, result in zip(claimed, results, strict=True):
-                if isinstance(result, StoreUnavailable):
-                    continue  # durable in cur/ but not in the store: kept, retried next tick
-                if isinstance(result, Poisoned):
-                    poisoned.add(item.name)
-                    failed = await self._io(partial(self.maildir.fail, item.name, str(result), claimed=True))
-                    self._report(failed, counted=True)  # the engine counted its quarantine
-                    continue
-                done.append(item.name)
-                self.pending = max(0, self.pending - 1)
-            return len(done) + len(poisoned) == len(claimed)
-        finally:
-            # Whatever was claimed and not accepted goes back to new/ at the next tick, whatever stopped us.
-            self._stalled.extend(c.name for c in claimed if c.name not in done and c.name not in poisoned)
-            if done:
-                with anyio.CancelScope(shield=True):
-                    await self._io(self.maildir.ack, done)
-
-    def _report(self, item: Failed, *, counted: bool = False) -> None:
-        self.pending = max(0, self.pending - 1)
-        if item.moved:
-            self.failed += 1
-        else:
-            self._stuck.add(item.name)
-        self._emit(
-            "rejected",
-            level="warning",
-            reason=item.reason,
-            fields={"file": item.name, "moved_to_failed": item.moved},
-        )
-        if item.moved and not counted:
-            fields = {"file": item.name, "kind": item.kind}
-            self._emit("quarantined", level="warning", reason=item.reason, fields=fields)
 
     # --- the legacy folder --------------------------------------------------------------------
 
     async def _legacy_listing(self) -> None:
-        assert self.legacy_dir is not None
+        assert self._legacy is not None
         try:
-            found = await self._io(legacy.listing, self.legacy_dir)
+            await self._legacy.relist()
         except OSError as exc:
             self._trouble("legacy folder", f"cannot list legacy folder {self.legacy_dir} ({exc})")
             return
         self._healed("legacy folder")
-        for name in set(self._seen) - set(found):
-            del self._seen[name]
-        now_wall, now = self._clock.wall(), self._clock.monotonic()
-        for name, (signature, mtime) in found.items():
-            if self._seen.get(name) != signature:
-                # Quiet since its mtime: a file untouched for the window is due right away.
-                self._debounce.touch(name, now - max(0.0, now_wall - mtime))
-
-    async def _legacy_due(self) -> None:
-        names = self._debounce.due()
-        if not names:
-            return
-        assert self.legacy_dir is not None
-        files: list[legacy.LegacyFile] = []
-        for outcome in await self._io(legacy.read_many, self.legacy_dir, names):
-            if isinstance(outcome, legacy.LegacyFile):
-                files.append(outcome)
-            elif isinstance(outcome, legacy.Busy):
-                self._debounce.touch(outcome.name)
-            elif outcome.signature is not None and self._seen.get(outcome.name) != outcome.signature:
-                self._seen[outcome.name] = outcome.signature
-                self._emit(
-                    "rejected",
-                    level="warning",
-                    reason=outcome.reason,
-                    fields={"file": outcome.name, "legacy": True},
-                )
-        for file in sorted(files, key=lambda f: (f.signature.mtime_ns, f.name)):
-            if not await self._legacy_deliver(file):
-                return
-
-    async def _legacy_deliver(self, file: legacy.LegacyFile) -> bool:
-        if self._seen.get(file.name) == file.signature:
-            return True
-        if self._clock.wall() - file.mtime > self.legacy_max_age_s:
-            self._seen[file.name] = file.signature  # older than the dedup retention: never replayed
-            return True
-        try:
-            response = file.response()
-        except InvalidResponse as exc:
-            self._seen[file.name] = file.signature
-            self._emit(
-                "rejected",
-                level="warning",
-                reason=f"{exc.kind}: {exc} (left untouched in the legacy folder)",
-                fields={"file": file.name, "legacy": True},
-            )
-            return True
-        if not await self._io(self.engine.store.known, response.id):
-            self._emit(
-                "claimed",
-                response_id=response.id,
-                correlation_id=response.correlation_id,
-                fields={"file": file.name, "legacy": True},
-            )
-            try:
-                await self.engine.receive(response, Tier.FILE)
-            except StoreUnavailable:
-                self._debounce.touch(file.name)  # retried after another quiet window
-                return False
-        self._seen[file.name] = file.signature
-        return True
 
     # --- health -------------------------------------------------------------------------------
 
@@ -453,7 +311,7 @@ class InboxWatcher:
                 watch_armed=_INBOX in self._armed,
                 rescan_age_s=age,
                 rescan_interval_s=self.rescan_s,
-                stalled=len(self._stalled),
+                stalled=len(self._inbox.stalled),
                 failing=dict(self._failing),
             )
         )
@@ -465,9 +323,9 @@ class InboxWatcher:
             "watcher_alive": self.alive,
             "watch_armed": _INBOX in self._armed,
             "inbox_writable": self.writable,
-            "pending_new": self.pending,
-            "failed": self.failed,
-            "stalled": len(self._stalled),
+            "pending_new": self._inbox.pending,
+            "failed": self._inbox.failed,
+            "stalled": len(self._inbox.stalled),
             "overflows": self.overflows,
             "last_rescan_at": self.last_rescan_at,
             "last_rescan_age_s": None if age is None else round(age, 3),
@@ -475,12 +333,8 @@ class InboxWatcher:
             "rescan_every_s": self.rescan_s,
             "last_error": self.last_error,
         }
-        if self.legacy_dir is not None:
-            body["legacy"] = {
-                "dir": str(self.legacy_dir),
-                "armed": _LEGACY in self._armed,
-                "readable": "legacy folder" not in self._failing,
-                "waiting": len(self._debounce),
-                "known_files": len(self._seen),
-            }
+        if self._legacy is not None:
+            body["legacy"] = self._legacy.health(
+                armed=_LEGACY in self._armed, readable="legacy folder" not in self._failing
+            )
         return body

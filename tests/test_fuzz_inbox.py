@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcp_cascade.inbox import enqueue
-from mcp_cascade.response import MAX_BODY_BYTES, from_dict
+from mcp_cascade.response import from_dict
 from mcp_cascade.sessions import SessionPaths
+from mcp_cascade.validation import MAX_BODY_BYTES
 from tests.helpers import body
 from tests.live import LiveServe
 

@@ -19,7 +19,8 @@ from mcp_cascade.inbox import (
     ensure_inbox,
     sort_key,
 )
-from mcp_cascade.response import MAX_BODY_BYTES, make_response
+from mcp_cascade.response import make_response
+from mcp_cascade.validation import MAX_BODY_BYTES
 from tests.helpers import body, encode
 
 NAME = "01795000000000000000-tg_1_2.json"

@@ -127,7 +127,9 @@ async def test_a_poison_file_is_failed_with_a_reason_and_the_good_one_behind_del
     await good(live, "inbox")
 
 
-async def test_a_directory_planted_in_cur_does_not_stall_the_file_of_that_name(live: Live) -> None:
+async def test_a_directory_planted_in_cur_steps_aside_counted_and_the_file_of_that_name_is_delivered(
+    live: Live,
+) -> None:
     root = inbox(live.serve.home, live.serve.session)
     name = f"{time.time_ns():020d}-planted.json"
     (root / "cur" / name).mkdir()
@@ -135,6 +137,10 @@ async def test_a_directory_planted_in_cur_does_not_stall_the_file_of_that_name(l
     drop(root, name, encode(body(id="planted")))
     await live.serve.wait_for(lambda: len(live.serve.channel()) == 1, timeout=20)
     assert live.serve.channel()[0]["params"]["meta"]["response_id"] == "planted"
+    (reason,) = (root / "failed").glob("*.reason")
+    assert "directory in cur/" in reason.read_text()
+    metrics = (await live.client.get(live.info.health_url.replace("/health", "/metrics"))).text
+    assert 'mcp_cascade_quarantined_total{reason="unreadable",tier="3"} 1.0' in metrics
     await good(live, "planted")
 
 

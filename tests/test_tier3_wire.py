@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from mcp_cascade.inbox import enqueue
-from mcp_cascade.response import MAX_BODY_BYTES, from_dict
+from mcp_cascade.response import from_dict
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.validation import MAX_BODY_BYTES
 from mcp_cascade.watchers import BackendName
 from tests.helpers import body, encode, sign
 from tests.tier3 import (  # noqa: F401 - forced_backend is an autouse fixture

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_cascade.response import _reference, validate
+from mcp_cascade.validation import _reference, validate
 
 VALID: dict[str, Any] = {
     "id": "tg:1:2",

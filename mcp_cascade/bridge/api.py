@@ -31,8 +31,8 @@ from mcp_cascade.bridge.telegram import TelegramUnavailable
 from mcp_cascade.errors import InvalidResponse, SignatureError
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.redact import scrub_json
-from mcp_cascade.response import MAX_BODY_BYTES, parse_body
 from mcp_cascade.signing import Replays, Signer, sign_answer
+from mcp_cascade.validation import MAX_BODY_BYTES, parse_body
 
 Session = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
 

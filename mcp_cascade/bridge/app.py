@@ -21,7 +21,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_cascade._capture import capture_into
 from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
@@ -40,6 +39,7 @@ from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.bridge.topics import Topics
+from mcp_cascade.capture import capture_into
 from mcp_cascade.cascade import Sender
 from mcp_cascade.config import Config, Loaded
 from mcp_cascade.events import Event

@@ -20,8 +20,9 @@ from typing import Any
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.ledger import Ledger, Prompt
 from mcp_cascade.bridge.updates import Incoming, parse_button, parse_command, parse_verdict
-from mcp_cascade.response import MAX_CALLBACK_BYTES, Response, from_dict, new_correlation_id
+from mcp_cascade.response import Response, from_dict, new_correlation_id
 from mcp_cascade.sessions import SessionInfo, list_sessions
+from mcp_cascade.validation import MAX_CALLBACK_BYTES
 
 HELP = """\
 This bot carries your answers to your Claude Code sessions.

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_cascade._fs import fsync_dir, pid_alive
 from mcp_cascade.audit import AUDIT_FILE, AuditTrail
 from mcp_cascade.bridge.outbox import DEAD_LETTER, OUTBOX_DB, Outbox
+from mcp_cascade.durable import fsync_dir, pid_alive
 from mcp_cascade.errors import CascadeError, StoreUnavailable
 from mcp_cascade.events import Event
 from mcp_cascade.sessions import SessionPaths, list_sessions, read_session

@@ -61,6 +61,7 @@ class Context:
     notes: list[str] = field(default_factory=list)
     returns: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # what a schedule measured beside the stream
     started: float = field(default_factory=time.perf_counter)
     nominal_s: float = 10.0  # how long the paced streams take when nothing stalls them
     total: int = 0  # responses the streams send in all
@@ -272,6 +273,7 @@ async def run_scenario(
         },
         "proxy": {r.session: {str(k): v for k, v in r.proxy.counts.items()} for r in ctx.rigs},
         "checks": ctx.checks,
+        **({"figures": ctx.figures} if ctx.figures else {}),
         "notes": ctx.notes,
         "failures": failures,
         "passed": not failures,
