@@ -33,7 +33,7 @@ from mcp_cascade.bridge.instance import (
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
-from mcp_cascade.bridge.outbox import Outbox
+from mcp_cascade.bridge.outbox import OUTBOX_DB, Outbox
 from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
@@ -143,7 +143,7 @@ class Bridge:
         outbox = ledger = None
         try:
             sock = bind_socket("127.0.0.1", self.config.bridge_port, key="bridge_port")
-            outbox = Outbox(self.home / BRIDGE_DIR / "outbox.db")
+            outbox = Outbox(self.home / OUTBOX_DB)
             ledger = Ledger(self.home / BRIDGE_DIR / "ledger.db")
             access = Access(self.home, lambda: self.live.current)
             scheduler = Scheduler(flood_limits(self.config))
