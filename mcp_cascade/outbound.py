@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from mcp_cascade._fs import pid_alive, pid_owner, read_json
 from mcp_cascade.config import Config
+from mcp_cascade.durable import pid_alive, pid_owner, read_json
 from mcp_cascade.errors import CascadeError, SignatureError
 from mcp_cascade.signing import Signer, verify_answer
 

@@ -149,8 +149,12 @@ async def test_the_reduced_cluster_soak_loses_doubles_and_reorders_nothing_while
     assert result["failures"] == [], result["failures"]
     assert verdict["sent"] == verdict["received"] == 240
     assert verdict["lost"] == verdict["duplicated"] == verdict["out_of_order"] == 0
+    assert verdict["acked_not_delivered"] == 0
     assert result["faults_applied"] == {"node SIGKILL": 3}
     assert verdict["carried_by"] == {"tier4": 240}
+    # The audit trail of both homes: the sender's attempts in one, durable before pushed in the other.
+    assert result["audit"]["checked"] == verdict["acked"] == 240
+    assert result["audit"]["incomplete"] == 0, result["audit"]["examples"]
     assert result["passed"] is True
 
 

@@ -21,7 +21,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_cascade._capture import capture_into
 from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
@@ -34,12 +33,13 @@ from mcp_cascade.bridge.instance import (
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
-from mcp_cascade.bridge.outbox import Outbox
+from mcp_cascade.bridge.outbox import OUTBOX_DB, Outbox
 from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.bridge.topics import Topics
+from mcp_cascade.capture import capture_into
 from mcp_cascade.cascade import Sender
 from mcp_cascade.config import Config, Loaded
 from mcp_cascade.events import Event
@@ -143,7 +143,7 @@ class Bridge:
         outbox = ledger = None
         try:
             sock = bind_socket("127.0.0.1", self.config.bridge_port, key="bridge_port")
-            outbox = Outbox(self.home / BRIDGE_DIR / "outbox.db")
+            outbox = Outbox(self.home / OUTBOX_DB)
             ledger = Ledger(self.home / BRIDGE_DIR / "ledger.db")
             access = Access(self.home, lambda: self.live.current)
             scheduler = Scheduler(flood_limits(self.config))

@@ -72,11 +72,17 @@ def _problems(
     return problems
 
 
-def check_audit(home: Path, tally: StreamTally) -> dict[str, Any]:
-    """Check every acknowledged response's audit records; the counts and a few examples."""
+def check_audit(homes: Path | Sequence[Path], tally: StreamTally) -> dict[str, Any]:
+    """Check every acknowledged response's audit records; the counts and a few examples.
+
+    Several homes (hosts sharing nothing but NATS) are read one after the other: a
+    response's sender records are in one and its session's in another, and the
+    order checked is always within one writer's records, so one home's.
+    """
     records: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     total = 0
-    for pos, record in enumerate(read_audit(home)):
+    trails = [read_audit(homes)] if isinstance(homes, Path) else [read_audit(home) for home in homes]
+    for pos, record in enumerate(itertools.chain.from_iterable(trails)):
         total += 1
         rid = record.get("response_id")
         if isinstance(rid, str) and rid in tally.sent:

@@ -4,13 +4,15 @@ Home A serves session ``soak-a`` and home B serves ``soak-b`` (real ``serve``
 processes); a sender in each home streams answers to the *other* home's session
 through tier 4, one after another, while the cluster's nodes are SIGKILLed in
 turn (one down at a time, restarted on the same store) with the stream kept in
-three copies. What each session receives is counted on its MCP client side:
-lost, duplicated, out of order, and the latency from hand-over to push.
+three copies. What each session receives is counted on its MCP client side
+(lost, duplicated, out of order, and the latency from hand-over to push) by the
+tally every scenario uses, and every acknowledged response's audit trail is
+checked across both homes: the sender's attempts in its own home, ``durable``
+before ``pushed`` in the receiving one.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import shutil
 import time
@@ -20,13 +22,13 @@ from typing import Any
 
 import anyio
 
-from mcp_cascade.cascade import Sender
-from mcp_cascade.config import load_config
-from mcp_cascade.events import NullObserver
 from mcp_cascade.remote.servers import NatsCluster
 from mcp_cascade.response import make_response
 from mcp_cascade.signing import load_or_create_secret
-from mcp_cascade.soak.tally import percentiles
+from mcp_cascade.soak.audit import check_audit
+from mcp_cascade.soak.rig import SoakAck, write_config
+from mcp_cascade.soak.senders import InProcessSender
+from mcp_cascade.soak.tally import StreamTally
 from mcp_cascade.testing import ServeProcess
 
 __all__ = ["NAME", "TITLE", "run_cluster"]
@@ -34,6 +36,9 @@ __all__ = ["NAME", "TITLE", "run_cluster"]
 NAME = "cluster"
 TITLE = "two homes through a three-node JetStream cluster (R3), nodes SIGKILLed in turn"
 _KILLS = (0.2, 0.45, 0.7)
+# Both homes' config.toml: the stream in three copies, quiet logs, no audit rotation (the check reads it all).
+_CONFIG: dict[str, Any] = {"nats_replicas": 3, "log_level": "warning", "audit_max_bytes": 1 << 40}
+_MUST_BE_ZERO = ("lost", "acked_not_delivered", "duplicated", "out_of_order", "unknown", "wrong_session")
 
 
 async def run_cluster(count: int, seed: int, root: Path, tick: Callable[[], None]) -> dict[str, Any]:
@@ -47,39 +52,47 @@ async def run_cluster(count: int, seed: int, root: Path, tick: Callable[[], None
     shutil.copy2(homes["a"] / "secret", homes["b"] / "secret")
     chooser = random.Random(seed)
     faults: list[dict[str, Any]] = []
-    sent_at: dict[str, float] = {}
+    tally = StreamTally()
     with NatsCluster(work / "nats", 3) as cluster:
-        env = {"MCP_CASCADE_NATS_URL": cluster.url, "MCP_CASCADE_NATS_REPLICAS": "3"}
-        env["MCP_CASCADE_LOG_LEVEL"] = "warning"
+        for home in homes.values():
+            write_config(home, {**_CONFIG, "nats_url": cluster.url})
         serves = {
-            side: ServeProcess(home, f"soak-{side}", env=env, stderr_path=work / f"serve-{side}.stderr")
+            side: ServeProcess(home, f"soak-{side}", stderr_path=work / f"serve-{side}.stderr")
             for side, home in homes.items()
         }
         async with serves["a"], serves["b"]:
             for serve in serves.values():
                 await serve.wait_session()
                 await serve.initialize()
-            senders = [Sender(home, load_config(home, env).config, NullObserver()) for home in homes.values()]
+            ack = SoakAck()
+            senders = [InProcessSender(home, home, ack) for home in homes.values()]
             async with senders[0] as from_a, senders[1] as from_b:
                 for sender, target in ((from_a, "soak-b"), (from_b, "soak-a")):
-                    assert sender.remote is not None
+                    remote = sender.sender.remote
+                    assert remote is not None
                     with anyio.fail_after(60):
-                        while (await sender.remote.place(target))[0] != "remote":  # noqa: ASYNC110
+                        while (await remote.place(target))[0] != "remote":  # noqa: ASYNC110
                             await anyio.sleep(0.05)
                 gates = _KillGates(len(_KILLS), streams=2)
 
-                async def stream(sender: Sender, target: str, n: int) -> None:
+                async def stream(sender: InProcessSender, target: str, n: int) -> None:
                     due = [int(fraction * n) for fraction in _KILLS]
                     for k in (k for k, at in enumerate(due) if at >= n):
                         gates.arrive(k)  # a stream too short to reach this fraction does not hold it up
                     for i in range(n):
                         for k in (k for k, at in enumerate(due) if at == i):
                             await gates.reached(k)  # paused until kill k has begun
-                        rid = f"soak:{target}:{i:06d}"
-                        sent_at[rid] = time.perf_counter()
-                        response = make_response(type="message", user_id=1, text=f"answer {i}", id=rid)
+                        response = make_response(
+                            type="message", user_id=1, text=f"answer {i}", id=f"soak:{target}:{i:06d}"
+                        )
+                        tally.schedule(response, target, i, time.perf_counter())
                         with anyio.fail_after(120):
-                            while (await sender.deliver(response, target)).status == "failed":  # noqa: ASYNC110
+                            while True:
+                                receipt = await sender.deliver(response, target)
+                                assert receipt is not None
+                                tally.receipt(response.id, receipt)
+                                if receipt["status"] != "failed":
+                                    break
                                 await anyio.sleep(0.2)
                         tick()
 
@@ -105,7 +118,10 @@ async def run_cluster(count: int, seed: int, root: Path, tick: Callable[[], None
                     while sum(len(s.channel()) for s in serves.values()) < count:  # noqa: ASYNC110
                         await anyio.sleep(0.05)
                 await anyio.sleep(1.0)  # room for a wrongly repeated push to show
-    return _result(serves, count, sent_at, faults)
+        # serve has exited cleanly here: everything it pushed is on record, in the audit trail too
+        for side, serve in serves.items():
+            tally.record_pushes(f"soak-{side}", serve.notifications)
+    return _result(tally, count, faults, check_audit(list(homes.values()), tally))
 
 
 class _KillGates:
@@ -140,46 +156,22 @@ class _KillGates:
 
 
 def _result(
-    serves: dict[str, ServeProcess], count: int, sent_at: dict[str, float], faults: list[dict[str, Any]]
+    tally: StreamTally, count: int, faults: list[dict[str, Any]], audit: dict[str, Any]
 ) -> dict[str, Any]:
-    received: list[str] = []
-    out_of_order = redelivered = 0
-    latencies: list[float] = []
-    for serve in serves.values():
-        ids = [n["params"]["meta"]["response_id"] for n in serve.channel()]
-        redelivered += sum(1 for n in serve.channel() if n["params"]["meta"].get("redelivered"))
-        out_of_order += sum(1 for x, y in itertools.pairwise(ids) if y < x)
-        received += ids
-        first: dict[str, float] = {}
-        for n in serve.channel():
-            first.setdefault(n["params"]["meta"]["response_id"], n["_received"])
-        latencies += [(at - sent_at[rid]) * 1000 for rid, at in first.items() if rid in sent_at]
-    unique = set(received)
-    verdict = {
-        "sent": len(sent_at),
-        "received": len(unique),
-        "lost": len(set(sent_at) - unique),
-        "duplicated": len(received) - len(unique),
-        "redelivered": redelivered,
-        "out_of_order": out_of_order,
-        "acked_not_delivered": len(set(sent_at) - unique),
-        "carried_by": {"tier4": len(unique)},
-        "latency_ms": {"tier4": percentiles(latencies)},
-    }
-    failures = [f"{k}: {verdict[k]}" for k in ("lost", "duplicated", "out_of_order") if verdict[k]]
+    verdict = tally.verdict()
+    failures = [f"{k}: {verdict[k]}" for k in _MUST_BE_ZERO if verdict[k]]
     if len(faults) < len(_KILLS):
         failures.append(f"only {len(faults)} of {len(_KILLS)} node kills happened")
+    if audit["incomplete"]:
+        failures.append(f"audit incomplete for {audit['incomplete']} responses")
     return {
         "scenario": NAME,
         "title": TITLE,
         "verdict": verdict,
-        "audit": {
-            "checked": 0,
-            "incomplete": 0,
-        },  # the audit-trail check belongs to the single-home scenarios
+        "audit": audit,
         "faults_applied": {"node SIGKILL": len(faults)},
         "faults": faults,
         "failures": failures,
         "passed": not failures and verdict["sent"] == count,
-        "latencies_ms": latencies,
+        "latencies_ms": tally.latencies(),
     }

@@ -29,6 +29,7 @@ from mcp_cascade.sessions import read_session
 from mcp_cascade.signing import Signer, load_or_create_secret, sign_tier
 from mcp_cascade.soak.rig import Rig
 from mcp_cascade.soak.run import Context
+from mcp_cascade.soak.steps import webhook, webhook_ok
 
 _QUARANTINED = "mcp_cascade_quarantined_total"
 
@@ -182,8 +183,6 @@ async def poison(ctx: Context) -> None:
 
 
 async def _tiers_in_turn(ctx: Context) -> None:
-    from mcp_cascade.soak.scenarios import webhook, webhook_ok  # scenarios.py imports this module
-
     for n, (fault, label, carrier) in enumerate(PHASES):
         await ctx.at(0.1 + 0.8 * n / len(PHASES))
         await webhook(ctx, fault)
