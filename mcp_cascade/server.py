@@ -276,8 +276,15 @@ class Serve:
         return report.to_dict()
 
     async def _monitor(self) -> None:
+        logged = False  # a refresh that fails (EMFILE, a busy store) is logged once per streak
         while True:
-            await anyio.to_thread.run_sync(self.refresh)
+            try:
+                await anyio.to_thread.run_sync(self.refresh)
+                logged = False
+            except Exception as exc:  # the gauges wait for the next second; serve must not end for them
+                if not logged:
+                    self.telemetry.emit(Event("monitor_error", level="error", reason=repr(exc)))
+                logged = True
             await anyio.sleep(1.0)
 
     async def _retention(self) -> None:
