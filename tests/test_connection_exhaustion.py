@@ -53,7 +53,7 @@ def trickling(host: str, port: int, count: int) -> Iterator[list[socket.socket]]
     with ExitStack() as stack:
         socks: list[socket.socket] = []
         for _ in range(count):
-            sock = stack.enter_context(socket.create_connection((host, port), timeout=5))
+            sock = stack.enter_context(socket.create_connection((host, port), timeout=30))
             sock.setblocking(False)
             socks.append(sock)
         yield socks
