@@ -131,7 +131,7 @@ class Serve:
             capture_into(self.telemetry)
             self.signer = Signer(load_or_create_secret(self.home))
             self.bridge = BridgeClient(self.home, self.signer)
-            self.store = stack.enter_context(Store(self.paths.state_db))
+            self.store = stack.enter_context(contextlib.closing(Store(self.paths.state_db)))
             # Only the holder writes and removes session.json, and it still holds the session here.
             stack.callback(self.paths.session_json.unlink, missing_ok=True)
             stack.callback(self.held.closing)

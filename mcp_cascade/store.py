@@ -118,12 +118,6 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, args)

@@ -158,10 +158,8 @@ class Bridge:
             stack.callback(self.observer.emit, Event("stopped"))  # after the locks are free
             stack.callback(lock.release)
             sock = stack.enter_context(bind_socket("127.0.0.1", self.config.bridge_port, key="bridge_port"))
-            outbox = Outbox(self.home / OUTBOX_DB)
-            stack.callback(outbox.close)
-            ledger = Ledger(self.home / BRIDGE_DIR / "ledger.db")
-            stack.callback(ledger.close)
+            outbox = stack.enter_context(contextlib.closing(Outbox(self.home / OUTBOX_DB)))
+            ledger = stack.enter_context(contextlib.closing(Ledger(self.home / BRIDGE_DIR / "ledger.db")))
             stack.callback(unpublish, self.home)
             access = Access(self.home, lambda: self.live.current)
             scheduler = Scheduler(flood_limits(self.config))
