@@ -342,7 +342,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         poison,
         config=_BREAKER,
         min_faults=1,  # two phases; the poisons themselves are counted apart
-        min_duration_s=3.0,
+        min_duration_s=4.0,
     ),
 )
 
