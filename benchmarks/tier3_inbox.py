@@ -46,7 +46,7 @@ from watchfiles import Change, awatch
 
 from benchmarks._common import HEADER, Stats, save
 from benchmarks._report import Target, verdicts
-from mcp_cascade._fs import fsync_dir, write_excl
+from mcp_cascade.durable import fsync_dir, write_excl
 from mcp_cascade.inbox import ensure_inbox, file_name
 from mcp_cascade.response import from_json, make_response
 from mcp_cascade.testing import ServeProcess

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import h11
@@ -26,7 +28,7 @@ from mcp_cascade.errors import ConfigError
 if TYPE_CHECKING:
     from mcp_cascade.config import Config
 
-__all__ = ["HttpLimits", "bind_socket", "serve_asgi"]
+__all__ = ["AcceptExhausted", "HttpLimits", "bind_socket", "serve_asgi"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,51 @@ def _protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
     return Deadlined
 
 
+_ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+_log = logging.getLogger(__name__)
+Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+
+
+class AcceptExhausted:
+    """The loop's exception handler, with accept() failing for lack of descriptors said once in a while.
+
+    asyncio reports every accept() that fails with EMFILE (or ENFILE, ENOBUFS, ENOMEM) with its
+    traceback, and goes on through the rest of its batch: thousands of tracebacks a second while a
+    flood holds every descriptor. Here it is one line every ``every_s``, with how many it stands for;
+    everything else goes to the previous handler. Meanwhile asyncio pauses accepting for a second
+    and new connections wait in the kernel's queue.
+    """
+
+    def __init__(
+        self, previous: Handler | None, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.previous = previous
+        self.every_s = every_s
+        self.clock = clock
+        self.suppressed = 0
+        self._last = -float("inf")
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Say it (rate-limited), or pass ``context`` on."""
+        if context.get("message") != _ACCEPT_EXHAUSTED:
+            if self.previous is None:
+                loop.default_exception_handler(context)
+            else:
+                self.previous(loop, context)
+            return
+        now = self.clock()
+        if now - self._last < self.every_s:
+            self.suppressed += 1
+            return
+        exc = context.get("exception")
+        _log.warning(
+            "accept() failed: %s; new connections wait in the kernel's queue (%d more failures since)",
+            exc.strerror if isinstance(exc, OSError) else exc,
+            self.suppressed,
+        )
+        self._last, self.suppressed = now, 0
+
+
 class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -147,9 +194,16 @@ async def serve_asgi(
             timeout_graceful_shutdown=1,
             http=_protocol(limits),
             h11_max_incomplete_event_size=limits.header_bytes,
+            # asyncio accepts up to ``backlog`` connections per wake-up before any of them is seen by
+            # the protocol's cap: with uvicorn's 2048, a burst took every descriptor (EMFILE) first.
+            backlog=limits.max_connections,
             timeout_keep_alive=max(1, round(limits.keep_alive_s)),
         )
     )
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    if not isinstance(previous, AcceptExhausted):
+        loop.set_exception_handler(AcceptExhausted(previous))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])
         with anyio.fail_after(ready_s):
@@ -160,3 +214,5 @@ async def serve_asgi(
         finally:
             server.should_exit = True
             tg.cancel_scope.cancel()
+            if not isinstance(previous, AcceptExhausted):
+                loop.set_exception_handler(previous)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade import _lock
+from mcp_cascade import locks
 from mcp_cascade.events import Event
 from mcp_cascade.redact import scrub
 
@@ -93,7 +93,7 @@ class AuditTrail:
         """Make ``_fd`` the current file, rotating first when this record would pass the limit."""
         size = self._current_size()
         if size + incoming > self._max_bytes and size > 0:
-            with _lock.take(self.path.parent, self.path.name + ".lock", wait_s=float("inf")):
+            with locks.take(self.path.parent, self.path.name + ".lock", wait_s=float("inf")):
                 # Re-check under the lock: another process may have rotated in the meantime.
                 if self._current_size() + incoming > self._max_bytes:
                     for older, newer in reversed(list(zip(self._rotated[1:], self._rotated, strict=False))):

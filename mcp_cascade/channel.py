@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 import mcp_types as types
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCError, JSONRPCRequest
 from pydantic import BaseModel
@@ -332,3 +333,23 @@ async def handshake_only(
                     on_refused(item.message.method)
                     continue
             await downstream.send(item)
+
+
+async def run_channel(
+    deps: ChannelDeps, stdin: AsyncIterable[str], on_refused: Callable[[str], None]
+) -> None:
+    """Serve the channel over ``stdin`` and ``deps.frames`` (the protocol stdio) until stdin closes.
+
+    Requests sent before ``initialize`` are refused by :func:`handshake_only`.
+    """
+    server = build_server(deps)
+    options = server.create_initialization_options(
+        experimental_capabilities=capabilities(deps.permission_relay)
+    )
+    # The SDK only iterates stdin and awaits stdout.write/flush; it types them as AsyncFile.
+    async with stdio_server(cast(Any, stdin), cast(Any, deps.frames)) as (read, write):
+        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handshake_only, read, send, write, on_refused)
+            await server.run(receive, write, options)
+            tg.cancel_scope.cancel()

@@ -37,6 +37,7 @@ EventName = Literal[
     "library_log",
     "listening_beyond_loopback",
     "log_reopened",
+    "monitor_error",
     "nats_connected",
     "nats_consume",
     "nats_disconnected",

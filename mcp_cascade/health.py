@@ -45,6 +45,17 @@ class LastError:
         return {"at": round(self.at, 3), "error": self.error}
 
 
+def latest_error(candidates: Iterable[LastError | None]) -> LastError | None:
+    """The most recent of ``candidates`` (None when there is none)."""
+    found = [c for c in candidates if c is not None]
+    return max(found, key=lambda e: e.at) if found else None
+
+
+def error_json(value: LastError | None) -> dict[str, float | str] | None:
+    """The health JSON form of an optional error."""
+    return None if value is None else value.to_dict()
+
+
 def tier_status(problems: Iterable[Problem]) -> Status:
     """``down`` with any fatal problem, ``degraded`` with any other, else ``ok``."""
     found = list(problems)

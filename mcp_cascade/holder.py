@@ -15,7 +15,7 @@ closing, which is what a reconnect looks like (Claude Code starts the new
 server while the old one closes), so the newcomer keeps ``live.lock`` and waits
 for ``serve.lock``.
 
-Locks are taken with :func:`mcp_cascade._lock.take` (a verified private
+Locks are taken with :func:`mcp_cascade.locks.take` (a verified private
 directory, no symlink followed), and a lock is only trusted while its path
 still names the locked file: ``sessions prune`` renames a directory
 away while holding both locks, and a serve that locked a file in it retries.
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._fs import pid_alive, read_json
-from mcp_cascade._lock import HeldFile, LockHeld, private_dir, take
+from mcp_cascade.durable import pid_alive, read_json
 from mcp_cascade.errors import CascadeError
+from mcp_cascade.locks import HeldFile, LockHeld, private_dir, take
 
 LIVE_LOCK = "live.lock"
 SERVE_LOCK = "serve.lock"

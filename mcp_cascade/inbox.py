@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_cascade._fs import BINARY, CLOEXEC, NOFOLLOW, NONBLOCK, atomic_write, durable_rename, write_excl
+from mcp_cascade.durable import BINARY, CLOEXEC, NOFOLLOW, NONBLOCK, atomic_write, durable_rename, write_excl
 from mcp_cascade.errors import InvalidResponse
 from mcp_cascade.response import Response, from_json
 from mcp_cascade.validation import MAX_BODY_BYTES

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from mcp_cascade._fs import pid_alive, read_json
 from mcp_cascade.config import resolve_home
+from mcp_cascade.durable import pid_alive, read_json
 from mcp_cascade.errors import ConfigError, StoreUnavailable
 from mcp_cascade.holder import SERVE_LOCK, SessionBusy, hold, holder_note, holder_pid, is_held
 from mcp_cascade.sessions import SessionPaths, read_session

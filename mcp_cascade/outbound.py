@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from mcp_cascade._fs import pid_alive, pid_owner, read_json
 from mcp_cascade.config import Config
+from mcp_cascade.durable import pid_alive, pid_owner, read_json
 from mcp_cascade.errors import CascadeError, SignatureError
 from mcp_cascade.signing import Signer, verify_answer
 
@@ -86,7 +86,10 @@ class BridgeClient:
 
     def _published(self) -> str:
         path = self._home / BRIDGE_JSON
-        info = read_json(path)
+        try:
+            info = read_json(path)
+        except OSError as exc:  # a folder in its place, no descriptor left (EMFILE): no bridge to use now
+            raise BridgeUnavailable(f"cannot read {path}: {exc.strerror or exc}") from exc
         if not isinstance(info, dict) or not isinstance(info.get("api_url"), str):
             raise BridgeUnavailable(f"no bridge is running for {self._home} (start: mcp-cascade bridge)")
         try:

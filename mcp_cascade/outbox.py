@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._fs import BINARY, NOFOLLOW, atomic_write, durable_rename, fsync_dir, fsync_file
-from mcp_cascade._lock import try_lock
 from mcp_cascade.config import SESSION_ID_RE
+from mcp_cascade.durable import BINARY, NOFOLLOW, atomic_write, durable_rename, fsync_dir, fsync_file
 from mcp_cascade.errors import CascadeError, InvalidResponse
+from mcp_cascade.locks import try_lock
 from mcp_cascade.response import Response, from_dict
 from mcp_cascade.wire import TIER_CHOICES, TierChoice
 

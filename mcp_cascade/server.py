@@ -11,25 +11,33 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-from mcp.server.stdio import stdio_server
-from mcp.shared.message import SessionMessage
+from anyio.abc import TaskGroup
 
-from mcp_cascade._capture import capture_into
-from mcp_cascade._fs import atomic_write_json, dir_writable
 from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
-from mcp_cascade.channel import ChannelDeps, build_server, capabilities, handshake_only
+from mcp_cascade.capture import capture_into
+from mcp_cascade.channel import ChannelDeps, run_channel
 from mcp_cascade.config import Loaded, is_loopback
 from mcp_cascade.delivery import Engine
+from mcp_cascade.durable import dir_writable
 from mcp_cascade.events import Event
-from mcp_cascade.health import LastError, WebhookFacts, overall_status, tier_status, webhook_problems
+from mcp_cascade.health import (
+    LastError,
+    WebhookFacts,
+    error_json,
+    latest_error,
+    overall_status,
+    tier_status,
+    webhook_problems,
+)
 from mcp_cascade.holder import Hold, hold
 from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.inbox import Maildir
@@ -37,14 +45,17 @@ from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.outbound import BridgeClient, allowed_users
 from mcp_cascade.response import now_rfc3339
 from mcp_cascade.selftest import run_selftest
-from mcp_cascade.sessions import PROTOCOL, SessionPaths
+from mcp_cascade.sessions import SessionPaths, publish_session
 from mcp_cascade.sidecar import SidecarDeps, build_app
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.stdio import protocol_stdio
 from mcp_cascade.store import Store
-from mcp_cascade.telemetry import make_telemetry
+from mcp_cascade.telemetry import Telemetry, make_telemetry
 from mcp_cascade.watch import InboxWatcher
 from mcp_cascade.wire import WEBHOOK_PATH
+
+if TYPE_CHECKING:  # the NATS client is imported only when nats_url is set
+    from mcp_cascade.remote.node import RemoteSession
 
 
 @dataclass
@@ -68,7 +79,22 @@ class ServeState:
 
 
 class Serve:
-    """Everything one session runs; :meth:`run` until stdin closes or SIGTERM."""
+    """Everything one session runs; :meth:`run` until stdin closes or SIGTERM.
+
+    The constructor only records what to run. :meth:`running` is the lifespan:
+    it opens each component in order (telemetry, secret, store, the sidecar's
+    socket, engine, sidecar, inbox watcher, NATS presence, background tasks),
+    each one owning what it opened, and closes them in reverse whatever stops it.
+    """
+
+    telemetry: Telemetry
+    signer: Signer
+    bridge: BridgeClient
+    store: Store
+    engine: Engine
+    watcher: InboxWatcher
+    remote: RemoteSession | None
+    live: LiveConfig
 
     def __init__(
         self, loaded: Loaded, held: Hold, *, cwd: Path, label: str, tightened: list[str] | None = None
@@ -77,48 +103,78 @@ class Serve:
         self.config = loaded.config
         self.home = loaded.home
         self.held = held
-        session = self.session = held.session
+        self.session = held.session
         self.cwd = cwd
         self.label = label
-        self.paths = SessionPaths(self.home, session)
+        self.paths = SessionPaths(self.home, self.session)
         self.state = ServeState()
-        tightened = (tightened or []) + ensure_home(self.home)
-        self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.signer = Signer(load_or_create_secret(self.home))
-        self.bridge = BridgeClient(self.home, self.signer)
-        self.telemetry = make_telemetry(loaded, "serve", session)
-        warn_tightened(self.telemetry, self.home, tightened)
-        capture_into(self.telemetry)
-        self.store = Store(self.paths.state_db)
-        self.engine = Engine(self.store, session, self.telemetry)
-        cfg = self.config
-        self.watcher = InboxWatcher(
-            Maildir(self.paths.inbox, session, settle_s=cfg.file_debounce_ms / 1000),
-            self.engine,
-            self.telemetry,
-            rescan_s=cfg.file_rescan_ms / 1000,
-            legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
-            debounce_s=cfg.file_debounce_ms / 1000,
-            legacy_max_age_s=cfg.retention_days * 86400,
-            watcher=cfg.watcher,
-        )
-        # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
-        self.live = LiveConfig.from_loaded(loaded, observer=self.telemetry)
-        self.live.on_hangup(self.telemetry.reopen_log)
-        self.live.subscribe(
-            lambda c: self.watcher.retune(
-                rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000
-            )
-        )
-        self.remote = None
-        if cfg.nats_url:
-            from mcp_cascade.remote.node import RemoteSession
+        self._tightened = tightened or []
 
-            self.remote = RemoteSession(
-                cfg, self.home, session, cwd, self.engine, self.signer, self.telemetry
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[TaskGroup]:
+        """Open every component, start the background tasks, yield their task group; close in reverse."""
+        cfg, session = self.config, self.session
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self.held.release)  # last of all: the session is free again
+            tightened = self._tightened + ensure_home(self.home)
+            self.paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.telemetry = make_telemetry(self.loaded, "serve", session)
+            stack.callback(self.telemetry.close)
+            opened = False  # "stopped" follows a start only: a failed start is the one line of its error
+
+            def stopped() -> None:
+                if opened:
+                    self.telemetry.emit(Event("stopped", session=session))
+
+            stack.callback(stopped)
+            warn_tightened(self.telemetry, self.home, tightened)
+            capture_into(self.telemetry)
+            self.signer = Signer(load_or_create_secret(self.home))
+            self.bridge = BridgeClient(self.home, self.signer)
+            self.store = stack.enter_context(contextlib.closing(Store(self.paths.state_db)))
+            # Only the holder writes and removes session.json, and it still holds the session here.
+            stack.callback(self.paths.session_json.unlink, missing_ok=True)
+            stack.callback(self.held.closing)
+            # Bound before any task group exists, so a taken port is a plain ConfigError.
+            sock = stack.enter_context(bind_socket(cfg.sidecar_host, cfg.sidecar_port))
+            opened = True
+            self.engine = Engine(self.store, session, self.telemetry)
+            self.watcher = InboxWatcher(
+                Maildir(self.paths.inbox, session, settle_s=cfg.file_debounce_ms / 1000),
+                self.engine,
+                self.telemetry,
+                rescan_s=cfg.file_rescan_ms / 1000,
+                legacy_dir=cfg.legacy_dir.expanduser() if cfg.legacy_dir else None,
+                debounce_s=cfg.file_debounce_ms / 1000,
+                legacy_max_age_s=cfg.retention_days * 86400,
+                watcher=cfg.watcher,
             )
-        # Bound now, before any task group exists, so a taken port is a plain ConfigError.
-        self._socket = bind_socket(self.config.sidecar_host, self.config.sidecar_port)
+            # Reloaded on SIGHUP or a config.toml change; the watcher takes its periods from the next tick.
+            self.live = LiveConfig.from_loaded(self.loaded, observer=self.telemetry)
+            self.live.on_hangup(self.telemetry.reopen_log)
+            self.live.subscribe(
+                lambda c: self.watcher.retune(
+                    rescan_s=c.file_rescan_ms / 1000, debounce_s=c.file_debounce_ms / 1000
+                )
+            )
+            self.remote = None
+            if cfg.nats_url:
+                from mcp_cascade.remote.node import RemoteSession
+
+                self.remote = RemoteSession(
+                    cfg, self.home, session, self.cwd, self.engine, self.signer, self.telemetry
+                )
+            await stack.enter_async_context(self.engine.running())
+            await stack.enter_async_context(self._sidecar(sock))
+            await stack.enter_async_context(self.watcher.running())
+            if self.remote is not None:
+                await stack.enter_async_context(self.remote.running())
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(self._monitor)
+            tg.start_soon(self._retention)
+            await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
+            tg.start_soon(self._stop_on_signal, tg.cancel_scope)
+            yield tg
 
     def health(self, tier: str | None = None) -> Mapping[str, Any]:
         """DESIGN 5 health: overall, or one tier's (the rule is :mod:`mcp_cascade.health`)."""
@@ -135,7 +191,7 @@ class Serve:
             store_writable=dir_writable(self.paths.dir),
             client_attached=self.engine.attached,
             queue_depth=depth,
-            last_error=_latest(webhook_errors),
+            last_error=latest_error(webhook_errors),
         )
         webhook_found = webhook_problems(webhook_facts, now)
         tiers: dict[str, dict[str, Any]] = {
@@ -145,13 +201,13 @@ class Serve:
                 "url": self.state.webhook_url,
                 "client_attached": webhook_facts.client_attached,
                 "store_writable": webhook_facts.store_writable,
-                "last_error": _err(webhook_facts.last_error),
+                "last_error": error_json(webhook_facts.last_error),
                 "latency_ms": {t: recent[t] for t in ("1", "2") if t in recent},
             },
             "file": {
                 "inbox": str(self.paths.inbox),
                 **self.watcher.health(),
-                "last_error": _err(errors.get("3")),
+                "last_error": error_json(errors.get("3")),
                 "latency_ms": {t: recent[t] for t in ("3",) if t in recent},
             },
         }
@@ -220,8 +276,15 @@ class Serve:
         return report.to_dict()
 
     async def _monitor(self) -> None:
+        logged = False  # a refresh that fails (EMFILE, a busy store) is logged once per streak
         while True:
-            await anyio.to_thread.run_sync(self.refresh)
+            try:
+                await anyio.to_thread.run_sync(self.refresh)
+                logged = False
+            except Exception as exc:  # the gauges wait for the next second; serve must not end for them
+                if not logged:
+                    self.telemetry.emit(Event("monitor_error", level="error", reason=repr(exc)))
+                logged = True
             await anyio.sleep(1.0)
 
     async def _retention(self) -> None:
@@ -237,23 +300,11 @@ class Serve:
         base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.state.webhook_url = base + WEBHOOK_PATH
         self.state.health_url = base + "/health"
-        atomic_write_json(
-            self.paths.session_json,
-            {
-                "protocol": PROTOCOL,
-                "session_id": self.session,
-                "pid": os.getpid(),
-                "webhook_url": self.state.webhook_url,
-                "health_url": self.state.health_url,
-                "started_at": self.held.about.get("started_at") or now_rfc3339(),
-                "cwd": str(self.cwd),
-                "label": self.label,
-            },
-        )
+        started_at = self.held.about.get("started_at") or now_rfc3339()
+        publish_session(self.paths, base_url=base, started_at=started_at, cwd=self.cwd, label=self.label)
 
     @contextlib.asynccontextmanager
-    async def _sidecar(self) -> AsyncIterator[None]:
-        sock = self._socket
+    async def _sidecar(self, sock: socket.socket) -> AsyncIterator[None]:
         host, port = sock.getsockname()[:2]
         metrics = self.telemetry.metrics
         app = build_app(
@@ -290,14 +341,6 @@ class Serve:
             )
             yield
 
-    @contextlib.asynccontextmanager
-    async def _remote(self) -> AsyncIterator[None]:
-        if self.remote is None:
-            yield
-            return
-        async with self.remote.running():
-            yield
-
     async def _mcp(self) -> None:
         stdin, stdout = protocol_stdio()
         deps = ChannelDeps(
@@ -309,17 +352,7 @@ class Serve:
             permission_relay=bool(allowed_users(self.home, self.config)),
             frames=stdout,
         )
-        server = build_server(deps)
-        options = server.create_initialization_options(
-            experimental_capabilities=capabilities(deps.permission_relay)
-        )
-        # The SDK only iterates stdin and awaits stdout.write/flush; it types them as AsyncFile.
-        async with stdio_server(cast(Any, stdin), cast(Any, stdout)) as (read, write):
-            send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(handshake_only, read, send, write, self._refused)
-                await server.run(receive, write, options)
-                tg.cancel_scope.cancel()
+        await run_channel(deps, stdin, self._refused)
 
     def _refused(self, method: str) -> None:
         # Claude Code probes with server/discover first; seeing this line means it fell back to initialize.
@@ -334,30 +367,11 @@ class Serve:
 
     async def run(self) -> None:
         """Serve until stdin closes or SIGTERM/SIGINT; always remove session.json."""
-        try:
-            async with (
-                self.engine.running(),
-                self._sidecar(),
-                self.watcher.running(),
-                self._remote(),
-                anyio.create_task_group() as tg,
-            ):
-                tg.start_soon(self._monitor)
-                tg.start_soon(self._retention)
-                await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
-                tg.start_soon(self._stop_on_signal, tg.cancel_scope)
-                await self._mcp()
-                self.held.closing()  # a reconnecting serve may start taking over now
-                self.telemetry.emit(Event("client_closed", session=self.session, reason="stdin closed"))
-                tg.cancel_scope.cancel()
-        finally:
-            self.held.closing()
-            # Only the holder writes and removes session.json, and it still holds the session here.
-            self.paths.session_json.unlink(missing_ok=True)
-            self.store.close()
-            self.telemetry.emit(Event("stopped", session=self.session))
-            self.telemetry.close()
-            self.held.release()
+        async with self.running() as tg:
+            await self._mcp()
+            self.held.closing()  # a reconnecting serve may start taking over now
+            self.telemetry.emit(Event("client_closed", session=self.session, reason="stdin closed"))
+            tg.cancel_scope.cancel()
 
     async def _stop_on_signal(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -368,26 +382,13 @@ class Serve:
                 return
 
 
-def _err(value: LastError | None) -> dict[str, Any] | None:
-    return None if value is None else value.to_dict()
-
-
-def _latest(candidates: list[LastError | None]) -> LastError | None:
-    found = [c for c in candidates if c is not None]
-    return max(found, key=lambda e: e.at) if found else None
-
-
 def serve(loaded: Loaded, session: str, cwd: Path, *, explicit: bool) -> int:
     """Hold the session (or the next free one for a second window), then run serve to completion."""
     tightened = ensure_home(loaded.home)
     about = {"cwd": str(cwd), "started_at": now_rfc3339()}
     wait_s = loaded.config.session_wait_ms / 1000
     held = hold(loaded.home, session, explicit=explicit, wait_s=wait_s, about=about)
-    try:
-        window = "" if held.session == session else " #" + held.session.rsplit("-", 1)[1]
-        app = Serve(loaded, held, cwd=cwd, label=cwd.name + window, tightened=tightened)
-    except BaseException:
-        held.release()
-        raise
-    anyio.run(app.run)
+    window = "" if held.session == session else " #" + held.session.rsplit("-", 1)[1]
+    app = Serve(loaded, held, cwd=cwd, label=cwd.name + window, tightened=tightened)
+    anyio.run(app.run)  # the lifespan releases the session, whatever stops it
     return 0

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._fs import pid_alive, pid_owner, read_json
+from mcp_cascade.durable import atomic_write_json, pid_alive, pid_owner, read_json
 from mcp_cascade.errors import ConfigError
+from mcp_cascade.wire import WEBHOOK_PATH
 
 PROTOCOL = 1
 
@@ -77,6 +78,23 @@ class SessionInfo:
             return False
         owner = pid_owner(self.pid)
         return owner is None or not hasattr(os, "geteuid") or owner == os.geteuid()
+
+
+def publish_session(paths: SessionPaths, *, base_url: str, started_at: str, cwd: Path, label: str) -> None:
+    """Write the discovery file of a running serve whose sidecar answers at ``base_url`` (its holder only)."""
+    atomic_write_json(
+        paths.session_json,
+        {
+            "protocol": PROTOCOL,
+            "session_id": paths.session,
+            "pid": os.getpid(),
+            "webhook_url": base_url + WEBHOOK_PATH,
+            "health_url": base_url + "/health",
+            "started_at": started_at,
+            "cwd": str(cwd),
+            "label": label,
+        },
+    )
 
 
 def read_session(home: Path, session: str) -> SessionInfo | None:

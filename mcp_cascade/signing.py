@@ -21,7 +21,7 @@ from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from mcp_cascade._fs import fsync_dir, write_excl
+from mcp_cascade.durable import fsync_dir, write_excl
 from mcp_cascade.errors import SignatureError
 from mcp_cascade.redact import keep_secret
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._schema import check_readable, open_versioned
 from mcp_cascade.errors import StoreUnavailable
+from mcp_cascade.migrations import check_readable, open_versioned
 from mcp_cascade.response import Response, from_dict
 
-# Schema versions (see :mod:`mcp_cascade._schema`): step N takes a store from version N to N + 1.
+# Schema versions (see :mod:`mcp_cascade.migrations`): step N takes a store from version N to N + 1.
 STEPS = (
     # 1: the schema of release 0.1.0 (which left user_version at 0).
     """

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade._fs import atomic_write_json
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.routing import Deliver, Drop, Router, Say
 from mcp_cascade.bridge.updates import Incoming, button_data, parse_button, parse_command, parse_verdict
 from mcp_cascade.config import Config
+from mcp_cascade.durable import atomic_write_json
 from mcp_cascade.response import User
 from mcp_cascade.sessions import SessionPaths
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mcp_cascade._capture import capture_into
+from mcp_cascade.capture import capture_into
 from mcp_cascade.telemetry import JsonLog, Telemetry
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcp_cascade._fs import atomic_write_json, read_json
+from mcp_cascade.durable import atomic_write_json, read_json
 from mcp_cascade.testing import ServeProcess
 
 pytestmark = pytest.mark.anyio

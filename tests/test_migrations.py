@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade._schema import StoreTooNew, migrate, version
 from mcp_cascade.bridge.ledger import STEPS as LEDGER_STEPS
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.outbox import STEPS as OUTBOX_STEPS
 from mcp_cascade.bridge.outbox import Outbox
+from mcp_cascade.migrations import StoreTooNew, migrate, version
 from mcp_cascade.store import STEPS, Store
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import ROOT

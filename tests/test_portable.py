@@ -25,7 +25,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from mcp_cascade import _fs
+from mcp_cascade import durable
 from mcp_cascade.cli import main
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import from_dict
@@ -214,7 +214,7 @@ def test_no_module_of_the_package_imports_a_platform_only_module_at_its_top() ->
 def test_every_fsync_of_the_package_goes_through_the_durability_helper() -> None:
     calls = []
     for path in sorted((ROOT / "mcp_cascade").rglob("*.py")):
-        if path.name == "_fs.py":
+        if path.name == "durable.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr in ("fsync", "fdatasync", "F_FULLFSYNC"):
@@ -249,7 +249,7 @@ def spy(monkeypatch: pytest.MonkeyPatch, *, fullfsync: Callable[[int, int], obje
 
 
 def as_macos(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_fs, "PLATFORM", "darwin")
+    monkeypatch.setattr(durable, "PLATFORM", "darwin")
     monkeypatch.setattr(
         fcntl, "F_FULLFSYNC", getattr(fcntl, "F_FULLFSYNC", 51), raising=False
     )  # macOS's value
@@ -260,7 +260,7 @@ def test_on_macos_a_durable_write_asks_the_drive_to_flush_the_file_and_its_folde
 ) -> None:
     as_macos(monkeypatch)
     seen = spy(monkeypatch, fullfsync=lambda fd, cmd: 0)
-    _fs.atomic_write(tmp_path / "state.json", b"{}")
+    durable.atomic_write(tmp_path / "state.json", b"{}")
     enqueue(tmp_path / "inbox", from_dict(body(id="tg:1:2")))
     assert seen == [("F_FULLFSYNC", "file"), ("F_FULLFSYNC", "dir")] * 2
     assert (tmp_path / "state.json").read_bytes() == b"{}"
@@ -271,14 +271,14 @@ def test_on_macos_a_filesystem_that_refuses_f_fullfsync_still_gets_fsync(
 ) -> None:
     as_macos(monkeypatch)
     seen = spy(monkeypatch, fullfsync=None)  # the real fcntl: Linux has no such command (EINVAL)
-    _fs.atomic_write(tmp_path / "state.json", b"{}")
+    durable.atomic_write(tmp_path / "state.json", b"{}")
     assert seen == [("F_FULLFSYNC", "file"), ("fsync", "file"), ("F_FULLFSYNC", "dir"), ("fsync", "dir")]
 
 
 def test_on_linux_the_file_then_its_folder_are_fsynced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_fs, "PLATFORM", "linux")
+    monkeypatch.setattr(durable, "PLATFORM", "linux")
     seen = spy(monkeypatch, fullfsync=None)
     enqueue(tmp_path / "inbox", from_dict(body(id="tg:1:3")))
     assert seen == [("fsync", "file"), ("fsync", "dir")]
@@ -287,9 +287,9 @@ def test_on_linux_the_file_then_its_folder_are_fsynced(
 def test_on_windows_the_file_is_flushed_and_no_folder_is_opened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_fs, "PLATFORM", "win32")
+    monkeypatch.setattr(durable, "PLATFORM", "win32")
     seen = spy(monkeypatch, fullfsync=None)
-    _fs.atomic_write(tmp_path / "state.json", b"{}")
+    durable.atomic_write(tmp_path / "state.json", b"{}")
     assert seen == [("fsync", "file")]
     assert (tmp_path / "state.json").read_bytes() == b"{}"
 
@@ -315,6 +315,6 @@ def test_on_macos_a_failing_disk_is_an_error_not_a_fallback_to_fsync(
 
     seen = spy(monkeypatch, fullfsync=broken_disk)
     with pytest.raises(OSError, match="Input/output error"):
-        _fs.atomic_write(tmp_path / "state.json", b"{}")
+        durable.atomic_write(tmp_path / "state.json", b"{}")
     assert seen == [("F_FULLFSYNC", "file")]
     assert not (tmp_path / "state.json").exists()

@@ -6,7 +6,7 @@ While nobody is allowed yet, a person who writes to the bot gets a short code;
 allowlist on every update, so the pairing takes effect at once, and it tells the
 person they are paired. Once someone is allowed, strangers get no answer at all.
 Codes expire after an hour; pending codes live in ``$HOME/bridge/pairing.json``,
-read and written under a lock (:mod:`mcp_cascade._lock`) shared with the ``pair`` command.
+read and written under a lock (:mod:`mcp_cascade.locks`) shared with the ``pair`` command.
 
 Strangers cannot jam pairing: each person has one live code (repeated while it
 lasts) and gets at most ``CODES_PER_USER`` codes an hour; when ``MAX_PENDING``
@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade import _lock
-from mcp_cascade._fs import atomic_write_json, read_json
+from mcp_cascade import locks
 from mcp_cascade.config import Config
+from mcp_cascade.durable import atomic_write_json, read_json
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.outbound import ALLOWLIST, allowed_users
 
@@ -64,8 +64,8 @@ class Pairing:
 @contextmanager
 def _locked(home: Path) -> Iterator[dict[str, Any]]:
     """pairing.json read-modify-write under an exclusive flock; the dict is written back on exit."""
-    directory = _lock.private_dir(home / _PAIRING_LOCK.parent)
-    with _lock.take(directory, _PAIRING_LOCK.name, wait_s=float("inf")):
+    directory = locks.private_dir(home / _PAIRING_LOCK.parent)
+    with locks.take(directory, _PAIRING_LOCK.name, wait_s=float("inf")):
         data = read_json(home / PAIRING)
         state: dict[str, Any] = data if isinstance(data, dict) else {}
         state.setdefault("pending", {})

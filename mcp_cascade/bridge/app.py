@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from anyio.abc import TaskGroup
 
-from mcp_cascade._capture import capture_into
 from mcp_cascade.asgi import HttpLimits, bind_socket, serve_asgi
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
@@ -34,12 +34,13 @@ from mcp_cascade.bridge.instance import (
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
-from mcp_cascade.bridge.outbox import Outbox
+from mcp_cascade.bridge.outbox import OUTBOX_DB, Outbox
 from mcp_cascade.bridge.prompts import Outbound
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.bridge.topics import Topics
+from mcp_cascade.capture import capture_into
 from mcp_cascade.cascade import Sender
 from mcp_cascade.config import Config, Loaded
 from mcp_cascade.events import Event
@@ -49,7 +50,7 @@ from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.redact import keep_secret
 from mcp_cascade.signals import until_terminated
 from mcp_cascade.signing import Signer, load_or_create_secret
-from mcp_cascade.telemetry import make_telemetry
+from mcp_cascade.telemetry import Telemetry, make_telemetry
 
 BRIDGE_DIR = Path("bridge")
 _MONITOR_S = 1.0
@@ -64,26 +65,26 @@ class _State:
 
 
 class Bridge:
-    """One running bridge; :meth:`run` until SIGTERM/SIGINT (or a rejected token)."""
+    """One running bridge; :meth:`run` until SIGTERM/SIGINT (or a rejected token).
+
+    The constructor only records what to run. :meth:`running` is the lifespan:
+    telemetry, the secret, the locks, the API socket, outbox and ledger, the
+    Telegram client, the sender, the API and the background tasks, opened in
+    order on one exit stack and closed in reverse whatever stops it.
+    """
+
+    telemetry: Telemetry
+    live: LiveConfig
+    signer: Signer
 
     def __init__(self, loaded: Loaded, env: Mapping[str, str], token: str) -> None:
+        self.loaded = loaded
         self.home = loaded.home
-        tightened = ensure_home(self.home)
-        (self.home / BRIDGE_DIR).mkdir(mode=0o700, exist_ok=True)
+        self.config = loaded.config
         self.env = env
         self.token = token
         self.fingerprint = fingerprint(self.token)
         keep_secret(self.token)
-        self.live = LiveConfig.from_loaded(loaded)
-        self.config = self.live.current
-        self.telemetry = make_telemetry(loaded, "bridge")
-        self.observer = self.telemetry
-        warn_tightened(self.observer, self.home, tightened)
-        # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
-        # only, into the JSON log, which scrubs every secret (mcp_cascade.redact).
-        capture_into(self.observer)
-        self.live.on_hangup(self.telemetry.reopen_log)
-        self.signer = Signer(load_or_create_secret(self.home))
         self.state = _State()
 
     def _health(self, telegram: TelegramClient, sender: Sender, part: str | None) -> Mapping[str, Any]:
@@ -137,60 +138,75 @@ class Bridge:
             "uptime_s": round(time.time() - self.state.started, 3),
         }
 
-    async def run(self) -> None:
-        """Serve until a stop signal; always unpublish and release the locks."""
-        lock = acquire(self.home, self.token, self.env)
-        outbox = ledger = None
-        try:
-            sock = bind_socket("127.0.0.1", self.config.bridge_port, key="bridge_port")
-            outbox = Outbox(self.home / BRIDGE_DIR / "outbox.db")
-            ledger = Ledger(self.home / BRIDGE_DIR / "ledger.db")
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[TaskGroup]:
+        """Open every component, start the background tasks, yield their task group; close in reverse."""
+        async with contextlib.AsyncExitStack() as stack:
+            tightened = ensure_home(self.home)
+            (self.home / BRIDGE_DIR).mkdir(mode=0o700, exist_ok=True)
+            self.live = LiveConfig.from_loaded(self.loaded)
+            self.config = self.live.current
+            self.telemetry = self.observer = make_telemetry(self.loaded, "bridge")
+            stack.callback(self.telemetry.close)
+            warn_tightened(self.observer, self.home, tightened)
+            # httpx logs each request URL at INFO, and the Bot API URL holds the token: WARNING and up
+            # only, into the JSON log, which scrubs every secret (mcp_cascade.redact).
+            capture_into(self.observer)
+            self.live.on_hangup(self.telemetry.reopen_log)
+            self.signer = Signer(load_or_create_secret(self.home))
+            lock = acquire(self.home, self.token, self.env)
+            stack.callback(self.observer.emit, Event("stopped"))  # after the locks are free
+            stack.callback(lock.release)
+            sock = stack.enter_context(bind_socket("127.0.0.1", self.config.bridge_port, key="bridge_port"))
+            outbox = stack.enter_context(contextlib.closing(Outbox(self.home / OUTBOX_DB)))
+            ledger = stack.enter_context(contextlib.closing(Ledger(self.home / BRIDGE_DIR / "ledger.db")))
+            stack.callback(unpublish, self.home)
             access = Access(self.home, lambda: self.live.current)
             scheduler = Scheduler(flood_limits(self.config))
-            async with TelegramClient(
-                self.token, self.config.telegram_api_base, self.observer, scheduler=scheduler
-            ) as telegram:
-                await telegram.start(deadline_s=float("inf"))
-                self.observer.emit(
-                    Event("telegram_ready", fields={"bot": telegram.username, "token": self.fingerprint})
-                )
-                topics = Topics(telegram, ledger, self.home, self.observer)
-                outbound = Outbound(telegram, ledger, access, self.observer, topics, self.home)
-                async with Sender(self.home, self.live, self.observer, ack=outbound.ack) as sender:
-                    receipts = Receipts(telegram, self._emoji, self.observer)
-                    inbound = Inbound(
-                        telegram=telegram,
-                        outbox=outbox,
-                        ledger=ledger,
-                        router=Router(self.home, ledger, access, sender.remote_sessions),
-                        sender=sender,
-                        observer=self.observer,
-                        receipts=receipts,
-                        file_limit=lambda: self.live.current.file_max_bytes,
-                    )
-                    deps = ApiDeps(
-                        outbound,
-                        self.signer,
-                        self.observer,
-                        lambda part: self._health(telegram, sender, part),
-                        self.telemetry.metrics.render if self.telemetry.metrics else None,
-                    )
-                    async with self._http(sock, deps), anyio.create_task_group() as tg:
-                        tg.start_soon(inbound.poll)
-                        tg.start_soon(inbound.process)
-                        tg.start_soon(receipts.run)
-                        tg.start_soon(self._monitor, outbox, ledger, access, telegram, sender)
-                        tg.start_soon(self._keep_topics, topics)
-                        await self._until_signal()
-                        tg.cancel_scope.cancel()
-        finally:
-            unpublish(self.home)
-            for db in (outbox, ledger):
-                if db is not None:
-                    db.close()
-            lock.release()
-            self.observer.emit(Event("stopped"))
-            self.telemetry.close()
+            telegram = await stack.enter_async_context(
+                TelegramClient(self.token, self.config.telegram_api_base, self.observer, scheduler=scheduler)
+            )
+            await telegram.start(deadline_s=float("inf"))
+            self.observer.emit(
+                Event("telegram_ready", fields={"bot": telegram.username, "token": self.fingerprint})
+            )
+            topics = Topics(telegram, ledger, self.home, self.observer)
+            outbound = Outbound(telegram, ledger, access, self.observer, topics, self.home)
+            sender = await stack.enter_async_context(
+                Sender(self.home, self.live, self.observer, ack=outbound.ack)
+            )
+            receipts = Receipts(telegram, self._emoji, self.observer)
+            inbound = Inbound(
+                telegram=telegram,
+                outbox=outbox,
+                ledger=ledger,
+                router=Router(self.home, ledger, access, sender.remote_sessions),
+                sender=sender,
+                observer=self.observer,
+                receipts=receipts,
+                file_limit=lambda: self.live.current.file_max_bytes,
+            )
+            deps = ApiDeps(
+                outbound,
+                self.signer,
+                self.observer,
+                lambda part: self._health(telegram, sender, part),
+                self.telemetry.metrics.render if self.telemetry.metrics else None,
+            )
+            await stack.enter_async_context(self._http(sock, deps))
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(inbound.poll)
+            tg.start_soon(inbound.process)
+            tg.start_soon(receipts.run)
+            tg.start_soon(self._monitor, outbox, ledger, access, telegram, sender)
+            tg.start_soon(self._keep_topics, topics)
+            yield tg
+
+    async def run(self) -> None:
+        """Serve until a stop signal; always unpublish and release the locks."""
+        async with self.running() as tg:
+            await self._until_signal()
+            tg.cancel_scope.cancel()
 
     @contextlib.asynccontextmanager
     async def _http(self, sock: Any, deps: ApiDeps) -> AsyncIterator[None]:

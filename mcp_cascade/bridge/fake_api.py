@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mcp_cascade.bridge import fake_rules as rules
@@ -29,6 +29,7 @@ from mcp_cascade.bridge.fake_types import (
     BOT_USER,
     ApiError,
     ApiFault,
+    AsciiJSONResponse,
     BotMessage,
     Call,
     FakeUser,
@@ -243,7 +244,7 @@ class FakeTelegram(Forum):
             if handler is None:
                 raise ApiError(404, "Not Found")
             result = await handler(params)
-            return JSONResponse({"ok": True, "result": result})
+            return AsciiJSONResponse({"ok": True, "result": result})
         except ApiError as exc:
             status = exc.status
             return exc.response()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -107,6 +108,14 @@ class ApiFault:
     times: int = 1
     description: str | None = None
     after: int = 0
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped, so a lone UTF-16 surrogate half (what a client that
+    slices text by UTF-16 offsets leaves) travels as ``\\udXXX``, which JSON allows, instead of failing."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
 
 
 class ApiError(Exception):

@@ -15,8 +15,8 @@ import os
 import re
 from pathlib import Path
 
-from mcp_cascade._fs import BINARY, NOFOLLOW, fsync_file
 from mcp_cascade.bridge.updates import Attachment
+from mcp_cascade.durable import BINARY, NOFOLLOW, fsync_file
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.sessions import SessionPaths
 

@@ -4,8 +4,12 @@ Two loops. The poller asks Telegram for updates from the outbox's offset and
 makes each batch durable (with the next offset) before it polls again, which
 is what commits the offset to Telegram. The processor takes the outbox in
 update order: decide (routing), record the decision, deliver through the
-sending cascade, give the person feedback, mark done. A failure waits and
-retries the same update; nothing is skipped.
+sending cascade, give the person feedback, mark done. A transient failure
+(disk, network, a session not reachable yet) waits and retries the same
+update, so the order holds; a permanent one, the update's own content (it
+cannot be read, or what it becomes breaks the response contract), is
+dead-lettered: marked done with the reason, counted as quarantined, and
+answered in the chat, so it never blocks the updates behind it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from telegram import Update
 
 from mcp_cascade.bridge.files import BOT_API_DOWNLOAD_LIMIT, meta, save
 from mcp_cascade.bridge.ledger import Ledger
-from mcp_cascade.bridge.outbox import Entry, Outbox
+from mcp_cascade.bridge.outbox import DEAD_LETTER, Entry, Outbox
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Deliver, Drop, Router, Say, answer_label
 from mcp_cascade.bridge.telegram import (
@@ -35,13 +39,17 @@ from mcp_cascade.bridge.telegram import (
 from mcp_cascade.bridge.updates import Incoming, incoming
 from mcp_cascade.cascade import Sender
 from mcp_cascade.clock import Random, system_random
-from mcp_cascade.errors import CascadeError
+from mcp_cascade.errors import CascadeError, InvalidResponse, Poisoned
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.response import Response, from_dict
 from mcp_cascade.retry import Backoff
 
 T = TypeVar("T")
 POLL_TIMEOUT_S = 25
+
+
+# Raised where an update's content is read or turned into a response: no retry can help.
+_PERMANENT = (Poisoned, InvalidResponse)
 
 
 class _NotYet(Exception):
@@ -107,7 +115,7 @@ class Inbound:
                 attempt = 0
             except TokenRejected:
                 raise
-            except (CascadeError, OSError) as exc:  # outbox not writable, or a 4xx on getUpdates
+            except Exception as exc:  # outbox not writable, a 4xx on getUpdates, a batch that cannot be read
                 wait = self._backoff.delay(attempt, self._random())
                 attempt += 1
                 self._observer.emit(
@@ -131,9 +139,12 @@ class Inbound:
         attempt = 0
         while True:
             try:
-                await self._handle(entry)
+                try:
+                    await self._handle(entry)
+                except _PERMANENT as exc:  # the update's own content: it steps aside, the lane moves on
+                    await self._dead_letter(entry, exc)
                 return
-            except Exception as exc:  # one update's boundary: log, wait, retry; never skip it
+            except Exception as exc:  # transient (or unknown): log, wait, retry; never skip it
                 wait = self._backoff.delay(attempt, self._random())
                 attempt += 1
                 self._observer.emit(
@@ -154,8 +165,35 @@ class Inbound:
                     return
                 entry = refreshed[0]
 
+    async def _dead_letter(self, entry: Entry, exc: Exception) -> None:
+        """Set an update aside for good, then count it, log it with its ids and tell its sender.
+
+        Marked done first: should that write fail, the update is retried (and set aside again), never
+        counted twice.
+        """
+        reason = str(exc)[:500] or type(exc).__name__
+        await self._io(self._outbox.done, entry.update_id, DEAD_LETTER + reason)
+        inc = _readable(entry)
+        fields: dict[str, Any] = {"update_id": entry.update_id, "kind": "update"}
+        if inc is not None:
+            fields |= {"chat_id": inc.chat_id, "message_id": inc.message_id, "user_id": inc.user.id}
+        self._observer.emit(
+            Event(
+                "quarantined",
+                tier=2,
+                level="error",
+                response_id=entry.response.id if entry.response else (inc.response_id if inc else None),
+                correlation_id=entry.response.correlation_id if entry.response else None,
+                session=entry.session,
+                reason=reason,
+                fields=fields,
+            )
+        )
+        if inc is not None and inc.kind != "other":
+            await self._say(inc, f"That message cannot be delivered, so it was set aside: {reason}")
+
     async def _handle(self, entry: Entry) -> None:
-        inc = incoming(Update.de_json(entry.body, None))
+        inc = _read(entry)
         if inc is None:
             await self._io(self._outbox.done, entry.update_id, "not from a person")
             return
@@ -265,3 +303,21 @@ class Inbound:
                     reason=str(exc),
                 )
             )
+
+
+def _read(entry: Entry) -> Incoming | None:
+    """The update as the bridge sees it; Poisoned when its stored body cannot be read as one."""
+    try:
+        return incoming(Update.de_json(entry.body, None))
+    except Poisoned:
+        raise
+    except Exception as exc:  # a pure function of the stored body: whatever fails here, fails again
+        raise Poisoned("update", f"update {entry.update_id} cannot be read: {exc!r}"[:500]) from exc
+
+
+def _readable(entry: Entry) -> Incoming | None:
+    """The update, or None when it cannot be read (then nobody can be told)."""
+    try:
+        return _read(entry)
+    except Poisoned:
+        return None

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_cascade import _lock
-from mcp_cascade._fs import BINARY, NOFOLLOW, atomic_write_json, read_json
+from mcp_cascade import locks
+from mcp_cascade.durable import BINARY, NOFOLLOW, atomic_write_json, read_json
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.outbound import BRIDGE_JSON
 from mcp_cascade.redact import keep_secret
@@ -72,7 +72,7 @@ def load_token(home: Path, env: Mapping[str, str]) -> str:
 class BridgeLock:
     """Both locks, held until :meth:`release`."""
 
-    files: list[_lock.HeldFile]
+    files: list[locks.HeldFile]
 
     def release(self) -> None:
         """Release both locks."""
@@ -85,19 +85,19 @@ def acquire(home: Path, token: str, env: Mapping[str, str]) -> BridgeLock:
     """Take the home lock and the token lock, or raise AlreadyRunning naming the holder.
 
     The token lock lives in the user's verified private runtime directory
-    (:func:`mcp_cascade._lock.runtime_dir`); UnsafeDirectory if that is not ours alone.
+    (:func:`mcp_cascade.locks.runtime_dir`); UnsafeDirectory if that is not ours alone.
     """
     fp = fingerprint(token)
     holder = {"pid": os.getpid(), "home": str(home), "token": fp}
-    files: list[_lock.HeldFile] = []
+    files: list[locks.HeldFile] = []
     try:
         for directory, name, what in (
-            (_lock.private_dir(home / LOCK_FILE.parent), LOCK_FILE.name, f"home {home}"),
-            (_lock.runtime_dir(env), f"bridge-{fp}.lock", f"bot token {fp}"),
+            (locks.private_dir(home / LOCK_FILE.parent), LOCK_FILE.name, f"home {home}"),
+            (locks.runtime_dir(env), f"bridge-{fp}.lock", f"bot token {fp}"),
         ):
             try:
-                files.append(_lock.take(directory, name, note=holder))
-            except _lock.LockHeld as held:
+                files.append(locks.take(directory, name, note=holder))
+            except locks.LockHeld as held:
                 other = held.holder
                 raise AlreadyRunning(
                     f"a bridge is already running for {what} (pid {other.get('pid', '?')}, "

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_cascade._schema import open_versioned, transaction
+from mcp_cascade.migrations import open_versioned, transaction
 
 PromptKind = Literal["ask", "permission"]
 
-# Schema versions (see :mod:`mcp_cascade._schema`): step N takes the file from version N to N + 1.
+# Schema versions (see :mod:`mcp_cascade.migrations`): step N takes the file from version N to N + 1.
 STEPS = (
     # 1: the schema of release 0.1.0 (which left user_version at 0).
     """

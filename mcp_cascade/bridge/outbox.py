@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade._schema import open_versioned, transaction
 from mcp_cascade.errors import StoreUnavailable
+from mcp_cascade.migrations import check_readable, open_versioned, transaction
 from mcp_cascade.response import Response, from_dict
 
-# Schema versions (see :mod:`mcp_cascade._schema`): step N takes the file from version N to N + 1.
+# Schema versions (see :mod:`mcp_cascade.migrations`): step N takes the file from version N to N + 1.
 STEPS = (
     # 1: the schema of release 0.1.0 (which left user_version at 0).
     """
@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     # 2: retention forgets finished updates without a scan.
     "CREATE INDEX updates_done ON updates (state, done_at);",
 )
+OUTBOX_DB = Path("bridge") / "outbox.db"  # under the home
+# The note of an update set aside for content of its own (done, never retried): this prefix, then why.
+DEAD_LETTER = "dead letter: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +65,17 @@ class Entry:
 class Outbox:
     """Synchronous and thread-safe; call it from a worker thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
+        if readonly:  # the running bridge's outbox, read beside it (inspect): never created, never written
+            try:
+                uri = f"{path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
+                check_readable(self._db, path, STEPS)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read {path}: {exc}") from exc
+            return
         self._db = open_versioned(path, STEPS)
 
     def close(self) -> None:
@@ -113,7 +124,7 @@ class Outbox:
                 json.loads(body),
                 str(state),
                 session,
-                from_dict(json.loads(response)) if response else None,
+                from_dict(json.loads(response), trusted=True) if response else None,  # validated when routed
                 float(received),
                 note,
             )
@@ -144,6 +155,19 @@ class Outbox:
             "UPDATE updates SET state = 'done', done_at = ?, note = COALESCE(?, note) WHERE update_id = ?",
             (time.time() if now is None else now, note, update_id),
         )
+
+    def dead_letters(self, limit: int = 200) -> list[Entry]:
+        """Updates set aside for good (done, the note saying why), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT update_id, body, state, session, response, received_at, note FROM updates"
+                " WHERE state = 'done' AND substr(note, 1, ?) = ? ORDER BY update_id DESC LIMIT ?",
+                (len(DEAD_LETTER), DEAD_LETTER, limit),
+            ).fetchall()
+        return [
+            Entry(int(uid), json.loads(body), str(state), session, None, float(received), note)
+            for uid, body, state, session, _, received, note in rows
+        ]
 
     def depth(self) -> int:
         """Updates not yet done."""

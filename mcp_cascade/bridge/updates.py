@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from telegram import Update
 
+from mcp_cascade.errors import Poisoned
 from mcp_cascade.response import User
 
 # Claude Code's permission request ids: five letters from a-z without l (it reads like 1 or I).
@@ -62,8 +63,30 @@ class Incoming:
         return f"tg:{self.chat_id}:{self.message_id}"
 
 
-def _user(user: Any) -> User:
-    return User(int(user.id), user.username or None, (user.first_name or None) and user.first_name[:256])
+def scalar(text: str) -> str:
+    """``text`` as Unicode scalar values: a surrogate pair written as two halves is joined, a lone half
+    (text sliced by UTF-16 offsets, as Telegram's entity offsets invite) becomes U+FFFD."""
+    if text.isascii():
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _scalar(text: str | None, limit: int | None = None) -> str | None:
+    return None if text is None else scalar(text)[:limit]
+
+
+def _id(value: Any, field: str) -> int:
+    """A Telegram id the stores and the wire can keep (a signed 64-bit integer), else the update is poison."""
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return value
+    raise Poisoned("update", f"{field}: {str(value)[:40]!r} is not a signed 64-bit integer")
+
+
+def _user(user: Any, field: str) -> User:
+    # The response schema's limits: Telegram's own are lower (32 and 64), so only a forged update is cut.
+    return User(
+        _id(user.id, f"{field}.id"), _scalar(user.username or None, 64), _scalar(user.first_name or None, 256)
+    )
 
 
 def _stamp(date: datetime | None) -> str:
@@ -72,7 +95,10 @@ def _stamp(date: datetime | None) -> str:
 
 
 def incoming(update: Update) -> Incoming | None:
-    """What the bridge sees in an update; None for updates without a person behind them."""
+    """What the bridge sees in an update; None for updates without a person behind them.
+
+    Text is repaired into scalar values (see :func:`scalar`); Poisoned when an id does not fit 64 bits.
+    """
     query = update.callback_query
     if query is not None:
         message = query.message
@@ -81,30 +107,32 @@ def incoming(update: Update) -> Incoming | None:
         return Incoming(
             update.update_id,
             "callback",
-            _user(query.from_user),
-            message.chat.id,
-            message.message_id,
+            _user(query.from_user, "callback_query.from"),
+            _id(message.chat.id, "callback_query.message.chat.id"),
+            _id(message.message_id, "callback_query.message.message_id"),
             _stamp(None),
-            callback_id=query.id,
-            callback_data=query.data,
+            callback_id=scalar(query.id),
+            callback_data=_scalar(query.data),
         )
     message = update.message
     if message is None or message.from_user is None:
         return None
-    text = message.text if message.text is not None else message.caption
+    text = _scalar(message.text if message.text is not None else message.caption)
     file = _attachment(message)
     if file is not None and text is None:
         text = f"[{file.kind}: {file.name}]"
     return Incoming(
         update.update_id,
         "message" if text is not None else "other",
-        _user(message.from_user),
-        message.chat.id,
-        message.message_id,
+        _user(message.from_user, "message.from"),
+        _id(message.chat.id, "message.chat.id"),
+        _id(message.message_id, "message.message_id"),
         _stamp(message.date),
         text=text,
         reply_to=_reply_to(message),
-        thread=message.message_thread_id if message.is_topic_message else None,
+        thread=_id(message.message_thread_id, "message.message_thread_id")
+        if message.is_topic_message
+        else None,
         forum=bool(message.chat.is_forum),
         forwarded=message.forward_origin is not None,
         file=file,
@@ -119,13 +147,12 @@ def _attachment(message: Any) -> Attachment | None:
         )
     if message.document is not None:
         doc = message.document
-        name = doc.file_name or f"document-{message.message_id}"
-        return Attachment(
-            doc.file_id, "document", name, doc.mime_type or "application/octet-stream", doc.file_size
-        )
+        name = scalar(doc.file_name or f"document-{message.message_id}")
+        mime = scalar(doc.mime_type or "application/octet-stream")[:255]
+        return Attachment(doc.file_id, "document", name, mime, doc.file_size)
     if message.voice is not None:
         voice = message.voice
-        mime = voice.mime_type or "audio/ogg"
+        mime = scalar(voice.mime_type or "audio/ogg")[:255]
         return Attachment(voice.file_id, "voice", f"voice-{message.message_id}.ogg", mime, voice.file_size)
     return None
 
@@ -135,7 +162,7 @@ def _reply_to(message: Any) -> int | None:
     original = message.reply_to_message
     if original is None or (message.is_topic_message and original.message_id == message.message_thread_id):
         return None
-    return int(original.message_id)
+    return _id(original.message_id, "message.reply_to_message.message_id")
 
 
 @dataclass(frozen=True, slots=True)

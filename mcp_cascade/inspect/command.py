@@ -19,8 +19,8 @@ from typing import Any
 import anyio
 from rich.console import Console
 
-from mcp_cascade._fs import atomic_write_json
 from mcp_cascade.config import Loaded, load_config, resolve_home
+from mcp_cascade.durable import atomic_write_json
 from mcp_cascade.errors import CascadeError, SessionNotFound
 from mcp_cascade.inspect import views
 from mcp_cascade.inspect.queue import list_queue, retry

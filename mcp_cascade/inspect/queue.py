@@ -1,4 +1,7 @@
-"""``inspect queue``: what waits in a session (store and inbox), what failed and why; ``--retry``."""
+"""``inspect queue``: what waits in a session (store and inbox), what failed and why; ``--retry``.
+
+Beside the sessions' queues: the bridge's dead letters, Telegram updates it set aside for good.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_cascade._fs import fsync_dir, pid_alive
 from mcp_cascade.audit import AUDIT_FILE, AuditTrail
+from mcp_cascade.bridge.outbox import DEAD_LETTER, OUTBOX_DB, Outbox
+from mcp_cascade.durable import fsync_dir, pid_alive
 from mcp_cascade.errors import CascadeError, StoreUnavailable
 from mcp_cascade.events import Event
 from mcp_cascade.sessions import SessionPaths, list_sessions, read_session
 from mcp_cascade.store import Store
 
-Where = Literal["store", "store/quarantined", "inbox/new", "inbox/failed"]
+Where = Literal["store", "store/quarantined", "inbox/new", "inbox/failed", "bridge/dead-letter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,37 @@ def list_queue(home: Path, session: str | None = None, now: float | None = None)
         running = _running(home, name)
         items.extend(_store_items(paths, running, now))
         items.extend(_inbox_items(paths, running, now))
+    items.extend(i for i in _dead_letters(home, now) if session in (None, i.session))
     return sorted(items, key=lambda i: -i.age_s)
+
+
+def _dead_letters(home: Path, now: float) -> list[QueueItem]:
+    """Updates the bridge set aside for content of their own (its outbox keeps them for its retention)."""
+    path = home / OUTBOX_DB
+    if not path.exists():
+        return []
+    try:
+        outbox = Outbox(path, readonly=True)
+    except StoreUnavailable:
+        return []
+    try:
+        entries = outbox.dead_letters()
+    finally:
+        outbox.close()
+    return [
+        QueueItem(
+            e.session or "-",
+            "bridge/dead-letter",
+            f"update:{e.update_id}",
+            None,
+            None,
+            2,
+            "dead letter",
+            round(now - e.received_at, 3),
+            (e.note or "")[len(DEAD_LETTER) :],
+        )
+        for e in entries
+    ]
 
 
 def _running(home: Path, session: str) -> bool:

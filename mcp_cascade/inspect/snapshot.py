@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from mcp_cascade._fs import pid_alive, read_json
+from mcp_cascade.durable import pid_alive, read_json
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.outbound import BRIDGE_JSON
 from mcp_cascade.scrape import Scrape, fetch

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mcp_cascade._fs import pid_alive, read_json
+from mcp_cascade.durable import pid_alive, read_json
 from mcp_cascade.outbound import BRIDGE_JSON
 from mcp_cascade.sessions import list_sessions
 

@@ -29,6 +29,7 @@ from mcp_cascade.sessions import read_session
 from mcp_cascade.signing import Signer, load_or_create_secret, sign_tier
 from mcp_cascade.soak.rig import Rig
 from mcp_cascade.soak.run import Context
+from mcp_cascade.soak.steps import break_inbox, heal_inbox, webhook, webhook_ok
 
 _QUARANTINED = "mcp_cascade_quarantined_total"
 
@@ -146,8 +147,12 @@ class Poisoner:
 
 
 def _drop(inbox: Path, name: str, data: bytes) -> None:
-    """Write into tmp/ and rename into new/, as a maildir writer does (without fsync: no crash here)."""
-    tmp = inbox / "tmp" / name
+    """Write beside new/ and rename into it (without fsync: no crash here).
+
+    Not through tmp/: while the tier-2 phase lasts, tmp/ is a plain file, so the sender cannot use
+    the inbox, but serve still reads new/ and the poisons keep coming.
+    """
+    tmp = inbox / f".poison-{name}"
     tmp.write_bytes(data)
     tmp.rename(inbox / "new" / name)
 
@@ -156,10 +161,12 @@ def _failed(rig: Rig) -> int:
     return sum(1 for p in (rig.paths.inbox / "failed").iterdir() if p.name.endswith(".reason"))
 
 
-# (fault, what it makes of the good stream, the tier that must carry it meanwhile)
+# (webhook fault, inbox unwritable too, what it makes of the good stream, the tier that must carry it).
+# Tier 2 alone carries only with the inbox closed: on a busy machine the inbox, tried beside tier 2's
+# redelivery, otherwise answers first.
 PHASES = (
-    ("refused", "webhook refused: good responses by the inbox", 3),
-    ("first_attempts", "first attempts reset: good responses by tier 2", 2),
+    ("refused", False, "webhook refused: good responses by the inbox", 3),
+    ("first_attempts", True, "first attempts reset, inbox unwritable: good responses by tier 2", 2),
 )
 
 
@@ -182,15 +189,17 @@ async def poison(ctx: Context) -> None:
 
 
 async def _tiers_in_turn(ctx: Context) -> None:
-    from mcp_cascade.soak.scenarios import webhook, webhook_ok  # scenarios.py imports this module
-
-    for n, (fault, label, carrier) in enumerate(PHASES):
-        await ctx.at(0.1 + 0.8 * n / len(PHASES))
+    for n, (fault, inbox, label, carrier) in enumerate(PHASES):
+        await ctx.at(0.1 + 0.45 * n)  # or later, when tier 1 took long to return from the last phase
         await webhook(ctx, fault)
+        if inbox:
+            break_inbox(ctx)
         ctx.log(label, "apply")
         applied = time.perf_counter()
-        await ctx.at(0.1 + 0.8 * (n + 0.6) / len(PHASES))
+        await anyio.sleep(0.25 * ctx.nominal_s)
         ctx.expect(label, carrier, applied + 0.05, time.perf_counter())
+        if inbox:
+            heal_inbox(ctx)
         await webhook_ok(ctx)
         ctx.log(label, "clear")
         await ctx.back_on_tier1(label)

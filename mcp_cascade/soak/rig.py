@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import anyio
 from anyio.abc import Process, TaskGroup
 
-from mcp_cascade._fs import atomic_write
+from mcp_cascade.durable import atomic_write
 from mcp_cascade.faults import FaultProxy
 from mcp_cascade.response import Response, make_response
 from mcp_cascade.sessions import SessionPaths, read_session

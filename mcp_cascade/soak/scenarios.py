@@ -19,48 +19,10 @@ from mcp_cascade.soak.disk import SessionDisk
 from mcp_cascade.soak.poison import poison
 from mcp_cascade.soak.run import Context, Scenario
 from mcp_cascade.soak.senders import WorkerSender
+from mcp_cascade.soak.steps import break_inbox, heal_inbox, webhook, webhook_ok
 
 # Faster breaker probes than the defaults, so a run sees many failovers and returns.
 _BREAKER = {"breaker_reset_ms": 200, "breaker_max_reset_ms": 800}
-_TIER2_ONLY = b"x-cascade-tier: 2"
-
-
-# --- fault helpers ---------------------------------------------------------------------------------
-
-
-async def webhook(ctx: Context, kind: str) -> None:
-    """Break the way to every session's sidecar: refused, a proxy fault, or first attempts only."""
-    for rig in ctx.rigs:
-        if kind == "refused":
-            await rig.proxy.refuse()
-        elif kind == "first_attempts":
-            rig.proxy.set(Fault.RESET, unless=_TIER2_ONLY)
-        else:
-            rig.proxy.set(kind, latency_s=0.3, trickle_bytes=1, trickle_interval_s=0.02)
-
-
-async def webhook_ok(ctx: Context) -> None:
-    """Every sidecar reachable again."""
-    for rig in ctx.rigs:
-        await rig.proxy.listen()
-        rig.proxy.set(Fault.PASS)
-
-
-def break_inbox(ctx: Context) -> None:
-    """Make every inbox unwritable for the sender: its tmp/ becomes a plain file (root ignores modes)."""
-    for rig in ctx.rigs:
-        tmp = rig.paths.inbox / "tmp"
-        tmp.rename(tmp.with_name(f"tmp.aside-{time.time_ns()}"))
-        tmp.write_bytes(b"")
-
-
-def heal_inbox(ctx: Context) -> None:
-    """Give every inbox its tmp/ folder back."""
-    for rig in ctx.rigs:
-        tmp = rig.paths.inbox / "tmp"
-        tmp.unlink(missing_ok=True)
-        (aside,) = sorted(tmp.parent.glob("tmp.aside-*"))[-1:]
-        aside.rename(tmp)
 
 
 # --- the failover matrix ---------------------------------------------------------------------------
@@ -380,7 +342,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         poison,
         config=_BREAKER,
         min_faults=1,  # two phases; the poisons themselves are counted apart
-        min_duration_s=3.0,
+        min_duration_s=4.0,
     ),
 )
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from mcp_cascade._fs import read_json
+from mcp_cascade.durable import read_json
 from mcp_cascade.outbound import BRIDGE_JSON
 from mcp_cascade.testing.process import ChildProcess, module_command
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mcp_cascade._fs import atomic_write_json, read_json
+from mcp_cascade.durable import atomic_write_json, read_json
 from mcp_cascade.faults import FaultProxy
 from mcp_cascade.sessions import SessionPaths
 

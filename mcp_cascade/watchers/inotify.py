@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from mcp_cascade.watchers import BackendName, Change
+from mcp_cascade.watchers.base import BackendName, Change
 
 
 class InotifyWatcher:

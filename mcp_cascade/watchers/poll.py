@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from mcp_cascade.watchers import BackendName, Change
+from mcp_cascade.watchers.base import BackendName, Change
 
 Entry = tuple[int, int, int]
 

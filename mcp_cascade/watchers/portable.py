@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_cascade.watchers import BackendName, Change
+from mcp_cascade.watchers.base import BackendName, Change
 
 STEP_MS = 10
 DEBOUNCE_MS = 50
