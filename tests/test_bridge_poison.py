@@ -17,6 +17,7 @@ import pytest
 
 from mcp_cascade.audit import read_audit
 from mcp_cascade.bridge.fake_api import FakeTelegram, FakeUser
+from mcp_cascade.bridge.updates import scalar
 from mcp_cascade.inspect.queue import list_queue
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.testing import BridgeProcess, ServeProcess
@@ -126,3 +127,9 @@ async def test_a_transient_failure_holds_the_lane_and_retries_in_order(
             assert held["params"]["meta"]["response_id"] == f"tg:{ALICE.id}:{asked['message_id']}"
     assert len(again.channel()) == 1 and len(b.channel()) == 1
     assert not any(r["event"] == "quarantined" for r in read_audit(home))
+
+
+def test_scalar_joins_two_halves_and_replaces_a_lone_one() -> None:
+    assert scalar(HIGH + LOW) == EMOJI
+    assert scalar(f"a{HIGH}b{LOW}{LOW}") == "a\ufffdb\ufffd\ufffd"
+    assert scalar("plain ascii <channel>") == "plain ascii <channel>"
