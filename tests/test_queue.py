@@ -136,3 +136,60 @@ async def test_an_unsigned_jetstream_message_is_quarantined_and_does_not_block_t
         assert ok.response.id == good.id
         await queue.ack(ok)
         assert await queue.claim(1, 0.5) == []
+
+
+@needs_nats
+async def test_a_consumer_that_dies_between_commit_and_ack_loses_doubles_and_reorders_nothing(
+    tmp_path: Path,
+) -> None:
+    import nats as nats_client
+
+    from mcp_cascade.config import Config
+    from mcp_cascade.remote.jetstream import JetStreamQueue, ensure_stream
+
+    signer = Signer(load_or_create_secret(tmp_path / "home"))
+    store = Store(tmp_path / "state.db")
+    recorder = Recorder()
+    engine = Engine(store, SESSION, recorder)
+    sent = [answer(f"k{i}", SESSION, i) for i in range(10)]
+    try:
+        async with nats(tmp_path) as server, engine.running():
+            producer = await nats_client.connect(server.url)
+            await ensure_stream(producer.jetstream(), Config.model_validate({}))
+            for response in sent:
+                await JetStreamQueue(producer.jetstream(), SESSION, signer).enqueue(response, 5)
+
+            # The first consumer claims four, commits two and dies before any ack: its connection
+            # goes as with SIGKILL, and the server holds all four as delivered, unacknowledged.
+            first = await nats_client.connect(server.url)
+            dying = JetStreamQueue(first.jetstream(), SESSION, signer)
+            await dying.recover()
+            claimed: list[Item] = []
+            with anyio.fail_after(_CLAIM_BOUND_S):
+                while len(claimed) < 4:
+                    claimed += [e for e in await dying.claim(4 - len(claimed), 0.5) if isinstance(e, Item)]
+            assert [i.response.id for i in claimed] == [r.id for r in sent[:4]]
+            await engine.receive_many([i.response for i in claimed[:2]], 4)
+            await first.close()
+
+            # The next consumer (serve restarted) takes everything again in stream order at once:
+            # the two committed come back as duplicates, the rest become durable after them.
+            second = await nats_client.connect(server.url)
+            try:
+                queue = JetStreamQueue(second.jetstream(), SESSION, signer)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(lambda: consume(queue, engine, recorder, tier=4))
+                    with anyio.fail_after(_CLAIM_BOUND_S):
+                        while len(recorder.named("durable")) + len(recorder.named("duplicate")) < 12:  # noqa: ASYNC110
+                            await anyio.sleep(0.02)
+                    tg.cancel_scope.cancel()
+            finally:
+                await second.close()
+                await producer.close()
+        assert [e.response_id for e in recorder.named("durable")] == [r.id for r in sent]
+        assert [e.response_id for e in recorder.named("duplicate")] == [r.id for r in sent[:2]]
+        assert [e.reason for e in recorder.named("recovered")] == [
+            "4 claimed by a consumer that stopped; taken again"
+        ]
+    finally:
+        store.close()

@@ -1,10 +1,13 @@
-"""The consumer loop over any :class:`~mcp_cascade.queue.Queue`: claim → engine → ack.
+"""The consumer loop over any :class:`~mcp_cascade.queue.Queue`: claim a batch → engine → acks.
 
 The engine makes each response durable in the session's store (deduplicated by
 id, the same :meth:`Engine.receive` every tier meets) before the queue hears an
 ack, so a crash between the two is a redelivery the store absorbs as a
-duplicate. What cannot become a response is quarantined with a reason; a store
-that cannot write right now sends the item back for a later try, in order.
+duplicate. A batch's responses enter the engine in queue order (group commits;
+the store's sequence orders the pushes) and are acked in that order.
+What cannot become a response is quarantined with a reason; when the store
+cannot write right now, that item and every later one of the batch go back
+for a later try, so nothing overtakes it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
+from anyio.abc import TaskStatus
 
 from mcp_cascade.delivery import Engine, Received
 from mcp_cascade.errors import Poisoned, StoreUnavailable
@@ -22,6 +26,7 @@ __all__ = ["OnReceived", "consume"]
 
 OnReceived = Callable[[Item, Received], Awaitable[None]]
 _CLAIM_WAIT_S = 1.0
+_BATCH = 64
 _STORE_PAUSE_S = 0.2
 _PROGRESS_EVERY_S = 3.0
 
@@ -47,48 +52,65 @@ async def consume(
             )
         )
     while True:
-        for entry in await queue.claim(1, _CLAIM_WAIT_S):
+        items: list[Item] = []
+        for entry in await queue.claim(_BATCH, _CLAIM_WAIT_S):
             if isinstance(entry, Quarantined):
                 observer.emit(
                     Event("rejected", session=engine.session, tier=tier, level="error", reason=entry.reason)
                 )
                 await queue.nack(entry, entry.reason, permanent=True)
-                continue
-            try:
-                outcome = await _receive(engine, entry, tier, progress)
-            except Poisoned as exc:  # the message's own content: step aside, never retried
-                await queue.nack(entry, str(exc), permanent=True)
-                continue
-            if outcome is None:
-                await queue.nack(entry, "store unavailable", permanent=False)
-                await anyio.sleep(_STORE_PAUSE_S)
-                continue
-            await queue.ack(entry)
-            if on_outcome is not None:
-                await on_outcome(entry, outcome)
+            else:
+                items.append(entry)
+        if not items:
+            continue
+        outcomes = await _receive(engine, items, tier, progress)
+        held_back = False
+        for item, outcome in zip(items, outcomes, strict=True):
+            if held_back or outcome is None:
+                held_back = True  # this one, or one before it, is not in the store: none may overtake it
+                await queue.nack(item, "store unavailable", permanent=False)
+            elif isinstance(outcome, Poisoned):  # the message's own content: step aside, never retried
+                await queue.nack(item, str(outcome), permanent=True)
+            else:
+                await queue.ack(item)
+                if on_outcome is not None:
+                    await on_outcome(item, outcome)
+        if held_back:
+            await anyio.sleep(_STORE_PAUSE_S)
 
 
 async def _receive(
-    engine: Engine, item: Item, tier: int, progress: Callable[[Item], Awaitable[None]] | None
-) -> Received | None:
-    outcome: Received | None = None
-    poisoned: Poisoned | None = None
-    async with anyio.create_task_group() as tg:
-        if progress is not None:
-            tg.start_soon(_keep_alive, progress, item)
+    engine: Engine, items: list[Item], tier: int, progress: Callable[[Item], Awaitable[None]] | None
+) -> list[Received | Poisoned | None]:
+    """Each item through :meth:`Engine.receive`, together; ``None`` where the store could not write.
+
+    Each receive is started only when the one before it has enqueued its response (``start``
+    returns once the task yields, and it first yields inside the receive, after the enqueue),
+    so the store commits (and pushes) them in queue order.
+    """
+    outcomes: list[Received | Poisoned | None] = [None] * len(items)
+
+    async def one(index: int, item: Item, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
         try:
-            outcome = await engine.receive(item.response, tier)
+            outcomes[index] = await engine.receive(item.response, tier)
         except StoreUnavailable:
-            outcome = None
-        except Poisoned as exc:  # raised after the task group, so it is not wrapped in a group
-            poisoned = exc
-        tg.cancel_scope.cancel()
-    if poisoned is not None:
-        raise poisoned
-    return outcome
+            outcomes[index] = None
+        except Poisoned as exc:
+            outcomes[index] = exc
+
+    async with anyio.create_task_group() as keep:
+        if progress is not None:
+            keep.start_soon(_keep_alive, progress, items)
+        async with anyio.create_task_group() as tg:
+            for index, item in enumerate(items):
+                await tg.start(one, index, item)
+        keep.cancel_scope.cancel()
+    return outcomes
 
 
-async def _keep_alive(progress: Callable[[Item], Awaitable[None]], item: Item) -> None:
+async def _keep_alive(progress: Callable[[Item], Awaitable[None]], items: list[Item]) -> None:
     while True:
         await anyio.sleep(_PROGRESS_EVERY_S)
-        await progress(item)
+        for item in items:
+            await progress(item)

@@ -6,11 +6,17 @@ copies, ``nats_dup_window_s`` of publish-side deduplication on ``Nats-Msg-Id``
 (the response id) and the retention period as its maximum age.
 
 Each session consumes through the durable pull consumer ``session-<id>``:
-explicit acks, ``max_ack_pending = 1`` (one message in flight, so a
-redelivery can never overtake a newer message: nats-server #6114), unlimited
+explicit acks, up to ``BATCH`` messages in flight, fetched in batches, unlimited
 deliveries (a message is never dropped by the server; a bad one is terminated
 by the session with a reason, never redelivered forever), and acks that wait
 for the server's confirmation (``ack_sync``), so a lost ack is a known failure.
+A message is acked once the session's store holds it (the store's sequence
+orders the pushes; its id memory absorbs any redelivery). A redelivery after
+``ack_wait`` could overtake newer messages (nats-server #6114), so the queue
+never lets one happen in flight: whenever the in-order flow breaks (a start
+after a crash, a lost ack, a store that cannot write) it *rewinds*: deletes the
+consumer and creates it again, and with work-queue retention the new one
+starts at the oldest unacked message, in stream order.
 
 Every message is signed like a webhook (Standard Webhooks headers over the
 body, the deployment secret), so access to the NATS account alone cannot put
@@ -19,6 +25,7 @@ an answer into a session.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import nats.errors
@@ -49,6 +56,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 # Longer than a claim takes (a store commit and a push, at most a few seconds on a sick disk); the
 # session also reports progress while it works, so a slow disk never turns into a redelivery storm.
 ACK_WAIT_S = 10.0
+BATCH = 64  # messages in flight per session: one fetch, committed by the store in order, then the acks
 _ACK_TIMEOUT_S = 2.0
 
 
@@ -108,6 +116,7 @@ class JetStreamQueue:
         self.receipt_to = receipt_to
         self.tolerance_s = tolerance_s
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._rewind = False
 
     async def enqueue(self, response: Response, timeout: float) -> str:
         """Publish and wait for the PubAck: then the stream holds it (on a quorum of its replicas).
@@ -139,18 +148,31 @@ class JetStreamQueue:
                 config=api.ConsumerConfig(
                     ack_policy=api.AckPolicy.EXPLICIT,
                     deliver_policy=api.DeliverPolicy.ALL,
-                    max_ack_pending=1,
+                    max_ack_pending=BATCH,
                     ack_wait=ACK_WAIT_S,
                     max_deliver=-1,
                 ),
             )
         return self._sub
 
+    async def _reset(self) -> None:
+        """Delete the consumer and create it again: it starts at the oldest unacked message, in order."""
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(nats.errors.Error):  # the connection may have dropped it already
+                await sub.unsubscribe()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(STREAM, consumer_name(self.session))
+        self._rewind = False
+        await self._subscription()
+
     async def claim(self, limit: int, timeout: float) -> Sequence[Item | Quarantined]:
-        """The next message (``max_ack_pending`` is 1, so never more than one)."""
+        """Up to ``min(limit, BATCH)`` messages in stream order (after a rewind, if one is due)."""
+        if self._rewind:
+            await self._reset()
         sub = await self._subscription()
         try:
-            msgs = await sub.fetch(min(limit, 1), timeout=timeout)
+            msgs = await sub.fetch(max(1, min(limit, BATCH)), timeout=timeout)
         except nats.errors.TimeoutError:
             return []
         return [self._open(msg) for msg in msgs]
@@ -181,16 +203,23 @@ class JetStreamQueue:
         await item.token.ack_sync(timeout=_ACK_TIMEOUT_S)
 
     async def nack(self, item: Item | Quarantined, reason: str, *, permanent: bool) -> None:
-        """Terminate a bad message (never redelivered), or ask for a redelivery shortly."""
+        """Terminate a bad message (never redelivered), or rewind before the next claim.
+
+        A plain nak would let newer messages overtake this one while its delay runs; the rewind
+        hands it out again first, with everything after it in order.
+        """
         assert isinstance(item.token, Msg)
         if permanent:
             await item.token.term()
         else:
-            await item.token.nak(delay=0.5)
+            self._rewind = True
 
     async def recover(self) -> int:
-        """Bind the durable consumer; what a dead consumer held comes back after ``ack_wait``."""
-        self._sub = None
-        await self._subscription()
-        info = await self.js.consumer_info(STREAM, consumer_name(self.session))
-        return int(info.num_ack_pending or 0)
+        """Rewind the durable consumer: what a dead consumer held comes back at once, in stream order."""
+        try:
+            info = await self.js.consumer_info(STREAM, consumer_name(self.session))
+            held = int(info.num_ack_pending or 0)
+        except nats.js.errors.NotFoundError:
+            held = 0
+        await self._reset()
+        return held
