@@ -98,6 +98,21 @@ async def test_an_update_that_cannot_be_carried_steps_aside_and_the_lane_moves_o
     assert len(a.channel()) == 1 and len(b.channel()) == 1  # exactly once, after the bridge stopped
 
 
+async def test_an_update_the_telegram_library_cannot_parse_is_dead_lettered_not_a_stuck_poll(
+    home: Path, fake: FakeTelegram
+) -> None:
+    allow(home, ALICE.id)
+    async with sessions(home, "proj-a") as (a,), bridge(home, fake) as running:
+        await greet(fake)
+        far = fake.person_message(ALICE, ALICE.id, None, {"text": "dated in year 36812", "date": 2**40})
+        fake.message(ALICE, "behind it")
+        (note,) = await a.wait_channel(1)
+        assert note["params"]["content"] == "behind it"
+        assert running.running
+    (dead,) = [item for item in list_queue(home) if item.where == "bridge/dead-letter"]
+    assert dead.id == f"update:{far['update_id']}" and "cannot be read" in dead.reason
+
+
 async def test_a_transient_failure_holds_the_lane_and_retries_in_order(
     home: Path, fake: FakeTelegram
 ) -> None:

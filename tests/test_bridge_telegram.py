@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -122,6 +123,21 @@ async def test_a_rejected_token_is_its_own_error_and_never_shows_the_token() -> 
             await tg.start(deadline_s=5)
     assert token not in str(rejected.value)
     assert token.partition(":")[2] not in repr(rejected.value)
+
+
+async def test_a_token_revoked_while_polling_is_rejected_not_retried() -> None:
+    token = random_token()
+    async with (
+        FakeTelegram(token=token).serving() as fake,
+        TelegramClient(token, fake.base_url, Events(), backoff=FAST) as tg,
+    ):
+        await tg.start(deadline_s=5)
+        fake.message(FakeUser(42), "hello")
+        ((update_id, body),) = await tg.get_updates(None, 0)  # each update raw, as Telegram sent it
+        assert json.loads(body)["message"]["text"] == "hello" and update_id == json.loads(body)["update_id"]
+        fake.token = "1:revoked"
+        with pytest.raises(TokenRejected):
+            await tg.call("getUpdates", lambda: tg.get_updates(update_id + 1, 0), deadline_s=5)
 
 
 async def test_buttons_reach_telegram_as_inline_keyboard_rows(

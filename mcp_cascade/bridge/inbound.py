@@ -107,7 +107,7 @@ class Inbound:
                     deadline_s=math.inf,
                 )
                 if updates:
-                    new = await self._io(self._outbox.ingest, [(u.update_id, u.to_json()) for u in updates])
+                    new = await self._io(self._outbox.ingest, updates)
                     self._observer.emit(
                         Event("polled", level="debug", fields={"updates": len(updates), "new": new})
                     )

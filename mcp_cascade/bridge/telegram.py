@@ -9,6 +9,7 @@ at once. Reachability (last success, last failure) feeds ``/health/bridge``.
 from __future__ import annotations
 
 import datetime as dtm
+import json
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,18 @@ from telegram import (
     MessageEntity,
     ReactionTypeEmoji,
     ReplyParameters,
-    Update,
 )
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    EndPointNotFound,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.request import HTTPXRequest
+from telegram.warnings import PTBUserWarning
 
 from mcp_cascade.bridge.flood import Priority, Scheduler
 from mcp_cascade.bridge.render import Rendered
@@ -40,6 +49,9 @@ from mcp_cascade.retry import Backoff
 T = TypeVar("T")
 MAX_TEXT = 4096
 _ELLIPSIS = "…"
+_POLL_READ_SLACK_S = 5.0  # beyond a long poll's own timeout, as the getUpdates connection's read timeout
+# getUpdates is asked for raw (see TelegramClient.get_updates): the library would warn at each poll.
+warnings.filterwarnings("ignore", r"Please use 'Bot\.getUpdates'", PTBUserWarning)
 
 
 class TelegramUnavailable(CascadeError):
@@ -228,14 +240,25 @@ class TelegramClient:
             self._ok()
             return result
 
-    async def get_updates(self, offset: int | None, timeout_s: int) -> Sequence[Update]:
-        """One long poll; errors are raised (the poll loop owns the retry schedule)."""
+    async def get_updates(self, offset: int | None, timeout_s: int) -> list[tuple[int, str]]:
+        """One long poll: each update's id and its JSON as Telegram sent it; errors are raised (the poll
+        loop owns the retry schedule).
+
+        Not ``Bot.get_updates``: it parses the whole batch, so one update the library cannot read would
+        fail every poll. Each update is read on its own later, and dead-lettered if it cannot be.
+        """
         self.reach.last_poll = self._clock.wall()
-        updates = await self._bot.get_updates(
-            offset=offset, timeout=timeout_s, allowed_updates=["message", "callback_query"]
-        )
+        kwargs: dict[str, Any] = {"timeout": timeout_s, "allowed_updates": ["message", "callback_query"]}
+        if offset is not None:
+            kwargs["offset"] = offset
+        try:
+            raw = await self._bot.do_api_request(
+                "getUpdates", api_kwargs=kwargs, read_timeout=_POLL_READ_SLACK_S + timeout_s
+            )
+        except EndPointNotFound as exc:  # getUpdates always exists: the token was rejected (after start)
+            raise InvalidToken(str(exc)) from exc
         self._ok()
-        return updates
+        return [(int(update["update_id"]), json.dumps(update)) for update in raw]
 
     async def send(
         self,
