@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from mcp_cascade.remote.route import RemoteRoute
 from mcp_cascade.remote.servers import NatsCluster
 from mcp_cascade.response import make_response
 from mcp_cascade.signing import load_or_create_secret
@@ -70,8 +71,11 @@ async def run_cluster(count: int, seed: int, root: Path, tick: Callable[[], None
                 for sender, target in ((from_a, "soak-b"), (from_b, "soak-a")):
                     remote = sender.sender.remote
                     assert remote is not None
+                    # Until the registry has been read with the session in it: "remote" alone can also
+                    # mean "NATS not reached yet, the session unknown here", and a stream begun then
+                    # would test the start-up, not the cluster.
                     with anyio.fail_after(60):
-                        while (await remote.place(target))[0] != "remote":  # noqa: ASYNC110
+                        while not await _registered(remote, target):  # noqa: ASYNC110
                             await anyio.sleep(0.05)
                 gates = _KillGates(len(_KILLS), streams=2)
 
@@ -122,6 +126,12 @@ async def run_cluster(count: int, seed: int, root: Path, tick: Callable[[], None
         for side, serve in serves.items():
             tally.record_pushes(f"soak-{side}", serve.notifications)
     return _result(tally, count, faults, check_audit(list(homes.values()), tally))
+
+
+async def _registered(remote: RemoteRoute, session: str) -> bool:
+    """The sender places ``session`` on another host from a registry entry it has read."""
+    place, _ = await remote.place(session)
+    return place == "remote" and any(r.session_id == session for r in remote.registrations())
 
 
 class _KillGates:
