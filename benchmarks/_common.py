@@ -11,8 +11,10 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ from urllib.parse import urlsplit
 
 from mcp_cascade.stats import nearest_rank
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 class HttpConnection:
@@ -101,6 +104,56 @@ async def bare_responder(status: bytes = b"200 OK") -> asyncio.Server:
             writer.close()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+_RESPONDER = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks._common import bare_responder
+
+async def main():
+    server = await bare_responder(sys.argv[2].encode())
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far (Linux ``/proc``).
+
+    Unlike a rate, CPU time per request hardly moves when other processes load the
+    machine: it is the figure to compare across runs on a busy machine.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Responder:
+    url: str
+    pid: int
+
+
+@asynccontextmanager
+async def bare_responder_process(status: bytes = b"200 OK") -> AsyncIterator[Responder]:
+    """The bare responder in a process of its own, as serve is: its URL.
+
+    A throughput floor must pit the client against a server in another process;
+    in the client's own process the two would share one interpreter, and load
+    from elsewhere on the machine would bend the floor differently from serve.
+    """
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _RESPONDER, str(ROOT), status.decode(), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        port = int(await asyncio.wait_for(child.stdout.readline(), 30))
+        yield Responder(f"http://127.0.0.1:{port}/", child.pid)
+    finally:
+        child.kill()
+        await child.wait()
 
 
 async def bare_http_floor(samples: int = 2000) -> list[float]:

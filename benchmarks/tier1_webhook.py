@@ -18,12 +18,22 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from benchmarks._common import HEADER, Pool, Stats, bare_http_floor, bare_responder, durable_write_floor, save
+from benchmarks._common import (
+    HEADER,
+    Pool,
+    Stats,
+    bare_http_floor,
+    bare_responder_process,
+    cpu_seconds,
+    durable_write_floor,
+    save,
+)
 from benchmarks._report import Target, Tick, cdf_svg, progress, verdicts
 from mcp_cascade.response import make_response
 from mcp_cascade.signing import Signer
@@ -92,9 +102,13 @@ async def closed_loop(
     workers: int,
     seconds: float,
     tick: Tick = lambda advance=1: None,
-) -> tuple[float, Stats, list[float]]:
-    """As fast as ``workers`` sequential senders go: deliveries per second, and their latency."""
-    prepared = [_signed(signer, f"max:{i}") for i in range(int(seconds * 5000))]
+    prefix: str = "max",
+) -> tuple[float, Stats, list[float], float]:
+    """As fast as ``workers`` sequential senders go: deliveries per second, their latency, and
+    serve's CPU time per delivery (ms)."""
+    assert serve.process is not None
+    cpu = cpu_seconds(serve.process.pid)
+    prepared = [_signed(signer, f"{prefix}:{i}") for i in range(int(seconds * 5000))]
     sent: dict[str, float] = {}
     deadline = time.perf_counter() + seconds
     feed = iter(enumerate(prepared))
@@ -104,7 +118,7 @@ async def closed_loop(
             now = time.perf_counter()
             if now >= deadline:
                 return
-            sent[f"max:{i}"] = now
+            sent[f"{prefix}:{i}"] = now
             await pool.pick().post(path, body, headers)
             if i % 100 == 0:
                 tick(0.1)
@@ -113,19 +127,32 @@ async def closed_loop(
     async with anyio.create_task_group() as tg:
         for _ in range(workers):
             tg.start_soon(worker)
-    expected = len(serve.notifications) - _count(serve, "max") + len(sent)
+    expected = len(serve.notifications) - _count(serve, prefix) + len(sent)
     await serve.wait_for(lambda: len(serve.notifications) >= expected, timeout=60)
     arrived = _arrivals(serve)
     elapsed = max(arrived[r] for r in sent) - began
     samples = [(arrived[r] - t) * 1000 for r, t in sent.items()]
-    return len(sent) / elapsed, Stats.of(samples), samples
+    cpu_ms = (cpu_seconds(serve.process.pid) - cpu) * 1000 / len(sent)
+    return len(sent) / elapsed, Stats.of(samples), samples, cpu_ms
 
 
-async def floor_throughput(workers: int, seconds: float = 1.0) -> float:
-    """Requests per second of the same client and workers against a minimal asyncio responder."""
-    server = await bare_responder(b"202 Accepted")
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    pool = await Pool.open(url, workers)
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """The same client and workers against a minimal asyncio responder in a process of its own."""
+
+    per_s: float  # requests per second
+    cpu_ms: float  # the responder's CPU time per request
+
+
+async def floor_throughput(workers: int, seconds: float = 1.0) -> Floor:
+    async with bare_responder_process(b"202 Accepted") as responder:
+        pool = await Pool.open(responder.url, workers)
+        cpu = cpu_seconds(responder.pid)
+        rate = await _throughput(pool, workers, seconds)
+        return Floor(rate, (cpu_seconds(responder.pid) - cpu) * 1000 / (rate * seconds))
+
+
+async def _throughput(pool: Pool, workers: int, seconds: float) -> float:
     body = b'{"x":"' + b"y" * 400 + b'"}'
     done = 0
     deadline = time.perf_counter() + seconds
@@ -140,8 +167,6 @@ async def floor_throughput(workers: int, seconds: float = 1.0) -> float:
         for _ in range(workers):
             tg.start_soon(worker)
     pool.close()
-    server.close()
-    await server.wait_closed()
     return done / seconds
 
 
@@ -155,7 +180,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         http_samples = await bare_http_floor()
         disk_samples = durable_write_floor(home / "floor")
         http_floor, disk_floor = Stats.of(http_samples), Stats.of(disk_samples)
-        floor_rate = await floor_throughput(args.connections)
+        floor = await floor_throughput(args.connections)
         tick()
         serve_args = ["--metrics", "false"] if args.no_metrics else []
         async with ServeProcess(home, "bench", args=serve_args) as serve:
@@ -169,7 +194,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 serve, pool, path, signer, "steady", args.rate, args.seconds
             )
             tick(args.seconds)
-            throughput, saturated, saturated_samples = await closed_loop(
+            throughput, saturated, saturated_samples, cpu_ms = await closed_loop(
                 serve, pool, path, signer, args.connections, args.max_seconds, tick
             )
             pool.close()
@@ -184,7 +209,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{f'closed loop, {args.connections} senders':<44}{saturated.row()}")
     print(
         f"\nsustained: {throughput:,.0f} durable deliveries/s; errors at {args.rate:g}/s: {errors};"
-        f" floor: the same client against a bare asyncio responder, {floor_rate:,.0f} requests/s"
+        f" floor: the same client against a bare asyncio responder, {floor.per_s:,.0f} requests/s"
+        f"\nCPU per delivery: serve {cpu_ms:.3f} ms; the bare responder {floor.cpu_ms:.3f} ms per request"
     )
     targets = verdicts(
         [
@@ -198,7 +224,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 3000,
                 unit="/s",
                 at_least=True,
-                floor=floor_rate,
+                floor=floor.per_s,
             ),
         ]
     )
@@ -216,11 +242,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "floors": {
             "http": _d(http_floor),
             "durable_write": _d(disk_floor),
-            "bare_responder_per_s": floor_rate,
+            "bare_responder_per_s": floor.per_s,
+            "bare_responder_cpu_ms": floor.cpu_ms,
         },
         "open_loop": {"rate": args.rate, "seconds": args.seconds, **_d(steady), "errors": errors},
         "open_loop_from_send": _d(service),
-        "closed_loop": {"connections": args.connections, "throughput_per_s": throughput, **_d(saturated)},
+        "closed_loop": {
+            "connections": args.connections,
+            "throughput_per_s": throughput,
+            "cpu_ms_per_delivery": cpu_ms,
+            **_d(saturated),
+        },
         "metrics": not args.no_metrics,
         "targets": targets,
         "picture": picture.name if picture else None,

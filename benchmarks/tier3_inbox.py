@@ -31,117 +31,28 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from anyio.abc import Process
-from anyio.streams.text import TextReceiveStream
 from inotify_simple import INotify, flags
 from watchfiles import Change, awatch
 
 from benchmarks._common import HEADER, Stats, save
-from benchmarks._report import Target, verdicts
-from mcp_cascade.durable import fsync_dir, write_excl
-from mcp_cascade.inbox import ensure_inbox, file_name
-from mcp_cascade.response import from_json, make_response
+from benchmarks._inbox_producer import Producer, producer
+from benchmarks._report import Target, cdf_svg, verdicts
+from mcp_cascade.inbox import ensure_inbox
+from mcp_cascade.response import from_json
 from mcp_cascade.testing import ServeProcess
 from mcp_cascade.watchers import ORDER, BackendName
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET_P99_MS = 10.0  # inotify
 PORTABLE_P99_MS = 100.0  # every backend without inotify
 PORTABLE_IDLE_PERCENT = 1.0  # watchfiles, idle, of one core
 IDLE_S = 5.0
-
-
-# --- the producer: a separate process ------------------------------------------------------------
-
-
-def produce() -> None:
-    """Producer loop (``--produce``): one command per stdin line, three timestamps per line on stdout.
-
-    ``enqueue <inbox> <id>`` follows DESIGN 6 step by step (what ``inbox.enqueue`` does) and prints the
-    times of its first write, of the rename into new/ and of the end of the final fsync;
-    ``rename <dir> <name>`` renames a prepared file into ``dir`` (the bare wake-up floor).
-    """
-    for line in sys.stdin:
-        verb, where, key = line.split()
-        if verb == "enqueue":
-            root = Path(where)
-            response = make_response(type="message", user_id=1, text=key, id=key)
-            name, body = file_name(response), response.to_json()
-            start = time.perf_counter()
-            write_excl(root / "tmp" / name, body)
-            renamed = time.perf_counter()
-            (root / "tmp" / name).rename(root / "new" / name)
-            fsync_dir(root / "new")
-            durable = time.perf_counter()
-        else:
-            staging = Path(where).parent / "staging"
-            staging.mkdir(exist_ok=True)
-            (staging / key).write_bytes(b"{}")
-            start = renamed = durable = time.perf_counter()
-            (staging / key).rename(Path(where) / key)
-        print(f"{start} {renamed} {durable}", flush=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Stamps:
-    """When the producer started writing, renamed into new/, and had fsynced new/."""
-
-    start: float
-    renamed: float
-    durable: float
-
-
-class Producer:
-    """The producer subprocess, driven one command at a time."""
-
-    def __init__(self, process: Process) -> None:
-        self._process = process
-        assert process.stdout is not None
-        self._lines = TextReceiveStream(process.stdout)
-        self._buffer = ""
-
-    async def command(self, verb: str, where: Path, key: str) -> Stamps:
-        """Run one command; return its perf_counter times."""
-        await self.send(verb, where, key)
-        return await self.reply()
-
-    async def send(self, verb: str, where: Path, key: str) -> None:
-        """Ask for one command without waiting for it."""
-        assert self._process.stdin is not None
-        await self._process.stdin.send(f"{verb} {where} {key}\n".encode())
-
-    async def reply(self) -> Stamps:
-        """The times of the command sent last."""
-        while "\n" not in self._buffer:
-            self._buffer += await self._lines.receive()
-        line, self._buffer = self._buffer.split("\n", 1)
-        start, renamed, durable = line.split()
-        return Stamps(float(start), float(renamed), float(durable))
-
-
-@asynccontextmanager
-async def producer() -> AsyncIterator[Producer]:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    async with await anyio.open_process(
-        [sys.executable, "-m", "benchmarks.tier3_inbox", "--produce"], env=env, cwd=str(REPO)
-    ) as process:
-        try:
-            yield Producer(process)
-        finally:
-            assert process.stdin is not None
-            await process.stdin.aclose()
-            with anyio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
 
 
 # --- figures --------------------------------------------------------------------------------------
@@ -365,6 +276,11 @@ async def run(n: int, peer_n: int) -> None:
         + ", ".join(f"{b} {v:.3f} ms" for b, v in portable.items())
         + f"); idle ≤ {PORTABLE_IDLE_PERCENT:g} % (watchfiles): {'met' if idle_met else 'MISSED'}"
     )
+    picture = cdf_svg(
+        "tier3",
+        "Tier 3: a response made durable in the inbox by another process → notification on serve's stdout",
+        {row.label: row.samples_ms for row in rows},
+    )
     path = save(
         "tier3",
         {
@@ -378,21 +294,18 @@ async def run(n: int, peer_n: int) -> None:
             "portable_idle_target_met": idle_met,
             "ahead_of_peers": ahead,
             "targets": targets,
+            "picture": picture.name if picture else None,
         },
     )
     print(f"wrote {path}")
 
 
 def main() -> None:
-    """Parse flags and run (or act as the producer subprocess)."""
+    """Parse flags and run."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tier3_inbox", description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="responses through serve (and floor samples)")
     parser.add_argument("--peer-n", type=int, default=100, help="responses through each peer")
-    parser.add_argument("--produce", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.produce:
-        produce()
-        return
     anyio.run(run, args.n, args.peer_n)
 
 

@@ -119,6 +119,8 @@ hostile_updates = st.one_of(
     st.tuples(st.just("first_name"), any_text),
     st.tuples(st.just("username"), any_text),
     st.tuples(st.just("chat_id"), st.sampled_from(EXTREME_IDS)),
+    st.tuples(st.just("file_name"), any_text),
+    st.tuples(st.just("mime"), any_text),
 )
 
 
@@ -129,6 +131,9 @@ def push(fake: FakeTelegram, field: str, value: Any) -> dict[str, Any]:
         return fake.person_message(ALICE, ALICE.id, None, {"caption": value})
     if field == "callback":
         return fake.tap(ALICE, (ALICE.id, 1), value)
+    if field in ("file_name", "mime"):
+        name, mime = (value, "text/plain") if field == "file_name" else ("a.txt", value)
+        return fake.send_file(ALICE, "document", b"data", name=name, mime=mime)
     if field == "chat_id":
         return fake.person_message(ALICE, value, None, {"text": "from a chat id past 64 bits"})
     user = FakeUser(ALICE.id, value, "alice") if field == "first_name" else FakeUser(ALICE.id, "Al", value)
@@ -137,6 +142,8 @@ def push(fake: FakeTelegram, field: str, value: Any) -> dict[str, Any]:
 
 @FUZZ
 @given(update=hostile_updates)
+@example(update=("text", "an emoji sliced in half \ud83d"))
+@example(update=("file_name", "report \ud83d.txt"))  # named in the fake's file path, so its URL too
 def test_any_update_leaves_the_bridge_alive_and_the_next_good_one_delivered_once(
     rig: Rig, update: tuple[str, Any]
 ) -> None:

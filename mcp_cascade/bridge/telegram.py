@@ -41,6 +41,7 @@ from telegram.warnings import PTBUserWarning
 
 from mcp_cascade.bridge.flood import Priority, Scheduler
 from mcp_cascade.bridge.render import Rendered
+from mcp_cascade.bridge.updates import scalar
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
@@ -241,12 +242,10 @@ class TelegramClient:
             return result
 
     async def get_updates(self, offset: int | None, timeout_s: int) -> list[tuple[int, str]]:
-        """One long poll: each update's id and its JSON as Telegram sent it; errors are raised (the poll
-        loop owns the retry schedule).
+        """One long poll: each update's id and its JSON as sent; errors are raised (the poll loop retries).
 
-        Not ``Bot.get_updates``: it parses the whole batch, so one update the library cannot read would
-        fail every poll. Each update is read on its own later, and dead-lettered if it cannot be.
-        """
+        Not ``Bot.get_updates``, which parses the whole batch: one update the library cannot read would
+        fail every poll. Each is read alone later, and dead-lettered if it cannot be."""
         self.reach.last_poll = self._clock.wall()
         kwargs: dict[str, Any] = {"timeout": timeout_s, "allowed_updates": ["message", "callback_query"]}
         if offset is not None:
@@ -349,6 +348,9 @@ class TelegramClient:
         info = await self.call("getFile", lambda: self._bot.get_file(file_id), deadline_s=30.0)
         if info.file_size is not None and info.file_size > limit:
             raise FileTooLarge(f"the file has {info.file_size} bytes; the limit is {limit}")
+        path = info.file_path or ""
+        if scalar(path) != path:  # no URL can name it, so no retry can fetch it: the file's own fault
+            raise TelegramUnavailable(f"getFile: the file's path {path[-60:]!r} is not Unicode text")
         data = bytes(await self.call("downloadFile", info.download_as_bytearray, deadline_s=120.0))
         if len(data) > limit:
             raise FileTooLarge(f"the file has {len(data)} bytes; the limit is {limit}")
