@@ -3,7 +3,8 @@
 Start-up order matters: the sidecar listens and session.json is published
 before the MCP client initializes, so a bridge can deliver (202, queued) while
 Claude Code is still starting; pending responses are pushed on
-``notifications/initialized``.
+``notifications/initialized``. session.json is published only once every tier
+it advertises is up (sidecar, inbox watcher, NATS presence), never before.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Serve:
         self.label = label
         self.paths = SessionPaths(self.home, self.session)
         self.state = ServeState()
+        self._base_url = ""  # the sidecar's, once it listens
         self._tightened = tightened or []
 
     @contextlib.asynccontextmanager
@@ -174,6 +176,8 @@ class Serve:
             tg.start_soon(self._retention)
             await tg.start(self.live.watch, self.telemetry)  # SIGHUP and config.toml changes
             tg.start_soon(self._stop_on_signal, tg.cancel_scope)
+            # Published last: whoever reads session.json (a sender, health, inspect) finds every tier up.
+            self._publish()
             yield tg
 
     def health(self, tier: str | None = None) -> Mapping[str, Any]:
@@ -296,12 +300,16 @@ class Serve:
                 self.telemetry.emit(Event("purged", session=self.session, fields={"responses": purged}))
             await anyio.sleep(3600)
 
-    def _publish(self, host: str, port: int) -> None:
-        base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-        self.state.webhook_url = base + WEBHOOK_PATH
-        self.state.health_url = base + "/health"
+    def _listening(self, host: str, port: int) -> None:
+        self._base_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.state.webhook_url = self._base_url + WEBHOOK_PATH
+        self.state.health_url = self._base_url + "/health"
+
+    def _publish(self) -> None:
         started_at = self.held.about.get("started_at") or now_rfc3339()
-        publish_session(self.paths, base_url=base, started_at=started_at, cwd=self.cwd, label=self.label)
+        publish_session(
+            self.paths, base_url=self._base_url, started_at=started_at, cwd=self.cwd, label=self.label
+        )
 
     @contextlib.asynccontextmanager
     async def _sidecar(self, sock: socket.socket) -> AsyncIterator[None]:
@@ -322,7 +330,7 @@ class Serve:
         # Stopped at once on exit: Claude Code allows a stopping server about 100 ms before it
         # escalates, and uvicorn's own shutdown polls every 100 ms.
         async with serve_asgi(app, sock, limits=HttpLimits.of(self.live.current)):
-            self._publish(host, port)
+            self._listening(host, port)
             if not is_loopback(host):
                 self.telemetry.emit(
                     Event(

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
+from mcp_cascade.config import load_config
+from mcp_cascade.holder import hold
+from mcp_cascade.server import Serve
+from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import body, encode, sign
 
@@ -30,6 +40,49 @@ async def test_session_json_is_published_before_initialize_with_the_real_urls(ho
             health = await client.get(info.health_url)
         assert health.status_code == 200
         assert health.json()["session_id"] == "disco"
+
+
+async def test_session_json_appears_only_once_every_tier_it_advertises_is_up(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve's lifespan in this process: a task looks for session.json at every scheduling point of
+    # start-up and, the moment it sees it, reads health as a sender or inspect would.
+    root = logging.getLogger()  # serve routes logging and uncaught exceptions to its log: restore them
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    serve = Serve(
+        load_config(home, {}),
+        hold(home, "ready", explicit=True, wait_s=0),
+        cwd=home,
+        label="ready",
+    )
+    published = SessionPaths(home, "ready").session_json
+    seen: list[Mapping[str, Any]] = []
+    sighted = anyio.Event()
+
+    async def first_sight() -> None:
+        while not published.exists():  # written by plain file I/O: no event to wait on
+            await anyio.lowlevel.checkpoint()
+        seen.append(serve.health()["tiers"])
+        sighted.set()
+
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first_sight)
+                async with serve.running() as running:
+                    await sighted.wait()
+                    running.cancel_scope.cancel()
+    finally:
+        logging.captureWarnings(False)
+    (tiers,) = seen
+    assert set(tiers) == {"webhook", "file"}
+    assert all(tier["status"] != "down" for tier in tiers.values()), tiers
+    assert tiers["file"]["watcher_alive"] is True and tiers["file"]["watch_armed"] is True
+    assert tiers["file"]["inbox_writable"] is True and tiers["webhook"]["url"]
+    assert not published.exists()  # and the lifespan removed it on the way out
 
 
 async def test_the_secret_is_created_0600_in_a_0700_home_and_reused(tmp_path: Path) -> None:
