@@ -1,10 +1,8 @@
 """``mcp-cascade serve``: one Claude Code session's MCP server, sidecar and inbox, in one event loop.
 
-Start-up order matters: the sidecar listens and session.json is published
-before the MCP client initializes, so a bridge can deliver (202, queued) while
-Claude Code is still starting; pending responses are pushed on
-``notifications/initialized``. session.json is published only once every tier
-it advertises is up (sidecar, inbox watcher, NATS presence), never before.
+Start-up order matters: session.json is published once every tier it advertises is up (sidecar,
+inbox watcher, NATS presence) and before the MCP client initializes, so a bridge can deliver (202,
+queued) while Claude Code is still starting; pending ones are pushed on ``notifications/initialized``.
 """
 
 from __future__ import annotations
@@ -306,9 +304,9 @@ class Serve:
         self.state.health_url = self._base_url + "/health"
 
     def _publish(self) -> None:
-        started_at = self.held.about.get("started_at") or now_rfc3339()
+        started = self.held.about.get("started_at") or now_rfc3339()
         publish_session(
-            self.paths, base_url=self._base_url, started_at=started_at, cwd=self.cwd, label=self.label
+            self.paths, base_url=self._base_url, started_at=started, cwd=self.cwd, label=self.label
         )
 
     @contextlib.asynccontextmanager

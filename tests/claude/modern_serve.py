@@ -13,7 +13,7 @@ from collections.abc import Callable
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.shared.message import SessionMessage
 
-import mcp_cascade.server
+import mcp_cascade.channel
 from mcp_cascade.cli import main
 
 
@@ -30,6 +30,6 @@ async def relay_everything(
 
 
 if __name__ == "__main__":
-    # serve looks the relay up in its own module when it starts: replace it there.
-    mcp_cascade.server.handshake_only = relay_everything  # type: ignore[attr-defined]
+    # serve looks the relay up in the channel module when it starts: replace it there.
+    mcp_cascade.channel.handshake_only = relay_everything
     sys.exit(main())
