@@ -153,7 +153,8 @@ TOOLS = [
     ),
     _tool(
         "ask_user",
-        "Ask the user a question in Telegram, with one button per option. Returns request_id; "
+        "Ask the user a question in Telegram, with one button per option. Returns request_id "
+        "(queued: true when Telegram makes the question wait; it is still sent, once: do not ask again); "
         "the answer arrives as a channel message with that request_id, or via wait_for_response.",
         {
             "question": {"type": "string", "minLength": 1},

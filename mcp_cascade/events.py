@@ -49,6 +49,7 @@ EventName = Literal[
     "paired",
     "poll_failed",
     "polled",
+    "prompt_failed",
     "prompt_sent",
     "purged",
     "push_failed",

@@ -68,7 +68,7 @@ class BridgeClient:
     bridge and taken by another account gets a nonce, never a question.
     """
 
-    def __init__(self, home: Path, signer: Signer, timeout_s: float = 5.0) -> None:
+    def __init__(self, home: Path, signer: Signer, timeout_s: float = 10.0) -> None:
         self._home = home
         self._signer = signer
         self._timeout = timeout_s

@@ -193,8 +193,14 @@ class Bridge:
                 lambda part: self._health(telegram, sender, part),
                 self.telemetry.metrics.render if self.telemetry.metrics else None,
             )
+            # Prompt sends outlive the API call that asked for them; cut short at stop (resent at start).
+            sends = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(sends.cancel_scope.cancel)
+            outbound.sends_in(sends)
+            started = time.time()
             await stack.enter_async_context(self._http(sock, deps))
             tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(outbound.resend, started)
             tg.start_soon(inbound.poll)
             tg.start_soon(inbound.process)
             tg.start_soon(receipts.run)

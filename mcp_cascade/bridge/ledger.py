@@ -180,6 +180,16 @@ class Ledger:
         row = self._one(f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE token = ?", (token,))
         return None if row is None else _prompt(row)
 
+    def unsent(self, since: float, before: float) -> list[Prompt]:
+        """Prompts recorded in [since, before) that never became a message and are not answered."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE message_id IS NULL AND answer IS NULL"
+                " AND created_at >= ? AND created_at < ? ORDER BY created_at",
+                (since, before),
+            ).fetchall()
+        return [_prompt(row) for row in rows]
+
     def prompt_at(self, chat_id: int, message_id: int) -> Prompt | None:
         """The prompt shown as this message, if it is one."""
         row = self._one(

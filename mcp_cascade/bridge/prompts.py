@@ -4,6 +4,14 @@ Each prompt is recorded in the ledger *before* it is sent, so a tap on its
 button always finds it; the message it became is recorded right after, so a
 reply to it reaches the session that sent it. The person's chat is the one an
 allowed person last wrote from (a bot cannot open a conversation itself).
+
+A question or permission prompt may wait its turn behind Telegram's flood
+limits (a 429 asks for seconds). The caller is answered within
+``answer_within_s`` either way: with the message id once it is out, or with
+``queued`` while the send goes on in the background. It is never answered with
+an error for a prompt that will still arrive (the session would ask again, and
+the person would see the question twice). Prompts recorded but never sent (the
+bridge stopped first) are sent when the bridge starts again: :meth:`Outbound.resend`.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+import anyio.abc
 import anyio.to_thread
 from telegram import Message
 
@@ -31,6 +41,24 @@ from mcp_cascade.sessions import read_session
 
 T = TypeVar("T")
 _LABEL_MAX = 60
+# Unsent prompts younger than this are sent when the bridge starts; older ones are stale questions.
+RESEND_WITHIN_S = 3600.0
+
+
+def _buttons(prompt: Prompt) -> list[list[tuple[str, str]]] | None:
+    """Allow / Deny for a permission prompt; one button per option for a question (none: reply to it)."""
+    if prompt.kind == "permission":
+        return [
+            [
+                ("✅ Allow", button_data("p", prompt.token, "a")),
+                ("❌ Deny", button_data("p", prompt.token, "d")),
+            ]
+        ]
+    rows = [
+        [(truncate(option, _LABEL_MAX), button_data("q", prompt.token, str(i)))]
+        for i, option in enumerate(prompt.options)
+    ]
+    return rows or None
 
 
 class NoRecipient(CascadeError):
@@ -56,8 +84,11 @@ class Outbound:
         observer: Observer,
         topics: Topics | None = None,
         home: Path | None = None,
+        answer_within_s: float = 3.0,
     ) -> None:
         self._home = home or Path()
+        self._answer_within = answer_within_s
+        self._sends: anyio.abc.TaskGroup | None = None
         self._tg = telegram
         self._ledger = ledger
         self._access = access
@@ -81,13 +112,60 @@ class Outbound:
         chats = await self._io(self._ledger.chats)
         return chats[0] if chats else min(users)
 
-    async def _send_prompt(
-        self, prompt: Prompt, buttons: Sequence[Sequence[tuple[str, str]]] | None
-    ) -> dict[str, Any]:
+    def sends_in(self, tg: anyio.abc.TaskGroup) -> None:
+        """Run prompt sends in ``tg``, so a send outlives the API call that asked for it."""
+        self._sends = tg
+
+    async def _send_prompt(self, prompt: Prompt) -> dict[str, Any]:
+        if self._sends is None:  # no background to leave it to: the caller waits for Telegram
+            return await self._deliver_prompt(prompt)
+        done = anyio.Event()
+        outcome: list[dict[str, Any] | Exception] = []
+
+        async def send() -> None:
+            try:
+                outcome.append(await self._deliver_prompt(prompt))
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        self._sends.start_soon(send)
+        with anyio.move_on_after(self._answer_within):
+            await done.wait()
+        if not outcome:
+            return {"request_id": prompt.request_id, "chat_id": prompt.chat_id, "queued": True}
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    async def resend(self, recorded_before: float) -> int:
+        """Send the prompts recorded before ``recorded_before`` and never sent (the bridge stopped first)."""
+        unsent = await self._io(self._ledger.unsent, recorded_before - RESEND_WITHIN_S, recorded_before)
+        for prompt in unsent:
+            try:
+                await self._deliver_prompt(prompt)
+            except Exception:
+                continue
+        return len(unsent)
+
+    async def _deliver_prompt(self, prompt: Prompt) -> dict[str, Any]:
         priority = Priority.URGENT if prompt.kind == "permission" else Priority.NORMAL
-        message = await self._send(
-            prompt.chat_id, prompt.session, prompt.text, buttons=buttons, priority=priority
-        )
+        try:
+            message = await self._send(
+                prompt.chat_id, prompt.session, prompt.text, buttons=_buttons(prompt), priority=priority
+            )
+        except Exception as exc:
+            self._observer.emit(
+                Event(
+                    "prompt_failed",
+                    level="error",
+                    session=prompt.session,
+                    reason=str(exc),
+                    fields={"kind": prompt.kind, "request_id": prompt.request_id},
+                )
+            )
+            raise
         await self._io(self._ledger.sent, prompt.chat_id, message.message_id, prompt.session, prompt.token)
         self._observer.emit(
             Event(
@@ -108,11 +186,7 @@ class Outbound:
         hint = "" if options else "\n\n(Reply to this message to answer.)"
         text = truncate(f"❓ {session}\n\n{question}", 4096 - len(hint)) + hint
         prompt = await self._io(self._ledger.new_prompt, "ask", session, chat, text, tuple(options))
-        buttons = [
-            [(truncate(option, _LABEL_MAX), button_data("q", prompt.token, str(i)))]
-            for i, option in enumerate(options)
-        ]
-        return await self._send_prompt(prompt, buttons or None)
+        return await self._send_prompt(prompt)
 
     async def permission(
         self, session: str, request_id: str, tool_name: str, description: str, input_preview: str
@@ -126,13 +200,7 @@ class Outbound:
                 body += f"\n\n{part.strip()}"
         text = truncate(body, 4096 - len(footer)) + footer
         prompt = await self._io(self._ledger.new_prompt, "permission", session, chat, text, (), request_id)
-        buttons = [
-            [
-                ("✅ Allow", button_data("p", prompt.token, "a")),
-                ("❌ Deny", button_data("p", prompt.token, "d")),
-            ]
-        ]
-        return await self._send_prompt(prompt, buttons)
+        return await self._send_prompt(prompt)
 
     async def reply(self, session: str, chat_id: int, text: str, files: Sequence[str] = ()) -> dict[str, Any]:
         """Claude's Markdown, rendered and split into parts, then the attached files; each sent alone.
