@@ -60,6 +60,7 @@ class _Slot:
     durable: anyio.Event = field(default_factory=anyio.Event)
     pushed: anyio.Event = field(default_factory=anyio.Event)
     accepted: Accepted | None = None
+    outcome: Received | None = None  # set with ``durable`` when it was committed (or recognised)
     error: StoreUnavailable | Poisoned | None = None
 
 
@@ -145,7 +146,8 @@ class Engine:
         await slot.durable.wait()
         if slot.error is not None:
             raise slot.error
-        outcome = self._settle(slot)
+        assert slot.outcome is not None
+        outcome = slot.outcome
         if outcome.status == "duplicate":
             return outcome
         if self._pusher is None and not slot.pushed.is_set():
@@ -189,7 +191,8 @@ class Engine:
             if slot.error is not None:
                 results.append(slot.error)
                 continue
-            outcome = self._settle(slot)
+            assert slot.outcome is not None
+            outcome = slot.outcome
             if outcome.status == "queued" and self._pusher is None and not slot.pushed.is_set():
                 self._emit(
                     "queued",
@@ -210,8 +213,19 @@ class Engine:
         self._wake.set()
         return slots
 
-    def _settle(self, slot: _Slot) -> Received:
-        """Report a response the pump has committed: a duplicate, or durable (queued for its push)."""
+    def _settle(self, slot: _Slot, accepted: Accepted) -> None:
+        """The pump committed ``slot``: report it (a duplicate, or durable), then wake its caller.
+
+        Reported here, by the pump, before it can push the response: reported by the
+        caller once it wakes, ``durable`` could follow ``pushed`` in the audit trail.
+        """
+        slot.accepted = accepted
+        if accepted.new:
+            self._in_flight[accepted.seq] = slot
+        slot.outcome = self._outcome(slot)
+        slot.durable.set()
+
+    def _outcome(self, slot: _Slot) -> Received:
         response, tier = slot.response, slot.tier
         elapsed = (self._clock.monotonic() - slot.start) * 1000
         assert slot.accepted is not None
@@ -276,10 +290,7 @@ class Engine:
                 continue
             self._report_set_aside()
             for s, acc in zip(slots, accepted, strict=True):
-                s.accepted = acc
-                if acc.new:
-                    self._in_flight[acc.seq] = s
-                s.durable.set()
+                self._settle(s, acc)
             if batch:
                 await self._push_batch(batch)
             if not slots and not batch:
@@ -296,9 +307,8 @@ class Engine:
                 s.error = Poisoned("store", f"cannot be stored: {exc!r}"[:500])
                 self._quarantined(s.response, s.tier, s.error)
             else:
-                s.accepted = acc
-                if acc.new:
-                    self._in_flight[acc.seq] = s
+                self._settle(s, acc)
+                continue
             s.durable.set()
 
     def _quarantined(self, response: Response | None, tier: int, error: Poisoned) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -15,6 +17,7 @@ from tests.cascade_helpers import Recorder
 from tests.helpers import body
 
 pytestmark = pytest.mark.anyio
+T = TypeVar("T")
 
 
 class SlowClient:
@@ -66,3 +69,35 @@ async def test_a_broken_client_is_recorded_at_the_fake_clocks_wall_time(tmp_path
     at, reason = engine.last_push_error
     assert at == pytest.approx(1_900_000_002.0)
     assert "BrokenPipeError" in reason
+
+
+class InlineEngine(Engine):
+    """Store calls on the loop itself: the pump runs from commit to push without yielding once,
+    so every receiver wakes only after its response was pushed (the worst a busy loop can do)."""
+
+    async def _io(self, fn: Callable[..., T], *args: object) -> T:
+        return fn(*args)
+
+
+async def test_durable_is_recorded_before_pushed_even_when_the_receiver_wakes_late(tmp_path: Path) -> None:
+    """The audit trail is causal: the pump reports ``durable`` itself, before it can push.
+
+    Reported by the receiving caller once it woke, a push that took no turn of the
+    loop (or a receiver that was slow to be scheduled, as under SIGSTOP) put
+    ``pushed`` first, and the soak's audit check failed.
+    """
+    clock = FakeClock()
+    events = Recorder()
+    store = Store(tmp_path / "state.db")
+    try:
+        engine = InlineEngine(store, "s", events, clock=clock)
+        async with engine.running():
+            engine.attach(SlowClient(clock, 0.0))
+            ids = [f"c:{n}" for n in range(20)]
+            await engine.receive_many([from_dict(body(id=i)) for i in ids], Tier.FILE)
+            await events.wait_for(lambda: len(events.named("pushed")) == len(ids))
+    finally:
+        store.close()
+    order = [(e.event, e.response_id) for e in events.events if e.event in ("durable", "pushed")]
+    for rid in ids:
+        assert order.index(("durable", rid)) < order.index(("pushed", rid)), order

@@ -173,7 +173,7 @@ def _result(
     if len(faults) < len(_KILLS):
         failures.append(f"only {len(faults)} of {len(_KILLS)} node kills happened")
     if audit["incomplete"]:
-        failures.append(f"audit incomplete for {audit['incomplete']} responses")
+        failures.append(f"audit incomplete for {audit['incomplete']} responses, e.g. {audit['examples']}")
     return {
         "scenario": NAME,
         "title": TITLE,

@@ -369,7 +369,7 @@ def _failures(
     if scenario.late_after_ms is not None and verdict["late"]:
         failures.append(f"late (after {scenario.late_after_ms:.0f} ms): {verdict['late']}")
     if audit["incomplete"]:
-        failures.append(f"audit incomplete for {audit['incomplete']} responses")
+        failures.append(f"audit incomplete for {audit['incomplete']} responses, e.g. {audit['examples']}")
     if settled["unacked_left"] or settled["outbox_left"] or settled["inbox_left"]:
         failures.append(f"not settled: {dict(settled)}")
     if bad_lines:
