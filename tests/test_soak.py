@@ -112,7 +112,9 @@ async def test_the_reduced_soak_loses_and_doubles_nothing_whatever_breaks(
         pytest.skip(f"{scenario}: {result['skipped']}")
     verdict = result["verdict"]
     assert result["failures"] == [], result["failures"]
-    assert verdict["sent"] == verdict["received"] == 240
+    # Past its 240 a stream goes on while a fault's return to tier 1 is awaited (a slow restart).
+    assert result["overtime"] >= 0
+    assert verdict["sent"] == verdict["received"] == 240 + result["overtime"]
     assert verdict["lost"] == verdict["duplicated"] == verdict["acked_not_delivered"] == 0
     assert verdict["out_of_order"] == 0
     assert result["audit"]["checked"] == verdict["acked"] and result["audit"]["incomplete"] == 0
@@ -131,9 +133,7 @@ async def test_the_load_test_forces_each_tier_and_loses_nothing(tmp_path: Path) 
     assert [(m["sent"], m["lost"], m["duplicated"]) for m in modes.values()] == [(40, 0, 0)] * 4
     assert modes["tier 1 (webhook forced)"]["carried_by"] == {"tier1": 40}
     assert modes["tier 3 (file forced)"]["carried_by"] == {"tier3": 40}
-    assert (
-        modes["tier 2 (first attempt fails)"]["carried_by"].get("tier2", 0) >= 36
-    )  # a stall may push a few on
+    assert modes["tier 2 (first attempt fails)"]["carried_by"] == {"tier2": 40}
     assert [s["offered"] for s in result["steps"]] == [40, 80] or result["steps"][-1]["saturated"]
     assert result["lost"] == 0
     assert result["loopback_floor_ms"]["p50"] > 0
@@ -165,7 +165,7 @@ async def test_the_reduced_poison_soak_refuses_or_quarantines_every_poison_and_l
     result = await _soak(tmp_path, "poison")
     verdict, poisons = result["verdict"], result["figures"]["poisons"]
     assert result["failures"] == [], result["failures"]
-    assert verdict["sent"] == verdict["received"] == 240
+    assert verdict["sent"] == verdict["received"] == 240 + result["overtime"]
     assert verdict["lost"] == verdict["duplicated"] == verdict["unknown"] == 0
     assert set(verdict["carried_by"]) == {"tier1", "tier2", "tier3"}  # good ones went by every tier
     assert poisons["sent"] >= 80 and all(status[2] == "4" for status in poisons["webhook_answers"])

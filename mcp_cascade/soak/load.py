@@ -114,10 +114,13 @@ async def _mode(
 ) -> dict[str, Any]:
     # Only the tier-2 mode goes through the proxy (which resets first attempts); the others go direct.
     # Its first attempts all fail: concurrent deliveries would add up to the breaker's threshold and
-    # send everything to tier 3, so the breaker is set out of reach for that mode.
+    # send everything to tier 3, so the breaker is set out of reach for that mode; and the inbox is
+    # left out of its order, else a refused tier 1 goes to the inbox at once and, on a busy machine,
+    # the inbox answers before tier 2 does.
     rig.proxy.set(Fault.RESET, unless=b"x-cascade-tier: 2")
     rig.route(through_proxy=reset_first)
-    write_config(rig.home, {**_CONFIG, "breaker_threshold": 1000} if reset_first else _CONFIG)
+    tier2_only = {"breaker_threshold": 1000, "tier_order": ["webhook", "bridge"]}
+    write_config(rig.home, {**_CONFIG, **tier2_only} if reset_first else _CONFIG)
     sender.live.reload()
     sender.tier = tier
     tally, mark = StreamTally(), len(rig.serve.notifications)

@@ -10,6 +10,7 @@ the session received; nothing of our own is mocked.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -204,13 +205,18 @@ async def stream(
     count: int,
     rate: float,
     start: float,
+    overtime: Callable[[], bool] = lambda: False,
 ) -> None:
     """Send ``count`` responses to ``rig``'s session, one after another's receipt, due at ``rate`` per second.
 
     A response is due at ``start + i / rate``; when the previous one is late,
     the next goes at once and its latency still counts from when it was due.
+    Past ``count`` the stream goes on at the same pace while ``overtime()`` holds
+    (a fault's return to tier 1 is still awaited: without traffic it cannot be seen).
     """
-    for index in range(count):
+    for index in itertools.count():
+        if index >= count and not overtime():
+            return
         due = start + index / rate
         await anyio.sleep(max(0.0, due - time.perf_counter()))
         response = make_response(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -121,9 +122,8 @@ class Context:
             sent = self.tally.sent.get(str(meta.get("response_id")))
             return sent is not None and sent.began >= cleared
 
-        idle = 0
-        with anyio.move_on_after(timeout):
-            while pending and idle < 20:  # once the streams are done, 200 ms for the last notifications
+        with anyio.move_on_after(timeout):  # the streams go on past their count until this returns
+            while pending:
                 for rig in self.rigs:
                     if rig.session in pending and any(
                         n.get("method") == "notifications/claude/channel"
@@ -132,7 +132,6 @@ class Context:
                         for n in rig.serve.notifications[marks[rig.session] :]
                     ):
                         pending.discard(rig.session)
-                idle += self.progress.done >= self.total
                 await anyio.sleep(0.01)
         self.returns.append(
             {
@@ -201,10 +200,25 @@ async def run_scenario(
         rate = min(scenario.rate, max(per) / scenario.min_duration_s)
         start = time.perf_counter() + 0.05
         ctx.started, ctx.nominal_s, ctx.total = start, max(per) / rate, count
+        scheduled = anyio.Event()
         async with anyio.create_task_group() as tg:
             for rig, n in zip(ctx.rigs, per, strict=True):
-                tg.start_soon(_stream, rig, sender, tally, progress, scenario.name, n, rate, start)
+                tg.start_soon(
+                    partial(
+                        stream,
+                        rig,
+                        sender.deliver,
+                        tally,
+                        progress,
+                        scenario=scenario.name,
+                        count=n,
+                        rate=rate,
+                        start=start,
+                        overtime=lambda: not scheduled.is_set(),
+                    )
+                )
             await scenario.schedule(ctx)
+            scheduled.set()
         for rig in ctx.rigs:
             rig.thaw()
         settled = await _settle(ctx, tally, sender)
@@ -245,6 +259,7 @@ async def run_scenario(
         "scenario": scenario.name,
         "title": scenario.title,
         "count": count,
+        "overtime": len(tally.sent) - count,  # sent past the count while a return to tier 1 was awaited
         "sessions": scenario.sessions,
         "seed": seed,
         "duration_s": round(time.perf_counter() - started, 2),
@@ -278,19 +293,6 @@ async def run_scenario(
         "failures": failures,
         "passed": not failures,
     }
-
-
-async def _stream(
-    rig: Rig,
-    sender: SenderSide,
-    tally: StreamTally,
-    progress: Progress,
-    name: str,
-    count: int,
-    rate: float,
-    start: float,
-) -> None:
-    await stream(rig, sender.deliver, tally, progress, scenario=name, count=count, rate=rate, start=start)
 
 
 async def _settle(ctx: Context, tally: StreamTally, sender: SenderSide) -> dict[str, Any]:
