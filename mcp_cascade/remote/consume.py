@@ -4,7 +4,8 @@ The engine makes each response durable in the session's store (deduplicated by
 id, the same :meth:`Engine.receive` every tier meets) before the queue hears an
 ack, so a crash between the two is a redelivery the store absorbs as a
 duplicate. A batch's responses enter the engine in queue order (group commits;
-the store's sequence orders the pushes) and are acked in that order.
+the store's sequence orders the pushes); once the engine holds them all, their
+acks go out together, each followed by its outcome (the session's receipt).
 What cannot become a response is quarantined with a reason; when the store
 cannot write right now, that item and every later one of the batch go back
 for a later try, so nothing overtakes it.
@@ -65,6 +66,7 @@ async def consume(
             continue
         outcomes = await _receive(engine, items, tier, progress)
         held_back = False
+        taken: list[tuple[Item, Received]] = []
         for item, outcome in zip(items, outcomes, strict=True):
             if held_back or outcome is None:
                 held_back = True  # this one, or one before it, is not in the store: none may overtake it
@@ -72,9 +74,8 @@ async def consume(
             elif isinstance(outcome, Poisoned):  # the message's own content: step aside, never retried
                 await queue.nack(item, str(outcome), permanent=True)
             else:
-                await queue.ack(item)
-                if on_outcome is not None:
-                    await on_outcome(item, outcome)
+                taken.append((item, outcome))
+        await _ack(queue, taken, on_outcome)
         if held_back:
             await anyio.sleep(_STORE_PAUSE_S)
 
@@ -107,6 +108,31 @@ async def _receive(
                 await tg.start(one, index, item)
         keep.cancel_scope.cancel()
     return outcomes
+
+
+async def _ack(queue: Queue, taken: list[tuple[Item, Received]], on_outcome: OnReceived | None) -> None:
+    """Ack every stored item of a batch at once, each followed by its outcome; the first failure raises.
+
+    The store already holds them all in order, so the order of their acks cannot reorder a push; one
+    after the other, each waiting for the server's confirmation, a batch of n cost n round trips
+    before its last receipt could leave.
+    """
+    failures: list[Exception] = []
+
+    async def one(item: Item, outcome: Received) -> None:
+        try:
+            await queue.ack(item)
+        except Exception as exc:  # the task's boundary: raised below, once every ack has settled
+            failures.append(exc)
+            return
+        if on_outcome is not None:
+            await on_outcome(item, outcome)
+
+    async with anyio.create_task_group() as tg:
+        for item, outcome in taken:
+            tg.start_soon(one, item, outcome)
+    if failures:
+        raise failures[0]
 
 
 async def _keep_alive(progress: Callable[[Item], Awaitable[None]], items: list[Item]) -> None:
