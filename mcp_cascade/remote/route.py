@@ -5,6 +5,13 @@ the registry cannot be read (NATS down), the last entry seen decides; a
 session never seen anywhere and with no folder under this home is treated as
 remote too, so its response waits in the sender's outbox for NATS rather than
 in an inbox on the wrong host.
+
+An entry of another node read in the last few seconds (by a lookup, or by the
+list refreshed every 2 s) answers without asking the registry again: a busy
+sender would otherwise pay one registry round trip per response. Such an
+answer can only be *remote*, and a stale *remote* still arrives: the subject
+is the session's, not its host's, so whichever host serves the session next
+consumes it. Anything else (unknown here, or this node's own) is looked up.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ __all__ = ["RemoteRoute"]
 Place = Literal["local", "remote"]
 _LOOKUP_S = 1.0
 _LIST_EVERY_S = 2.0
+_FRESH_S = 2.5 * _LIST_EVERY_S  # a remote entry read this recently is trusted without a lookup
 
 
 class RemoteRoute:
@@ -49,6 +57,7 @@ class RemoteRoute:
         self.link = Link(config, observer, name, self._setup)
         self._kv: KeyValue | None = None
         self._known: dict[str, Registration] = {}
+        self._read_at: dict[str, float] = {}  # when each entry of _known was last read (event-loop clock)
         self._waiting: dict[str, tuple[anyio.Event, list[str]]] = {}
         self.receipt_to = ""
 
@@ -75,10 +84,16 @@ class RemoteRoute:
             if self._kv is not None and self.link.connected:
                 try:
                     with anyio.fail_after(2):
-                        self._known.update({r.session_id: r for r in await everyone(self._kv)})
+                        self._remember(*await everyone(self._kv))
                 except (OSError, TimeoutError, nats.errors.Error):
                     pass  # the last list stays; lookups say so
             await anyio.sleep(_LIST_EVERY_S)
+
+    def _remember(self, *entries: Registration) -> None:
+        read = anyio.current_time()
+        for entry in entries:
+            self._known[entry.session_id] = entry
+            self._read_at[entry.session_id] = read
 
     def sessions(self) -> list[SessionInfo]:
         """Sessions other nodes serve right now (from the last registry read)."""
@@ -91,6 +106,14 @@ class RemoteRoute:
 
     async def place(self, session: str) -> tuple[Place, str]:
         """Whether ``session`` is reached through NATS, and why."""
+        cached = self._known.get(session)
+        if (
+            cached is not None
+            and cached.node != self.node
+            and self.link.connected
+            and anyio.current_time() - self._read_at.get(session, -_FRESH_S) < _FRESH_S
+        ):
+            return "remote", f"served on {cached.host} ({cached.state})"
         found: Registration | None = None
         read = False
         if self._kv is not None and self.link.connected:
@@ -102,9 +125,10 @@ class RemoteRoute:
                 pass
         if read and found is None:
             self._known.pop(session, None)
+            self._read_at.pop(session, None)
             return "local", "not in the NATS registry"
         if found is not None:
-            self._known[session] = found
+            self._remember(found)
         else:  # the registry could not be read: the last entry seen decides
             found = self._known.get(session)
             if found is None:
