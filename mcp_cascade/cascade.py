@@ -41,6 +41,7 @@ from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
 from mcp_cascade.config import SESSION_ID_RE, Config, Loaded
 from mcp_cascade.errors import ConfigError, FieldError, InvalidResponse
 from mcp_cascade.events import Event, EventName, Observer
+from mcp_cascade.grouped import Grouped
 from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.outbox import CorruptEntry, Outbox, OutboxClaim
@@ -88,6 +89,9 @@ class Sender:
         self._observer = observer
         self._ack = ack
         self.outbox = Outbox(outbox if outbox is not None else home / "outbox")
+        # Concurrent deliveries remove their outbox entries in one worker-thread hop (no fsync to share:
+        # the writes stay one hop each, so their fsyncs run side by side and the journal merges them).
+        self._done = Grouped(self.outbox.done_many)
         self._breakers = SessionBreakers(clock, observer)
         self._clock = clock
         self._random = random or system_random()
@@ -276,7 +280,7 @@ class Sender:
         fields = {"status": receipt.status, "attempts": len(receipt.attempts)}
         if receipt.status != "failed":
             if claimed is not None:
-                await anyio.to_thread.run_sync(claimed.done)
+                await self._done(claimed)
             self._observer.emit(receipt.event("sent", level="info", fields=fields))
         elif result.rejected:
             if claimed is not None:

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,18 @@ class Outbox:
             tmp.unlink(missing_ok=True)
             raise
         return OutboxClaim(self, OutboxEntry(name, response, session, tier, created), fd)
+
+    def done_many(self, claims: Sequence[OutboxClaim]) -> list[OSError | None]:
+        """:meth:`OutboxClaim.done` for each claim; each result is None, or the OSError it raised."""
+        results: list[OSError | None] = []
+        for claimed in claims:
+            try:
+                claimed.done()
+            except OSError as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
 
     def names(self) -> list[str]:
         """Every pending entry's name, oldest first."""
