@@ -58,8 +58,10 @@ class Walk:
         session: str,
         choice: TierChoice,
         started: float,
+        looked: tuple[SessionInfo | None] | None = None,
     ) -> None:
         self.means = means
+        self.looked = looked  # the session file as read with the outbox write: the first round's look
         self.config = config
         self.response = response
         self.session = session
@@ -97,7 +99,10 @@ class Walk:
                 return Result("failed", None)
 
     async def round(self) -> Result | None:
-        info = await anyio.to_thread.run_sync(read_session, self.means.home, self.session)
+        if self.looked is not None:
+            (info,), self.looked = self.looked, None
+        else:
+            info = await anyio.to_thread.run_sync(read_session, self.means.home, self.session)
         breaker = self.means.breaker(self.session, info, self.config)
         if self.means.remote is not None and self.choice == "auto" and (info is None or not info.alive):
             place, why = await self.means.remote.place(self.session)

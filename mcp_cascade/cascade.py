@@ -47,6 +47,7 @@ from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.outbox import CorruptEntry, Outbox, OutboxClaim
 from mcp_cascade.receipt import Attempt, Receipt, Result
 from mcp_cascade.response import Response, with_session
+from mcp_cascade.sessions import read_session
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.wire import TIER_CHOICES, TierChoice
 
@@ -180,22 +181,32 @@ class Sender:
         config = self.config
         started = self._clock.monotonic()
         claimed: OutboxClaim | None = None
-        try:
-            # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
-            with anyio.CancelScope(shield=True):
-                claimed = await anyio.to_thread.run_sync(self.outbox.put, response, session, tier)
-        except OSError as exc:
+        # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
+        with anyio.CancelScope(shield=True):
+            stored, info = await anyio.to_thread.run_sync(self._store_and_look, response, session, tier)
+        if isinstance(stored, OSError):
             self._emit(
                 "outbox",
                 response,
                 session,
                 level="error",
-                reason=f"cannot write the outbox, delivering without it: {exc}",
+                reason=f"cannot write the outbox, delivering without it: {stored}",
                 fields={"action": "unavailable"},
             )
         else:
+            claimed = stored
             self._emit("outbox", response, session, level="debug", fields={"action": "stored"})
-        return await self._drive(claimed, response, session, tier, config, started)
+        return await self._drive(claimed, response, session, tier, config, started, (info,))
+
+    def _store_and_look(
+        self, response: Response, session: str, tier: TierChoice
+    ) -> tuple[OutboxClaim | OSError, SessionInfo | None]:
+        """The outbox write and the walk's first look at the session: one worker-thread hop, not two."""
+        try:
+            stored: OutboxClaim | OSError = self.outbox.put(response, session, tier)
+        except OSError as exc:
+            stored = exc
+        return stored, read_session(self.home, session)
 
     async def redrive(self) -> list[Receipt]:
         """Deliver every outbox entry no live sender is working on; one pass, oldest first.
@@ -251,9 +262,10 @@ class Sender:
         tier: TierChoice,
         config: Config,
         started: float,
+        looked: tuple[SessionInfo | None] | None = None,
     ) -> Receipt:
         assert self._means is not None
-        delivery = Walk(self._means, config, response, session, tier, started)
+        delivery = Walk(self._means, config, response, session, tier, started, looked)
         try:
             with self._breakers.blaming(response):
                 result = await delivery.run()
