@@ -8,16 +8,25 @@ the same sender delivers to a session in its own home through tier 1, the
 local floor. Latency: one response at a time, from ``Sender.deliver`` to the
 frame read from serve's stdout (one clock: both are in this process).
 Throughput: ``--workers`` concurrent deliveries for ``--seconds``, counted as
-frames at the remote session. Consumer rate: ``--backlog`` signed messages
-published straight into the session's subject (faster than it consumes), the
-rate from its first frame to its last: what one session's consumer takes in,
-apart from the cost of the sender's side. Targets: p99 ≤ 10 ms, ≥ 1,000 responses/s.
+frames at the remote session, from the first delivery until the frame of the
+last one sent has arrived (sustained: the drain is part of the time). It is a
+closed loop, as a bridge is: each delivery returns once the session's receipt
+is back, so the rate is about ``workers`` divided by one delivery's time, and
+more workers help until a process or the machine runs out of CPU. On a shared
+machine that is the limit, so the phase also reports the CPU time each process
+spent per response (the sender's includes this harness reading frames; Linux
+only): a figure that other load moves much less than the rate. Consumer rate:
+``--backlog`` signed messages published straight into the session's subject
+(faster than it consumes), the rate from its first frame to its last: what one
+session's consumer takes in, apart from the cost of the sender's side.
+Targets: p99 ≤ 10 ms, ≥ 1,000 responses/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -62,9 +71,23 @@ async def _latencies(
     return took
 
 
-async def _throughput(sender: Sender, serve: ServeProcess, seconds: float, workers: int) -> float:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _throughput(
+    sender: Sender, serve: ServeProcess, nats_pid: int, seconds: float, workers: int
+) -> tuple[float, dict[str, float]]:
     before = len(serve.channel())
     sent = 0
+    assert serve.process is not None
+    pids = {"sender": os.getpid(), "serve": serve.process.pid, "nats-server": nats_pid}
+    cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
 
     async def worker(w: int) -> None:
         nonlocal sent
@@ -84,7 +107,9 @@ async def _throughput(sender: Sender, serve: ServeProcess, seconds: float, worke
     with anyio.move_on_after(30):
         while len(serve.channel()) - before < sent:  # noqa: ASYNC110 - frames are read by the harness's task
             await anyio.sleep(0.01)
-    return (len(serve.channel()) - before) / (time.perf_counter() - start)
+    arrived = len(serve.channel()) - before
+    cpu_ms = {name: (_cpu_s(pid) - cpu_before[name]) * 1000 / arrived for name, pid in pids.items()}
+    return arrived / (time.perf_counter() - start), cpu_ms
 
 
 async def _consumer_rate(js: JetStreamContext, signer: Signer, serve: ServeProcess, count: int) -> float:
@@ -107,6 +132,7 @@ async def _consumer_rate(js: JetStreamContext, signer: Signer, serve: ServeProce
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    load = os.getloadavg()  # the machine may be shared: what else ran shows here
     with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp:
         root = Path(tmp)
         home_a, home_b = root / "a", root / "b"
@@ -133,7 +159,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await _latencies(sender, local, LOCAL, "warm-l", 20)
                     tier4 = Stats.of(await _latencies(sender, remote, REMOTE, "r", args.count))
                     tier1 = Stats.of(await _latencies(sender, local, LOCAL, "l", args.count))
-                    rate = await _throughput(sender, remote, args.seconds, args.workers)
+                    nats_process = server.nodes[0].process
+                    assert nats_process is not None
+                    rate, cpu_ms = await _throughput(
+                        sender, remote, nats_process.pid, args.seconds, args.workers
+                    )
                 nc = await nats.connect(server.url)
                 try:
                     signer = Signer(load_or_create_secret(home_a))
@@ -144,8 +174,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "tier4_remote": tier4,
         "tier1_local": tier1,
         "remote_rate_per_s": rate,
+        "cpu_ms_per_response": cpu_ms,
         "consumer_rate_per_s": consumer,
         "args": vars(args),
+        "command": "python -m benchmarks.nats_remote " + " ".join(sys.argv[1:]),
+        "load_average_at_start": load,
     }
 
 
@@ -177,6 +210,10 @@ def main() -> int:
     print(f"{'tier 1 floor: POST → frame (local)':<44}{tier1.row()}")
     print(
         f"remote throughput: {result['remote_rate_per_s']:.0f} responses/s ({args.workers} senders at once)"
+    )
+    print(
+        "CPU per response: "
+        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in result["cpu_ms_per_response"].items())
     )
     print(
         f"one session's consumer: {result['consumer_rate_per_s']:.0f} responses/s "
