@@ -50,6 +50,10 @@ class Received:
     first_tier: int | None = None  # a duplicate's: the tier that brought the response first
 
 
+# Responses recorded one by one as recovered at start (more are still delivered, unrecorded).
+_RECOVER_RECORDS = 10_000
+
+
 @dataclass(eq=False, slots=True)
 class _Slot:
     """One response on its way through the pump."""
@@ -99,9 +103,12 @@ class Engine:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Engine]:
         """Recover interrupted pushes, then run the pump until exit."""
-        recovered = await self._io(self.store.recover)
-        if recovered:
-            self._emit("recovered", reason=f"{recovered} responses caught mid-push will be redelivered")
+        await self._io(self.store.recover)
+        # One record per response the store holds undelivered at start: the trail then shows it durable
+        # even when a kill fell between its commit and its ``durable`` record.
+        for held in await self._io(self.store.pending, _RECOVER_RECORDS):
+            why = "caught mid-push: redelivered, flagged" if held.redelivered else "waiting in the store"
+            self._emit("recovered", held.response, tier=held.tier, reason=f"at start-up, {why}")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pump)
             yield self

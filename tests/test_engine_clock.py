@@ -101,3 +101,24 @@ async def test_durable_is_recorded_before_pushed_even_when_the_receiver_wakes_la
     order = [(e.event, e.response_id) for e in events.events if e.event in ("durable", "pushed")]
     for rid in ids:
         assert order.index(("durable", rid)) < order.index(("pushed", rid)), order
+
+
+async def test_each_response_the_store_holds_at_start_is_recorded_as_recovered(tmp_path: Path) -> None:
+    """A kill between a commit and its ``durable`` record leaves the store ahead of the audit trail:
+    at the next start every undelivered response gets a ``recovered`` record before it is pushed."""
+    store = Store(tmp_path / "state.db")
+    try:
+        async with Engine(store, "s", Recorder()).running() as first:  # no client: they stay pending
+            await first.receive_many([from_dict(body(id=f"held:{n}")) for n in range(3)], Tier.WEBHOOK)
+        events = Recorder()
+        engine = Engine(store, "s", events)
+        async with engine.running():
+            engine.attach(SlowClient(FakeClock(), 0.0))
+            await events.wait_for(lambda: len(events.named("pushed")) == 3)
+    finally:
+        store.close()
+    recovered = events.named("recovered")
+    assert [e.response_id for e in recovered] == ["held:0", "held:1", "held:2"]
+    assert all(e.tier == Tier.WEBHOOK and "waiting in the store" in str(e.reason) for e in recovered)
+    order = [(e.event, e.response_id) for e in events.events if e.event in ("recovered", "pushed")]
+    assert order.index(("recovered", "held:2")) < order.index(("pushed", "held:0"))

@@ -48,7 +48,8 @@ def _problems(
     if not any(r.get("event") == "sent" and r.get("status") == receipt.get("status") for _, r in mine):
         problems.append(f"no 'sent' record with status {receipt.get('status')}")
     serve = [(pos, r) for pos, r in records if r.get("component") == "serve"]
-    durable = [pos for pos, r in serve if r.get("event") == "durable"]
+    # ``recovered``: found in the store at a start-up (a kill may fall between commit and record).
+    durable = [pos for pos, r in serve if r.get("event") in ("durable", "recovered")]
     pushed = [pos for pos, r in serve if r.get("event") == "pushed"]
     if not durable:
         problems.append("no 'durable' record from serve")
@@ -59,7 +60,7 @@ def _problems(
     if (
         carrier is not None
         and durable
-        and not any(r.get("event") == "durable" and r.get("tier") == carrier for _, r in serve)
+        and not any(r.get("event") in ("durable", "recovered") and r.get("tier") == carrier for _, r in serve)
     ):
         problems.append(f"no 'durable' record for tier {carrier}, the tier that carried it")
     if carrier == 3:

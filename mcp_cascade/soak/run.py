@@ -89,9 +89,16 @@ class Context:
         await anyio.sleep(max(0.0, self.started + fraction * self.nominal_s - time.perf_counter()))
 
     def expect(
-        self, label: str, tier: int, since: float, until: float, *, share: float = 0.75, first: bool = False
+        self,
+        label: str,
+        tier: int | tuple[int, ...],
+        since: float,
+        until: float,
+        *,
+        share: float = 0.75,
+        first: bool = False,
     ) -> None:
-        """At least ``share`` of the responses begun between ``since`` and ``until`` go by ``tier``.
+        """At least ``share`` of the responses begun in [since, until] go by ``tier`` (or any of several).
 
         With ``first``, by the tier *tried first* (the receipt's first attempt) instead of the one
         that carried it: what a change of ``tier_order`` decides, whatever the timeouts do.
@@ -231,12 +238,13 @@ async def run_scenario(
     for exp in ctx.expectations:
         carriers = tally.carriers(exp["since"], exp["until"], first=exp["first"])
         total = sum(carriers.values())
-        share = carriers[exp["tier"]] / total if total else 0.0
+        tiers = exp["tier"] if isinstance(exp["tier"], tuple) else (exp["tier"],)
+        share = sum(carriers[t] for t in tiers) / total if total else 0.0
         expectations.append(
             {
                 "label": exp["label"],
                 "by": "first tried" if exp["first"] else "carried",
-                "tier": exp["tier"],
+                "tier": " or ".join(str(t) for t in tiers),
                 "responses": total,
                 "share": round(share, 3),
                 "carriers": {f"tier{t}": n for t, n in sorted(carriers.items())},
