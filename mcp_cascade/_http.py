@@ -1,25 +1,53 @@
-"""The sender's pooled HTTP client, opened on its first request.
+"""The sender's HTTP clients: pooled for a sender that lives, one connection per POST for ``send``.
 
-``mcp-cascade send`` to a session that is not running never posts anything,
-and importing httpx (with httpcore, and trio when installed) is a third of that
-command's start-up; so the client and its imports wait for the first POST.
-One client serves every session: httpx keeps a keep-alive pool per
-host and port, i.e. per session's sidecar.
+A long-lived sender (the bridge, the soak) keeps one httpx client: a keep-alive
+pool per host and port, i.e. per session's sidecar, opened on its first request.
+``mcp-cascade send`` posts once or a few times and exits; importing httpx (with
+httpcore, its command-line extras and trio when installed) took longer than the
+rest of that command, so it posts with :class:`OneShotClient` instead: h11 (which
+uvicorn already brings) over an anyio TCP stream, closed after each answer.
+Both answer :meth:`exchange` the same way, so the walk cannot tell them apart.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
 if TYPE_CHECKING:
+    import anyio.abc
+    import h11
     import httpx
 
 Answer = Literal["ok", "error", "timeout", "refused"]
+Exchanged = tuple[Answer, str, int | None, Any]
+"""An exchange's outcome, reason, HTTP status and decoded JSON body (or the body's first 200 characters)."""
 # Below uvicorn's 5 s keep-alive, so a pooled connection is never reused just as the server closes it.
 KEEPALIVE_S = 2.0
+
+
+class Client(Protocol):
+    """What a walk posts with."""
+
+    async def exchange(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Exchanged:
+        """POST within ``timeout``: outcome, reason, status, body."""
+
+    async def aclose(self) -> None:
+        """Release the client's connections (idempotent)."""
+
+
+def _refused(text: str) -> Exchanged:
+    return "refused", "connection refused" if "refused" in text.lower() else text, None, None
+
+
+def _decoded(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content.decode("utf-8", "replace")[:200]
 
 
 class LazyClient:
@@ -53,9 +81,7 @@ class LazyClient:
         if client is not None:
             await client.aclose()
 
-    async def exchange(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
-    ) -> tuple[Answer, str, int | None, Any]:
+    async def exchange(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Exchanged:
         """POST within ``timeout`` (the client is opened first, outside it): outcome, reason, status, body."""
         import httpx
 
@@ -64,15 +90,68 @@ class LazyClient:
             try:
                 answer = await self.post(url, content=body, headers=headers)
             except httpx.ConnectError as exc:
-                text = str(exc)
-                return "refused", "connection refused" if "refused" in text.lower() else text, None, None
+                return _refused(str(exc))
             except httpx.TimeoutException as exc:
                 return "timeout", f"timed out: {exc}", None, None
             except httpx.HTTPError as exc:
                 return "error", str(exc) or type(exc).__name__, None, None
-            try:
-                payload = answer.json()
-            except ValueError:
-                payload = answer.text[:200]
-            return "ok", "", answer.status_code, payload
+            return "ok", "", answer.status_code, _decoded(answer.content)
         return "timeout", f"no answer within {timeout * 1000:.0f} ms", None, None
+
+
+class OneShotClient:
+    """A client for a process that sends once: a new connection per POST, closed after its answer."""
+
+    async def aclose(self) -> None:
+        """Nothing stays open between exchanges."""
+
+    async def exchange(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Exchanged:
+        """POST within ``timeout`` (h11 is imported first, outside it): outcome, reason, status, body."""
+        from urllib.parse import urlsplit
+
+        import h11
+
+        parts = urlsplit(url)
+        conn = h11.Connection(h11.CLIENT)
+        fields = [("host", parts.netloc), ("content-length", str(len(body))), *headers.items()]
+        request = b"".join(
+            conn.send(event) or b""
+            for event in (
+                h11.Request(method="POST", target=parts.path or "/", headers=fields),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            )
+        )
+        with anyio.move_on_after(timeout):
+            try:
+                stream = await anyio.connect_tcp(parts.hostname or "localhost", parts.port or 80)
+            except OSError as exc:
+                return _refused(str(exc))
+            async with stream:
+                try:
+                    await stream.send(request)
+                    status, content = await _answer(conn, stream)
+                except (OSError, anyio.BrokenResourceError, h11.ProtocolError) as exc:
+                    return "error", str(exc) or type(exc).__name__, None, None
+            return "ok", "", status, _decoded(content)
+        return "timeout", f"no answer within {timeout * 1000:.0f} ms", None, None
+
+
+async def _answer(conn: h11.Connection, stream: anyio.abc.ByteStream) -> tuple[int, bytes]:
+    """Read one response: its status and its whole body."""
+    import h11
+
+    status, content = 0, bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            try:
+                conn.receive_data(await stream.receive())
+            except anyio.EndOfStream:
+                conn.receive_data(b"")  # h11 says whether the answer was complete
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            content += event.data
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return status, bytes(content)

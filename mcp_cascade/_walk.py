@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from mcp_cascade._http import LazyClient
+from mcp_cascade._http import Client
 from mcp_cascade.breaker import Breaker, Permit
 from mcp_cascade.clock import Clock, Random
 from mcp_cascade.config import Config
@@ -37,7 +37,7 @@ class Means:
     """What a walk uses from its sender."""
 
     home: Path
-    client: LazyClient
+    client: Client
     signer: Signer
     observer: Observer
     clock: Clock

@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from mcp_cascade._http import LazyClient
+from mcp_cascade._http import Client, LazyClient, OneShotClient
 from mcp_cascade._walk import Means, Walk
 from mcp_cascade.acknowledge import AckHook, acknowledge
 from mcp_cascade.breaker import BreakerSnapshot
@@ -69,7 +69,8 @@ class Sender:
     configuration reload (when given a :class:`LiveConfig`) and tier-2
     acknowledgments run there. ``clock``, ``random`` and ``transport`` are
     seams: the system's by default, a fake clock, fixed draws and an
-    in-process transport in tests.
+    in-process transport in tests. ``pooled=False`` posts on a connection of
+    its own each time, without importing httpx: for a process that sends once.
     """
 
     def __init__(
@@ -83,9 +84,11 @@ class Sender:
         clock: Clock = SYSTEM,
         random: Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        pooled: bool = True,
     ) -> None:
         self.home = home
         self._transport = transport
+        self._pooled = pooled
         self._config = config
         self._observer = observer
         self._ack = ack
@@ -122,7 +125,7 @@ class Sender:
                 remote = RemoteRoute(self.config, self.home, signer, self._observer, "mcp-cascade sender")
                 await stack.enter_async_context(remote.running())
             self.remote = remote
-            client = LazyClient(self._transport)
+            client: Client = LazyClient(self._transport) if self._pooled else OneShotClient()
             stack.push_async_callback(client.aclose)
             self._means = Means(
                 self.home,
@@ -361,7 +364,7 @@ def send_one(loaded: Loaded, response: Response, session: str, tier: TierChoice 
     async def main() -> Receipt:
         telemetry = make_telemetry(loaded, "send", session, metrics_served=False)
         try:
-            async with Sender(loaded.home, loaded.config, telemetry) as sender:
+            async with Sender(loaded.home, loaded.config, telemetry, pooled=False) as sender:
                 if sender.remote is not None:  # a first look at the registry before choosing the way
                     with anyio.move_on_after(loaded.config.overall_timeout_ms / 2000):
                         await sender.remote.link.ready.wait()
