@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.flags import add_config_flags, load
@@ -168,14 +168,25 @@ def _lazy(module: str, name: str) -> Handler:
     return run
 
 
-def _version() -> str:
-    """The installed distribution's version."""
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked for.
 
-    try:
-        return version("mcp-cascade")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown"
+    (importlib.metadata and the scan of the installed distributions cost ``--help`` and
+    ``send`` about 15 ms on every run when argparse's own version action was given the text.)
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("mcp-cascade")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            found = "unknown"
+        print(f"mcp-cascade {found}")
+        parser.exit()
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -188,13 +199,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="mcp-cascade",
         description="Telegram answers into the right Claude Code session, effectively once.",
     )
-    version = f"mcp-cascade {_version()}"
-    parser.add_argument("--version", action="version", version=version)
+    version_help = "show program's version number and exit"
+    parser.add_argument("--version", action=_Version, help=version_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser | None:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--version", action="version", version=version)
+        p.add_argument("--version", action=_Version, help=version_help)
         p.add_argument("--home", help="state directory (default $MCP_CASCADE_HOME or ~/.mcp-cascade)")
         p.set_defaults(handler=handler)
         return p if only is None or only == name else None
