@@ -4,13 +4,16 @@
 
 - ``mcp-cascade --help``: wall time;
 - ``mcp-cascade send`` to a session that is not running (tier 3) and to a running one
-  (tier 1): wall time and peak RSS of the whole process;
+  (tier 1): wall time and peak RSS of the whole process; each receipt must name that tier;
 - ``mcp-cascade serve``: from process start to the ``initialize`` answer on stdout, and
   its resident memory once idle.
 
 Floors in the same run: ``python -c pass`` (an interpreter that does nothing) and
 ``python -c "import mcp.server.stdio"`` (the MCP SDK alone, which serve cannot
-answer ``initialize`` without). Peak RSS comes from GNU time (``/usr/bin/time``).
+answer ``initialize`` without). Peak RSS comes from GNU time (``/usr/bin/time``); CPU
+time (user + system, which a busy machine stretches less than wall time) from the
+rusage of the finished child. The load average before and after the run is printed
+and saved beside the figures.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,15 +46,22 @@ INITIALIZE = {
 }
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall ms and peak RSS (MiB, as GNU time reports it: the program's own, not the fork's)."""
+def timed(argv: list[str], env: dict[str, str], tier: int | None = None) -> tuple[float, float, float]:
+    """Wall ms, peak RSS (MiB, as GNU time reports it: the program's own, not the fork's) and CPU ms.
+
+    ``tier``: the command is a send, and its receipt must name that tier (the figure is the path's).
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], env=env, capture_output=True)
     wall = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     assert done.returncode == 0, (argv, done.stderr[-300:])
-    return wall, int(done.stderr.split()[-1]) / 1024
+    if tier is not None:
+        receipt = json.loads(done.stdout)
+        assert receipt["tier"] == tier, receipt
+    return wall, int(done.stderr.split()[-1]) / 1024, used * 1000
 
 
 def serve_once(home: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -85,6 +96,8 @@ def median(values: list[float]) -> float:
 def run(n: int, plain: bool) -> dict[str, Any]:
     samples: dict[str, list[float]] = {}
     rss: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    load_before = os.getloadavg()
     with (
         tempfile.TemporaryDirectory(prefix="mcp-cascade-startup-") as tmp,
         progress("startup", 7 * n, plain=plain) as tick,
@@ -100,9 +113,10 @@ def run(n: int, plain: bool) -> dict[str, Any]:
         }
         for _ in range(n):
             for name, argv in runs.items():
-                wall, peak = timed(argv, env)
+                wall, peak, used = timed(argv, env, 3 if name.startswith("send") else None)
                 samples.setdefault(name, []).append(wall)
                 rss.setdefault(name, []).append(peak)
+                cpu.setdefault(name, []).append(used)
                 tick()
         live = subprocess.Popen(
             [PY, "-m", "mcp_cascade", "serve", "--home", str(home), "--session", "live"],
@@ -116,8 +130,9 @@ def run(n: int, plain: bool) -> dict[str, Any]:
             while not (home / "sessions" / "live" / "session.json").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
             for _ in range(n):
-                wall, _ = timed([*send, "live", "--tier", "auto"], env)
+                wall, _, used = timed([*send, "live", "--tier", "auto"], env, 1)
                 samples.setdefault("send through tier 1", []).append(wall)
+                cpu.setdefault("send through tier 1", []).append(used)
                 tick()
         finally:
             assert live.stdin is not None
@@ -128,11 +143,14 @@ def run(n: int, plain: bool) -> dict[str, Any]:
             samples.setdefault("serve: start → initialize answered", []).append(ready)
             rss.setdefault("serve: idle", []).append(idle)
             tick()
-    print(f"{'':<40}{'p50 ms':>9} {'max ms':>9} {'peak RSS MiB':>13}")
+    load = (load_before, os.getloadavg())
+    print(f"load average (1, 5, 15 min): before {load[0]}, after {load[1]}")
+    print(f"{'':<40}{'p50 ms':>9} {'max ms':>9} {'CPU ms':>9} {'peak RSS MiB':>13}")
     for name, values in samples.items():
+        spent = f"{median(cpu[name]):>9.1f}" if name in cpu else f"{'':>9}"
         resident = f"{median(rss[name]):>13.1f}" if name in rss else ""
-        print(f"{name:<40}{median(values):>9.1f} {max(values):>9.1f} {resident}")
-    print(f"{'serve: idle RSS':<40}{'':>19} {median(rss['serve: idle']):>13.1f}")
+        print(f"{name:<40}{median(values):>9.1f} {max(values):>9.1f} {spent} {resident}")
+    print(f"{'serve: idle RSS':<40}{'':>29} {median(rss['serve: idle']):>13.1f}")
     floor = median(samples["floor: python -c pass"])
     sdk = median(samples["floor: import the MCP SDK"])
     targets = verdicts(
@@ -165,6 +183,8 @@ def run(n: int, plain: bool) -> dict[str, Any]:
         "n": n,
         "p50_ms": {name: median(values) for name, values in samples.items()},
         "peak_rss_mib": {name: median(values) for name, values in rss.items()},
+        "cpu_ms": {name: median(values) for name, values in cpu.items()},
+        "load_average": {"before": load[0], "after": load[1]},
         "targets": targets,
         "picture": picture.name if picture else None,
     }
