@@ -109,7 +109,7 @@ def _protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
 
 _ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
 _log = logging.getLogger(__name__)
-Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+AcceptHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 
 class AcceptExhausted:
@@ -123,7 +123,10 @@ class AcceptExhausted:
     """
 
     def __init__(
-        self, previous: Handler | None, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self,
+        previous: AcceptHandler | None,
+        every_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.previous = previous
         self.every_s = every_s

@@ -26,7 +26,7 @@ import anyio.to_thread
 from mcp_cascade.inbox import Claimed, Failed, Maildir, enqueue
 from mcp_cascade.response import Response
 
-__all__ = ["Item", "MaildirQueue", "Quarantined", "Queue"]
+__all__ = ["Item", "MaildirQueue", "Queue", "Unusable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
-class Quarantined:
+class Unusable:
     """A claimed entry that can never become a response (unreadable, unsigned, malformed)."""
 
     reason: str
@@ -57,13 +57,13 @@ class Queue(Protocol):
         Raises TimeoutError or OSError (or the implementation's transport error) when it is not.
         """
 
-    async def claim(self, limit: int, timeout: float) -> Sequence[Item | Quarantined]:
+    async def claim(self, limit: int, timeout: float) -> Sequence[Item | Unusable]:
         """Up to ``limit`` entries in queue order, waiting at most ``timeout`` seconds for the first."""
 
     async def ack(self, item: Item) -> None:
         """The engine has the response durably: the queue forgets it (confirmed before returning)."""
 
-    async def nack(self, item: Item | Quarantined, reason: str, *, permanent: bool) -> None:
+    async def nack(self, item: Item | Unusable, reason: str, *, permanent: bool) -> None:
         """Not taken: try again later, or (``permanent``) quarantine it with ``reason``."""
 
     async def recover(self) -> int:
@@ -86,12 +86,12 @@ class MaildirQueue:
             )
         return str(done.path)
 
-    async def claim(self, limit: int, timeout: float) -> Sequence[Item | Quarantined]:
+    async def claim(self, limit: int, timeout: float) -> Sequence[Item | Unusable]:
         """Claim up to ``limit`` files of ``new/`` into ``cur/``, in durable order (no waiting here)."""
 
-        def take() -> list[Item | Quarantined]:
+        def take() -> list[Item | Unusable]:
             self.maildir.ensure()
-            found: list[Item | Quarantined] = []
+            found: list[Item | Unusable] = []
             for name in self.maildir.scan():
                 if len(found) >= limit:
                     break
@@ -99,7 +99,7 @@ class MaildirQueue:
                 if isinstance(taken, Claimed):
                     found.append(Item(taken.response, taken.name))
                 elif isinstance(taken, Failed):
-                    found.append(Quarantined(taken.reason, taken.name))
+                    found.append(Unusable(taken.reason, taken.name))
             return found
 
         found = await anyio.to_thread.run_sync(take)
@@ -111,9 +111,9 @@ class MaildirQueue:
         """Remove the claimed file."""
         await anyio.to_thread.run_sync(self.maildir.ack, [str(item.token)])
 
-    async def nack(self, item: Item | Quarantined, reason: str, *, permanent: bool) -> None:
+    async def nack(self, item: Item | Unusable, reason: str, *, permanent: bool) -> None:
         """Back into ``new/``, or into ``failed/`` with a reason file (a bad file is already there)."""
-        if isinstance(item, Quarantined):
+        if isinstance(item, Unusable):
             return  # take() moved it to failed/ already
         if permanent:
             await anyio.to_thread.run_sync(lambda: self.maildir.fail(str(item.token), reason, claimed=True))

@@ -15,7 +15,7 @@ from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
 from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.bridge.ledger import Ledger
-from mcp_cascade.bridge.prompts import Outbound
+from mcp_cascade.bridge.prompts import Prompts
 from mcp_cascade.bridge.telegram import TelegramClient
 from mcp_cascade.config import Config
 from mcp_cascade.errors import SignatureError
@@ -59,7 +59,7 @@ async def api(home: Path) -> AsyncIterator[Api]:
         ) as tg,
     ):
         deps = ApiDeps(
-            Outbound(tg, ledger, access, NullObserver()),
+            Prompts(tg, ledger, access, NullObserver()),
             Signer(secret),
             NullObserver(),
             lambda p: {},
@@ -136,7 +136,7 @@ async def test_long_replies_are_split_and_only_allowed_chats_can_be_written_to(a
 async def test_with_nobody_paired_a_question_is_refused_with_what_to_do(home: Path, api: Api) -> None:
     nobody = Config.model_validate({})
     deps = ApiDeps(
-        Outbound(_client_of(api), api.ledger, Access(home, lambda: nobody), NullObserver()),
+        Prompts(_client_of(api), api.ledger, Access(home, lambda: nobody), NullObserver()),
         Signer(api.secret),
         NullObserver(),
         lambda p: {},

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mcp_cascade.bridge.ledger import Ledger
-from mcp_cascade.bridge.outbox import Outbox
+from mcp_cascade.bridge.outbox import UpdateOutbox
 from mcp_cascade.response import make_response
 
 
@@ -15,7 +15,7 @@ def _update(uid: int, text: str = "hi") -> tuple[int, str]:
 
 
 def test_ingest_records_updates_and_the_next_offset_together_and_ignores_repeats(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.db")
+    outbox = UpdateOutbox(tmp_path / "outbox.db")
     assert outbox.offset() is None
     assert outbox.ingest([_update(5), _update(6)]) == 2
     assert outbox.offset() == 7
@@ -28,13 +28,13 @@ def test_ingest_records_updates_and_the_next_offset_together_and_ignores_repeats
 
 
 def test_an_update_keeps_its_routed_response_and_state_across_a_reopen(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.db")
+    outbox = UpdateOutbox(tmp_path / "outbox.db")
     outbox.ingest([_update(1), _update(2)])
     response = make_response(type="message", user_id=42, text="hi", id="tg:42:1", session="s-a", chat_id=42)
     outbox.route(1, "s-a", response)
     outbox.done(2, "answered directly")
     outbox.close()
-    again = Outbox(tmp_path / "outbox.db")
+    again = UpdateOutbox(tmp_path / "outbox.db")
     (entry,) = again.pending()
     assert entry.update_id == 1 and entry.state == "routed" and entry.session == "s-a"
     assert entry.response == response

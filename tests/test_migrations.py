@@ -18,7 +18,7 @@ import pytest
 from mcp_cascade.bridge.ledger import STEPS as LEDGER_STEPS
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.outbox import STEPS as OUTBOX_STEPS
-from mcp_cascade.bridge.outbox import Outbox
+from mcp_cascade.bridge.outbox import UpdateOutbox
 from mcp_cascade.migrations import StoreTooNew, migrate, version
 from mcp_cascade.store import STEPS, Store
 from mcp_cascade.testing import ServeProcess
@@ -72,7 +72,7 @@ async def test_pending_answers_in_a_0_1_0_store_are_delivered_once_after_the_upg
 
 def test_the_bridge_stores_of_0_1_0_keep_their_routes_and_offset(home: Path) -> None:
     ledger = Ledger(old_store(home, "ledger.db"))
-    outbox = Outbox(old_store(home, "outbox.db"))
+    outbox = UpdateOutbox(old_store(home, "outbox.db"))
     try:
         assert ledger.chats() == [1001]
         assert ledger.session_of(1001, 77) == SESSION

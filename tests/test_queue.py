@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from mcp_cascade.delivery import Engine
-from mcp_cascade.queue import Item, MaildirQueue, Quarantined, Queue
+from mcp_cascade.queue import Item, MaildirQueue, Queue, Unusable
 from mcp_cascade.remote.consume import consume
 from mcp_cascade.remote.jetstream import ACK_WAIT_S
 from mcp_cascade.response import Response
@@ -125,12 +125,12 @@ async def test_an_unsigned_jetstream_message_is_quarantined_and_does_not_block_t
         good = answer("signed", SESSION)
         await queue.js.publish(subject(SESSION), good.to_json(), headers={"Nats-Msg-Id": "forged"})
         await queue.enqueue(good, 5)
-        entries: list[Item | Quarantined] = []
+        entries: list[Item | Unusable] = []
         with anyio.fail_after(10):
             while not entries:
                 entries += await queue.claim(1, 0.5)
             (bad,) = entries
-            assert isinstance(bad, Quarantined) and "signature" in bad.reason
+            assert isinstance(bad, Unusable) and "signature" in bad.reason
             await queue.nack(bad, bad.reason, permanent=True)  # terminated: never redelivered
             ok = await claim_one(queue)
         assert ok.response.id == good.id

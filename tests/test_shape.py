@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, no private name across packages, no file past 400 lines.
+"""The package's shape: no import cycles, no private name across packages, no file past 400 lines,
+no type name that means two things.
 
 Static: the imports are read with :mod:`ast` from the source, nothing is imported or
 run. An import counts wherever it is written (a function-level import is still a
@@ -184,6 +185,32 @@ def too_long(root: Path) -> list[str]:
     return found
 
 
+def doubled_types(root: Path) -> dict[str, list[str]]:
+    """Public class and type-alias names (CamelCase, at a module's top) defined in more than one module."""
+    where: dict[str, list[str]] = {}
+    for name, path in package_modules(root).items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                defined = node.name
+            elif (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+            ):
+                defined = node.targets[0].id
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                defined = node.target.id
+            else:
+                continue
+            if defined[:1].isupper() and not defined.isupper():
+                where.setdefault(defined, []).append(name)
+    return {n: modules for n, modules in sorted(where.items()) if len(modules) > 1}
+
+
+def test_no_class_or_type_name_means_two_things() -> None:
+    assert doubled_types(ROOT) == {}
+
+
 def test_no_import_cycles_among_the_packages_modules() -> None:
     edges, _ = graph(ROOT)
     assert len(edges) > 50  # the package was found and read
@@ -226,8 +253,14 @@ def test_the_checks_see_planted_violations(tmp_path: Path) -> None:
             "long.py": "x = 1\n" * (MAX_LINES + 1),
             "short.py": "x = 1\n" * MAX_LINES,
             ".hidden/long.py": "x = 1\n" * (MAX_LINES + 1),
+            "mcp_cascade/f.py": "class Outbox: ...\nEntry = tuple[int, int]\nLIMIT = 1\n",
+            "mcp_cascade/sub/g.py": "class Outbox: ...\nclass Entry: ...\nLIMIT = 2\n",
         },
     )
+    assert doubled_types(root) == {
+        "Entry": ["mcp_cascade.f", "mcp_cascade.sub.g"],
+        "Outbox": ["mcp_cascade.f", "mcp_cascade.sub.g"],
+    }
     edges, everything = graph(root)
     assert cycles(edges) == [
         ["mcp_cascade._walk", "mcp_cascade.sub.m"],

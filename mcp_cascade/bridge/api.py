@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_cascade.bridge.files import FileRefused
-from mcp_cascade.bridge.prompts import ChatNotAllowed, NoRecipient, Outbound
+from mcp_cascade.bridge.prompts import ChatNotAllowed, NoRecipient, Prompts
 from mcp_cascade.bridge.telegram import TelegramUnavailable
 from mcp_cascade.errors import InvalidResponse, SignatureError
 from mcp_cascade.events import Event, Observer
@@ -81,7 +81,7 @@ class PermissionBody(_Body):
 class ApiDeps:
     """What the API needs from the bridge around it."""
 
-    outbound: Outbound
+    outbound: Prompts
     signer: Signer
     observer: Observer
     health: Callable[[str | None], Mapping[str, Any]]

@@ -34,8 +34,8 @@ from mcp_cascade.bridge.instance import (
     unpublish,
 )
 from mcp_cascade.bridge.ledger import Ledger
-from mcp_cascade.bridge.outbox import OUTBOX_DB, Outbox
-from mcp_cascade.bridge.prompts import Outbound
+from mcp_cascade.bridge.outbox import OUTBOX_DB, UpdateOutbox
+from mcp_cascade.bridge.prompts import Prompts
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
@@ -158,7 +158,7 @@ class Bridge:
             stack.callback(self.observer.emit, Event("stopped"))  # after the locks are free
             stack.callback(lock.release)
             sock = stack.enter_context(bind_socket("127.0.0.1", self.config.bridge_port, key="bridge_port"))
-            outbox = stack.enter_context(contextlib.closing(Outbox(self.home / OUTBOX_DB)))
+            outbox = stack.enter_context(contextlib.closing(UpdateOutbox(self.home / OUTBOX_DB)))
             ledger = stack.enter_context(contextlib.closing(Ledger(self.home / BRIDGE_DIR / "ledger.db")))
             stack.callback(unpublish, self.home)
             access = Access(self.home, lambda: self.live.current)
@@ -171,7 +171,7 @@ class Bridge:
                 Event("telegram_ready", fields={"bot": telegram.username, "token": self.fingerprint})
             )
             topics = Topics(telegram, ledger, self.home, self.observer)
-            outbound = Outbound(telegram, ledger, access, self.observer, topics, self.home)
+            outbound = Prompts(telegram, ledger, access, self.observer, topics, self.home)
             sender = await stack.enter_async_context(
                 Sender(self.home, self.live, self.observer, ack=outbound.ack)
             )
@@ -236,7 +236,7 @@ class Bridge:
             await anyio.sleep(_MONITOR_S)
 
     async def _monitor(
-        self, outbox: Outbox, ledger: Ledger, access: Access, telegram: TelegramClient, sender: Sender
+        self, outbox: UpdateOutbox, ledger: Ledger, access: Access, telegram: TelegramClient, sender: Sender
     ) -> None:
         last_purge = 0.0
         while True:

@@ -26,7 +26,7 @@ from telegram import Update
 
 from mcp_cascade.bridge.files import BOT_API_DOWNLOAD_LIMIT, meta, save
 from mcp_cascade.bridge.ledger import Ledger
-from mcp_cascade.bridge.outbox import DEAD_LETTER, Entry, Outbox
+from mcp_cascade.bridge.outbox import DEAD_LETTER, UpdateEntry, UpdateOutbox
 from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.routing import Deliver, Drop, Router, Say, answer_label
 from mcp_cascade.bridge.telegram import (
@@ -63,7 +63,7 @@ class Inbound:
         self,
         *,
         telegram: TelegramClient,
-        outbox: Outbox,
+        outbox: UpdateOutbox,
         ledger: Ledger,
         router: Router,
         sender: Sender,
@@ -135,7 +135,7 @@ class Inbound:
                 for entry in entries:
                     await self._until_done(entry)
 
-    async def _until_done(self, entry: Entry) -> None:
+    async def _until_done(self, entry: UpdateEntry) -> None:
         attempt = 0
         while True:
             try:
@@ -165,7 +165,7 @@ class Inbound:
                     return
                 entry = refreshed[0]
 
-    async def _dead_letter(self, entry: Entry, exc: Exception) -> None:
+    async def _dead_letter(self, entry: UpdateEntry, exc: Exception) -> None:
         """Set an update aside for good, then count it, log it with its ids and tell its sender.
 
         Marked done first: should that write fail, the update is retried (and set aside again), never
@@ -192,7 +192,7 @@ class Inbound:
         if inc is not None and inc.kind != "other":
             await self._say(inc, f"That message cannot be delivered, so it was set aside: {reason}")
 
-    async def _handle(self, entry: Entry) -> None:
+    async def _handle(self, entry: UpdateEntry) -> None:
         inc = _read(entry)
         if inc is None:
             await self._io(self._outbox.done, entry.update_id, "not from a person")
@@ -305,7 +305,7 @@ class Inbound:
             )
 
 
-def _read(entry: Entry) -> Incoming | None:
+def _read(entry: UpdateEntry) -> Incoming | None:
     """The update as the bridge sees it; Poisoned when its stored body cannot be read as one."""
     try:
         return incoming(Update.de_json(entry.body, None))
@@ -315,7 +315,7 @@ def _read(entry: Entry) -> Incoming | None:
         raise Poisoned("update", f"update {entry.update_id} cannot be read: {exc!r}"[:500]) from exc
 
 
-def _readable(entry: Entry) -> Incoming | None:
+def _readable(entry: UpdateEntry) -> Incoming | None:
     """The update, or None when it cannot be read (then nobody can be told)."""
     try:
         return _read(entry)

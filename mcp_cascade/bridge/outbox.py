@@ -50,7 +50,7 @@ DEAD_LETTER = "dead letter: "
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class UpdateEntry:
     """One update and how far it got."""
 
     update_id: int
@@ -62,7 +62,7 @@ class Entry:
     note: str | None
 
 
-class Outbox:
+class UpdateOutbox:
     """Synchronous and thread-safe; call it from a worker thread."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
@@ -110,7 +110,7 @@ class Outbox:
             )
         return new
 
-    def pending(self, limit: int = 64) -> list[Entry]:
+    def pending(self, limit: int = 64) -> list[UpdateEntry]:
         """Updates not yet done, in update order."""
         with self._lock:
             rows = self._db.execute(
@@ -119,7 +119,7 @@ class Outbox:
                 (limit,),
             ).fetchall()
         return [
-            Entry(
+            UpdateEntry(
                 int(uid),
                 json.loads(body),
                 str(state),
@@ -156,7 +156,7 @@ class Outbox:
             (time.time() if now is None else now, note, update_id),
         )
 
-    def dead_letters(self, limit: int = 200) -> list[Entry]:
+    def dead_letters(self, limit: int = 200) -> list[UpdateEntry]:
         """Updates set aside for good (done, the note saying why), newest first."""
         with self._lock:
             rows = self._db.execute(
@@ -165,7 +165,7 @@ class Outbox:
                 (len(DEAD_LETTER), DEAD_LETTER, limit),
             ).fetchall()
         return [
-            Entry(int(uid), json.loads(body), str(state), session, None, float(received), note)
+            UpdateEntry(int(uid), json.loads(body), str(state), session, None, float(received), note)
             for uid, body, state, session, _, received, note in rows
         ]
 

@@ -1,4 +1,4 @@
-"""Outbound: questions, replies and permission prompts that sessions send to the person.
+"""Prompts: questions, replies and permission prompts that sessions send to the person.
 
 Each prompt is recorded in the ledger *before* it is sent, so a tap on its
 button always finds it; the message it became is recorded right after, so a
@@ -11,7 +11,7 @@ limits (a 429 asks for seconds). The caller is answered within
 ``queued`` while the send goes on in the background. It is never answered with
 an error for a prompt that will still arrive (the session would ask again, and
 the person would see the question twice). Prompts recorded but never sent (the
-bridge stopped first) are sent when the bridge starts again: :meth:`Outbound.resend`.
+bridge stopped first) are sent when the bridge starts again: :meth:`Prompts.resend`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class PartialReply(TelegramUnavailable):
     """A long reply failed part-way: the message says which parts arrived."""
 
 
-class Outbound:
+class Prompts:
     """Sends for sessions; records what it sent in the ledger."""
 
     def __init__(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mcp_cascade.audit import AUDIT_FILE, AuditTrail
-from mcp_cascade.bridge.outbox import DEAD_LETTER, OUTBOX_DB, Outbox
+from mcp_cascade.bridge.outbox import DEAD_LETTER, OUTBOX_DB, UpdateOutbox
 from mcp_cascade.durable import fsync_dir, pid_alive
 from mcp_cascade.errors import CascadeError, StoreUnavailable
 from mcp_cascade.events import Event
@@ -64,7 +64,7 @@ def _dead_letters(home: Path, now: float) -> list[QueueItem]:
     if not path.exists():
         return []
     try:
-        outbox = Outbox(path, readonly=True)
+        outbox = UpdateOutbox(path, readonly=True)
     except StoreUnavailable:
         return []
     try:

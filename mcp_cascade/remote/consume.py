@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 from mcp_cascade.delivery import Engine, Received
 from mcp_cascade.errors import Poisoned, StoreUnavailable
 from mcp_cascade.events import Event, Observer
-from mcp_cascade.queue import Item, Quarantined, Queue
+from mcp_cascade.queue import Item, Queue, Unusable
 
 __all__ = ["OnReceived", "consume"]
 
@@ -55,7 +55,7 @@ async def consume(
     while True:
         items: list[Item] = []
         for entry in await queue.claim(_BATCH, _CLAIM_WAIT_S):
-            if isinstance(entry, Quarantined):
+            if isinstance(entry, Unusable):
                 observer.emit(
                     Event("rejected", session=engine.session, tier=tier, level="error", reason=entry.reason)
                 )

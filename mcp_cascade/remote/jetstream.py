@@ -35,7 +35,7 @@ from nats.js import JetStreamContext, api
 
 from mcp_cascade.config import Config
 from mcp_cascade.errors import InvalidResponse, SignatureError
-from mcp_cascade.queue import Item, Quarantined
+from mcp_cascade.queue import Item, Unusable
 from mcp_cascade.response import Response, from_json
 from mcp_cascade.signing import Signer
 
@@ -166,7 +166,7 @@ class JetStreamQueue:
         self._rewind = False
         await self._subscription()
 
-    async def claim(self, limit: int, timeout: float) -> Sequence[Item | Quarantined]:
+    async def claim(self, limit: int, timeout: float) -> Sequence[Item | Unusable]:
         """Up to ``min(limit, BATCH)`` messages in stream order (after a rewind, if one is due)."""
         if self._rewind:
             await self._reset()
@@ -177,19 +177,19 @@ class JetStreamQueue:
             return []
         return [self._open(msg) for msg in msgs]
 
-    def _open(self, msg: Msg) -> Item | Quarantined:
+    def _open(self, msg: Msg) -> Item | Unusable:
         headers = msg.headers or {}
         try:
             msg_id = self.signer.verify(headers, msg.data, tolerance_s=self.tolerance_s)
             response = from_json(msg.data)
         except SignatureError as exc:
-            return Quarantined(f"signature: {exc}", msg)
+            return Unusable(f"signature: {exc}", msg)
         except InvalidResponse as exc:
-            return Quarantined(f"{exc.kind}: {exc}", msg)
+            return Unusable(f"{exc.kind}: {exc}", msg)
         if msg_id != response.id:
-            return Quarantined(f"webhook-id {msg_id!r} is not the body's id {response.id!r}", msg)
+            return Unusable(f"webhook-id {msg_id!r} is not the body's id {response.id!r}", msg)
         if response.session not in (None, self.session):
-            return Quarantined(f"addressed to session {response.session!r}, this is {self.session!r}", msg)
+            return Unusable(f"addressed to session {response.session!r}, this is {self.session!r}", msg)
         return Item(response, msg, redelivered=msg.metadata.num_delivered > 1)
 
     async def progress(self, item: Item) -> None:
@@ -202,7 +202,7 @@ class JetStreamQueue:
         assert isinstance(item.token, Msg)
         await item.token.ack_sync(timeout=_ACK_TIMEOUT_S)
 
-    async def nack(self, item: Item | Quarantined, reason: str, *, permanent: bool) -> None:
+    async def nack(self, item: Item | Unusable, reason: str, *, permanent: bool) -> None:
         """Terminate a bad message (never redelivered), or rewind before the next claim.
 
         A plain nak would let newer messages overtake this one while its delay runs; the rewind

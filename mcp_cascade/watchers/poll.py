@@ -22,20 +22,20 @@ import anyio.to_thread
 
 from mcp_cascade.watchers.base import BackendName, Change
 
-Entry = tuple[int, int, int]
+Stamp = tuple[int, int, int]
 
 
 @dataclass(slots=True)
 class _Folder:
     path: Path
     removals: bool
-    seen: dict[str, Entry] = field(default_factory=dict)
+    seen: dict[str, Stamp] = field(default_factory=dict)
     gone: bool = False
 
 
-def listing(path: Path) -> dict[str, Entry] | None:
+def listing(path: Path) -> dict[str, Stamp] | None:
     """Each entry of ``path`` as (inode, mtime_ns, size), links not followed; None when ``path`` is gone."""
-    found: dict[str, Entry] = {}
+    found: dict[str, Stamp] = {}
     try:
         with os.scandir(path) as entries:
             for entry in entries:
@@ -49,7 +49,7 @@ def listing(path: Path) -> dict[str, Entry] | None:
     return found
 
 
-def _listings(paths: list[Path]) -> list[dict[str, Entry] | None]:
+def _listings(paths: list[Path]) -> list[dict[str, Stamp] | None]:
     return [listing(path) for path in paths]
 
 
@@ -94,7 +94,7 @@ class PollWatcher:
             if found:
                 return found
 
-    def _diff(self, key: str, folder: _Folder, now: dict[str, Entry] | None) -> list[Change]:
+    def _diff(self, key: str, folder: _Folder, now: dict[str, Stamp] | None) -> list[Change]:
         if now is None:
             if folder.gone:
                 return []
