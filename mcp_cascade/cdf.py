@@ -12,7 +12,15 @@ from pathlib import Path
 
 
 def write_cdf_svg(path: Path, title: str, series: Mapping[str, Sequence[float]]) -> bool:
-    """Write the cumulative distribution of each series (ms, log axis) to ``path``; False without pygal."""
+    """Write the cumulative distribution of each series (ms, log axis) to ``path``.
+
+    False, and nothing written, without pygal or without a value to draw (a soak
+    run of the load test alone has no scenario latencies; pygal fails on an empty chart).
+    """
+    drawn = {label: [v for v in values if v > 0] for label, values in series.items()}
+    drawn = {label: values for label, values in drawn.items() if values}
+    if not drawn:
+        return False
     try:
         import pygal
     except ImportError:
@@ -34,8 +42,8 @@ def write_cdf_svg(path: Path, title: str, series: Mapping[str, Sequence[float]])
         x_labels=[math.log10(v) for v in (0.01, 0.1, 1, 10, 100, 1000, 10000)],
     )
     # The x axis is log10(ms), labelled in ms: pygal's own log scale applies to y only.
-    for label, values in series.items():
-        chart.add(label, [(math.log10(x), y) for x, y in cdf_points([v for v in values if v > 0])])
+    for label, values in drawn.items():
+        chart.add(label, [(math.log10(x), y) for x, y in cdf_points(values)])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(chart.render())
     return True
