@@ -3,7 +3,7 @@
 - :func:`verdicts` prints each target of the issue with ``met``/``MISSED``, the figure
   and the limit, in the same output as the floors measured in the same run.
 - :func:`cdf_svg` writes a latency CDF (ours against the floors, and the peers where a
-  benchmark runs them) next to the JSON results (:mod:`mcp_cascade.cdf`, pygal).
+  benchmark runs them) next to the JSON results (:mod:`mcp_cascade.ops.cdf`, pygal).
 - :func:`progress` shows a bar with an ETA on a terminal (rich); plain (nothing) when
   stdout is not a TTY or ``--json`` was asked for.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import RESULTS
-from mcp_cascade.cdf import write_cdf_svg
-from mcp_cascade.progress import Tick, progress_bar
+from mcp_cascade.ops.cdf import write_cdf_svg
+from mcp_cascade.ops.progress import Tick, progress_bar
 
 
 @dataclass(frozen=True, slots=True)

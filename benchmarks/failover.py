@@ -38,10 +38,10 @@ import anyio
 
 from benchmarks._common import HEADER, Stats, bare_http_floor, durable_write_floor, save
 from benchmarks._report import Target, Tick, cdf_svg, progress, verdicts
-from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.config import Config
 from mcp_cascade.events import NullObserver
 from mcp_cascade.response import make_response
+from mcp_cascade.send.cascade import Receipt, Sender
 from mcp_cascade.testing import ServeProcess, point_webhook_at
 from mcp_cascade.wire import TierChoice
 

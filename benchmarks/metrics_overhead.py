@@ -25,9 +25,9 @@ from typing import Any
 
 from benchmarks._common import HEADER, HttpConnection, Stats, bare_http_floor, durable_write_floor, save
 from mcp_cascade.events import Event
+from mcp_cascade.ops.telemetry import JsonLog, Metrics, Telemetry
 from mcp_cascade.response import make_response
 from mcp_cascade.signing import Signer, load_or_create_secret
-from mcp_cascade.telemetry import JsonLog, Metrics, Telemetry
 from mcp_cascade.testing import ServeProcess
 from mcp_cascade.wire import webhook_request
 

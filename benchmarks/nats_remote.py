@@ -40,12 +40,12 @@ import nats
 from nats.js import JetStreamContext
 
 from benchmarks._common import HEADER, Stats, save
-from mcp_cascade.cascade import Sender
 from mcp_cascade.config import load_config
 from mcp_cascade.events import NullObserver
 from mcp_cascade.remote.jetstream import JetStreamQueue
 from mcp_cascade.remote.servers import NatsCluster
 from mcp_cascade.response import make_response
+from mcp_cascade.send.cascade import Sender
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.testing import ServeProcess
 

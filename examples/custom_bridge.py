@@ -16,7 +16,7 @@ import sys
 
 import anyio
 
-from mcp_cascade.cascade import Sender
+from mcp_cascade import Sender
 from mcp_cascade.config import resolve_home
 from mcp_cascade.events import NullObserver
 from mcp_cascade.live_config import LiveConfig

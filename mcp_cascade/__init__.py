@@ -9,13 +9,16 @@ if TYPE_CHECKING:
     from mcp_cascade.config import Config, load_config
     from mcp_cascade.errors import CascadeError, ConfigError, InvalidResponse
     from mcp_cascade.response import Response, from_json, make_response
+    from mcp_cascade.send.cascade import Receipt, Sender
 
 __all__ = [
     "CascadeError",
     "Config",
     "ConfigError",
     "InvalidResponse",
+    "Receipt",
     "Response",
+    "Sender",
     "from_json",
     "load_config",
     "make_response",
@@ -31,6 +34,8 @@ _HOME = {
     "Response": "response",
     "from_json": "response",
     "make_response": "response",
+    "Sender": "send.cascade",
+    "Receipt": "send.cascade",
 }
 
 

@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             " Claude Code and mcp-cascade inside WSL 2 (bridge, send, inspect and config work natively)"
         )
     from mcp_cascade.config import ENV_PREFIX
-    from mcp_cascade.server import serve
+    from mcp_cascade.receive.server import serve
     from mcp_cascade.sessions import resolve_session
 
     loaded = load(args, env)
@@ -120,9 +120,9 @@ def cmd_send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Deliver one response; exit 0 when delivered or durably queued, 1 when not, 2 on bad input."""
     from dataclasses import replace
 
-    from mcp_cascade.cascade import send_one
     from mcp_cascade.errors import ConfigError
     from mcp_cascade.response import make_response
+    from mcp_cascade.send.cascade import send_one
 
     if args.permission is not None and args.behavior is None:
         raise ConfigError("behavior", "--permission needs --behavior allow|deny")
@@ -286,19 +286,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     if p := command(
         "inspect",
-        _lazy("mcp_cascade.inspect", "run"),
+        _lazy("mcp_cascade.ops.inspect", "run"),
         "the operator's view: status, queue, trace, watch, selftest",
     ):
-        from mcp_cascade import inspect as inspect_command
+        from mcp_cascade.ops import inspect as inspect_command
 
         inspect_command.add_arguments(p)
 
     if p := command(
         "sessions",
-        _lazy("mcp_cascade.lifecycle", "cmd_sessions"),
+        _lazy("mcp_cascade.receive.lifecycle", "cmd_sessions"),
         "list sessions (live, closed with pending answers, stale); prune removes closed ones",
     ):
-        from mcp_cascade import lifecycle
+        from mcp_cascade.receive import lifecycle
 
         lifecycle.add_arguments(p)
 

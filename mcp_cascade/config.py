@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from mcp_cascade.errors import ConfigError
+from mcp_cascade.reactions import REACTIONS
 from mcp_cascade.watchers import WatcherSetting
 
 ENV_PREFIX = "MCP_CASCADE_"
@@ -114,8 +115,6 @@ class Config(BaseModel):
     @field_validator("receipt_accepted", "receipt_delivered", "receipt_waiting")
     @classmethod
     def _reaction(cls, value: str) -> str:
-        from mcp_cascade.bridge.receipts import REACTIONS
-
         if value not in REACTIONS:
             raise ValueError(f"{value!r} is not in Telegram's reaction set: {' '.join(sorted(REACTIONS))}")
         return value

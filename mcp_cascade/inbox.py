@@ -6,7 +6,7 @@
 producer.
 
 Everything here is plain, synchronous file work: no watcher, no event loop.
-The watcher (:mod:`mcp_cascade.watch`) calls it from a worker thread. Entries
+The watcher (:mod:`mcp_cascade.receive.watch`) calls it from a worker thread. Entries
 are examined with ``lstat`` and opened with ``O_NOFOLLOW | O_NONBLOCK``, so a
 symlink is never followed and a fifo never blocks.
 """

@@ -12,9 +12,11 @@ is newer than this release knows is refused before anything is written to it.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 from mcp_cascade.errors import StoreUnavailable
 
@@ -115,3 +117,37 @@ def open_versioned(path: Path, steps: Sequence[str]) -> sqlite3.Connection:
         raise
     path.chmod(0o600)
     return db
+
+
+def open_read_only(path: Path, steps: Sequence[str]) -> sqlite3.Connection:
+    """Another process's store, opened to read beside it (inspect): never created, written or migrated."""
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=5.0
+        )
+        check_readable(db, path, steps)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot read {path}: {exc}") from exc
+    return db
+
+
+class Database:
+    """A store on one SQLite connection, serialised by one lock; closed by :meth:`close` or a ``with``.
+
+    Constructors take the open connection and do no I/O; each store's ``open`` opens one.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcp_cascade.bridge.fake_api import BotMessage, FakeTelegram, FakeUser
 from mcp_cascade.testing import BridgeProcess, ServeProcess
+from mcp_cascade.testing.fake_api import BotMessage, FakeTelegram, FakeUser
 
 ALICE = FakeUser(42, "Alice", "alice")
 MALLORY = FakeUser(666, "Mallory", "mallory")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
+from mcp_cascade.testing.fake_api import FakeTelegram
 from mcp_cascade.watchers import ORDER, BackendName
 
 # The harness starts children as ``python -m mcp_cascade``, the installed package. pytest puts this

@@ -17,15 +17,15 @@ import anyio
 import httpx
 from mcp.client.client import Client
 
-from mcp_cascade.channel import ChannelDeps, build_server
-from mcp_cascade.delivery import Engine
 from mcp_cascade.home import ensure_home
-from mcp_cascade.outbound import BridgeClient
+from mcp_cascade.receive.channel import ChannelDeps, build_server
+from mcp_cascade.receive.delivery import Engine
+from mcp_cascade.receive.outbound import BridgeClient
+from mcp_cascade.receive.sidecar import SidecarDeps, build_app
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import Response
 from mcp_cascade.sessions import SessionPaths
-from mcp_cascade.sidecar import SidecarDeps, build_app
 from mcp_cascade.signing import Signer, load_or_create_secret
-from mcp_cascade.store import Store
 from mcp_cascade.wire import WEBHOOK_PATH
 from tests.cascade_helpers import Recorder
 from tests.helpers import encode, sign
@@ -92,7 +92,7 @@ async def sidecar(home: Path, session: str, *, attached: bool = True) -> AsyncIt
     paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = load_or_create_secret(home)
     events = Recorder()
-    store = Store(paths.state_db)
+    store = Store.open(paths.state_db)
     engine = Engine(store, session, events)
     pushes = Pushes()
 

@@ -14,11 +14,11 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.config import load_config
 from mcp_cascade.events import Event
 from mcp_cascade.remote.servers import NatsCluster, nats_server_binary
 from mcp_cascade.response import Response, make_response
+from mcp_cascade.send.cascade import Receipt, Sender
 from mcp_cascade.signing import load_or_create_secret
 
 needs_nats = pytest.mark.skipif(nats_server_binary() is None, reason="nats-server is not installed")

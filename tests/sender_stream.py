@@ -14,10 +14,10 @@ from pathlib import Path
 
 import anyio
 
-from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.config import Config
 from mcp_cascade.events import NullObserver
 from mcp_cascade.response import make_response
+from mcp_cascade.send.cascade import Receipt, Sender
 
 
 def report(receipt: Receipt) -> None:

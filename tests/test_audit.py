@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcp_cascade.audit import AuditTrail, read_audit
 from mcp_cascade.events import Event
+from mcp_cascade.ops.audit import AuditTrail, read_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITER = """
 import sys
 from pathlib import Path
-from mcp_cascade.audit import AuditTrail
+from mcp_cascade.ops.audit import AuditTrail
 from mcp_cascade.events import Event
 
 path, max_bytes, writer, count = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_cascade.breaker import Breaker, BreakerSettings, BreakerSnapshot, Permit
+from mcp_cascade.send.breaker import Breaker, BreakerSettings, BreakerSnapshot, Permit
 
 
 class Clock:

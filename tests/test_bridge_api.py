@@ -13,16 +13,16 @@ import pytest
 
 from mcp_cascade.bridge.access import Access
 from mcp_cascade.bridge.api import ApiDeps, build_app
-from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.prompts import Prompts
 from mcp_cascade.bridge.telegram import TelegramClient
 from mcp_cascade.config import Config
 from mcp_cascade.errors import SignatureError
 from mcp_cascade.events import NullObserver
-from mcp_cascade.retry import Backoff
+from mcp_cascade.send.retry import Backoff
 from mcp_cascade.signing import Signer, load_or_create_secret, verify_answer
 from mcp_cascade.testing import random_token
+from mcp_cascade.testing.fake_api import FakeTelegram
 from tests.helpers import sign
 
 pytestmark = pytest.mark.anyio
@@ -50,7 +50,7 @@ class Api:
 async def api(home: Path) -> AsyncIterator[Api]:
     secret = load_or_create_secret(home)
     config = Config.model_validate({"allow": [42]})
-    ledger = Ledger(home / "bridge" / "ledger.db")
+    ledger = Ledger.open(home / "bridge" / "ledger.db")
     access = Access(home, lambda: config)
     async with (
         FakeTelegram().serving() as fake,

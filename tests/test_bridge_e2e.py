@@ -18,8 +18,8 @@ import anyio
 import httpx
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.testing import BridgeProcess
+from mcp_cascade.testing.fake_api import FakeTelegram
 from mcp_cascade.wire import PERMISSION
 from tests.bridge_helpers import (
     ALICE,

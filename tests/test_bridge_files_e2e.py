@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing.fake_api import FakeTelegram
 from tests.bridge_helpers import ALICE, allow, bridge, greet, tool_json
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mcp_cascade.errors import SignatureError
-from mcp_cascade.outbound import BRIDGE_JSON
+from mcp_cascade.receive.outbound import BRIDGE_JSON
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.signing import Replays
 from tests.bridge_helpers import sessions, tool_json

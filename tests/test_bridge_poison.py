@@ -15,12 +15,12 @@ import anyio
 import httpx
 import pytest
 
-from mcp_cascade.audit import read_audit
-from mcp_cascade.bridge.fake_api import FakeTelegram, FakeUser
 from mcp_cascade.bridge.updates import scalar
-from mcp_cascade.inspect.queue import list_queue
+from mcp_cascade.ops.audit import read_audit
+from mcp_cascade.ops.inspect.queue import list_queue
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.testing import BridgeProcess, ServeProcess
+from mcp_cascade.testing.fake_api import FakeTelegram, FakeUser
 from tests.bridge_helpers import ALICE, allow, bridge, greet, message_with, metric, sessions, tool_json
 
 pytestmark = pytest.mark.anyio

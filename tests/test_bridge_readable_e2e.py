@@ -15,8 +15,8 @@ import anyio
 import httpx
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram, FloodRules
 from mcp_cascade.bridge.render import render, split
+from mcp_cascade.testing.fake_api import FakeTelegram, FloodRules
 from tests.bridge_helpers import ALICE, allow, bridge, greet, message_with, sessions, tool_json
 from tests.helpers import sign
 from tests.test_bridge_render import long_markdown

@@ -5,11 +5,12 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
-from mcp_cascade.bridge.receipts import REACTIONS, Receipts, Stage
+from mcp_cascade.bridge.receipts import Receipts, Stage
 from mcp_cascade.bridge.telegram import TelegramClient
 from mcp_cascade.events import NullObserver
+from mcp_cascade.reactions import REACTIONS
 from mcp_cascade.testing import random_token
+from mcp_cascade.testing.fake_api import FakeTelegram
 
 pytestmark = pytest.mark.anyio
 EMOJI: dict[Stage, str] = {"accepted": "👀", "delivered": "👌", "waiting": "😴"}

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_cascade.bridge.fake_rules import check_entities
-from mcp_cascade.bridge.fake_types import ApiError
 from mcp_cascade.bridge.render import Rendered, render, split, units
+from mcp_cascade.testing.fake_rules import check_entities
+from mcp_cascade.testing.fake_types import ApiError
 
 
 def long_markdown(size: int = 12_000) -> str:

@@ -65,7 +65,7 @@ def _tap(data: str, message_id: int, user: User = ALICE) -> Incoming:
 
 @pytest.fixture
 def ledger(home: Path) -> Ledger:
-    return Ledger(home / "bridge" / "ledger.db")
+    return Ledger.open(home / "bridge" / "ledger.db")
 
 
 def _router(home: Path, ledger: Ledger, allow: tuple[int, ...] = (42,)) -> Router:

@@ -15,7 +15,7 @@ def _update(uid: int, text: str = "hi") -> tuple[int, str]:
 
 
 def test_ingest_records_updates_and_the_next_offset_together_and_ignores_repeats(tmp_path: Path) -> None:
-    outbox = UpdateOutbox(tmp_path / "outbox.db")
+    outbox = UpdateOutbox.open(tmp_path / "outbox.db")
     assert outbox.offset() is None
     assert outbox.ingest([_update(5), _update(6)]) == 2
     assert outbox.offset() == 7
@@ -28,13 +28,13 @@ def test_ingest_records_updates_and_the_next_offset_together_and_ignores_repeats
 
 
 def test_an_update_keeps_its_routed_response_and_state_across_a_reopen(tmp_path: Path) -> None:
-    outbox = UpdateOutbox(tmp_path / "outbox.db")
+    outbox = UpdateOutbox.open(tmp_path / "outbox.db")
     outbox.ingest([_update(1), _update(2)])
     response = make_response(type="message", user_id=42, text="hi", id="tg:42:1", session="s-a", chat_id=42)
     outbox.route(1, "s-a", response)
     outbox.done(2, "answered directly")
     outbox.close()
-    again = UpdateOutbox(tmp_path / "outbox.db")
+    again = UpdateOutbox.open(tmp_path / "outbox.db")
     (entry,) = again.pending()
     assert entry.update_id == 1 and entry.state == "routed" and entry.session == "s-a"
     assert entry.response == response
@@ -48,7 +48,7 @@ def test_an_update_keeps_its_routed_response_and_state_across_a_reopen(tmp_path:
 
 
 def test_the_first_answer_to_a_prompt_wins(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.db")
+    ledger = Ledger.open(tmp_path / "ledger.db")
     prompt = ledger.new_prompt("permission", "s-a", 42, "may I?", (), "abcde")
     assert prompt.request_id == "abcde" and len(prompt.token) == 10
     ledger.sent(42, 9, "s-a", prompt.token)
@@ -66,7 +66,7 @@ def test_the_first_answer_to_a_prompt_wins(tmp_path: Path) -> None:
 
 
 def test_replies_route_to_the_sender_and_a_chosen_session_sticks(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.db")
+    ledger = Ledger.open(tmp_path / "ledger.db")
     ledger.sent(42, 1, "s-a")
     ledger.sent(42, 2, "s-b")
     assert ledger.session_of(42, 1) == "s-a"

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 from telegram.error import RetryAfter, TelegramError
 
-from mcp_cascade.bridge.fake_api import FakeTelegram, FakeUser, utf16_len
 from mcp_cascade.bridge.telegram import (
     TelegramClient,
     TelegramUnavailable,
@@ -18,8 +17,9 @@ from mcp_cascade.bridge.telegram import (
 )
 from mcp_cascade.clock import FakeClock
 from mcp_cascade.events import Event
-from mcp_cascade.retry import Backoff
+from mcp_cascade.send.retry import Backoff
 from mcp_cascade.testing import random_token
+from mcp_cascade.testing.fake_api import FakeTelegram, FakeUser, utf16_len
 
 pytestmark = pytest.mark.anyio
 FAST = Backoff(initial_s=0.01, cap_s=0.05)

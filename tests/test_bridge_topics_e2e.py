@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
-from mcp_cascade.bridge.fake_forum import Topic
+from mcp_cascade.testing.fake_api import FakeTelegram
+from mcp_cascade.testing.fake_forum import Topic
 from tests.bridge_helpers import ALICE, allow, bridge, message_with, sessions, tool_json
 from tests.test_bridge_readable_e2e import FAST, RULES
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mcp_cascade.capture import capture_into
-from mcp_cascade.telemetry import JsonLog, Telemetry
+from mcp_cascade.ops.telemetry import JsonLog, Telemetry
 
 
 @pytest.fixture

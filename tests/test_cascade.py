@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.config import Config
 from mcp_cascade.response import Response, make_response
+from mcp_cascade.send.cascade import Receipt, Sender
 from mcp_cascade.sessions import read_session
 from mcp_cascade.testing import ServeProcess
 from tests.cascade_helpers import (

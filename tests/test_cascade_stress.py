@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.cascade import Receipt, Sender
-from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.response import make_response
+from mcp_cascade.send.cascade import Receipt, Sender
 from mcp_cascade.testing import ServeProcess, point_webhook_at
+from mcp_cascade.testing.faults import Fault, FaultProxy
 from tests.cascade_helpers import Recorder, config, seen
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcp_cascade.cdf import cdf_points, write_cdf_svg
+from mcp_cascade.ops.cdf import cdf_points, write_cdf_svg
 
 
 def test_points_end_at_the_largest_value_with_fraction_one() -> None:

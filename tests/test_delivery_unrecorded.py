@@ -13,11 +13,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_cascade.delivery import Engine
 from mcp_cascade.errors import StoreUnavailable
 from mcp_cascade.events import Event
+from mcp_cascade.receive.delivery import Engine
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import Response, from_dict
-from mcp_cascade.store import Store
 from tests.helpers import body
 
 pytestmark = pytest.mark.anyio
@@ -47,7 +47,7 @@ class FillingClient:
 
 
 def test_mark_delivered_reports_an_unwritable_store_as_unavailable(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         store.accept(from_dict(body(id="m:1")), 1)
         (claimed,) = store.claim(1)
@@ -60,7 +60,7 @@ def test_mark_delivered_reports_an_unwritable_store_as_unavailable(tmp_path: Pat
 
 
 async def test_a_push_that_cannot_be_recorded_leaves_the_engine_delivering(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     client = FillingClient(store)
     engine = Engine(store, "s", client)
     try:

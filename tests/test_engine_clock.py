@@ -9,9 +9,9 @@ from typing import TypeVar
 import pytest
 
 from mcp_cascade.clock import FakeClock
-from mcp_cascade.delivery import Engine
+from mcp_cascade.receive.delivery import Engine
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import Response, from_dict
-from mcp_cascade.store import Store
 from mcp_cascade.wire import Tier
 from tests.cascade_helpers import Recorder
 from tests.helpers import body
@@ -39,7 +39,7 @@ async def test_the_delivered_answer_and_the_pushed_event_carry_the_fake_clocks_l
 ) -> None:
     clock = FakeClock()
     events = Recorder()
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         engine = Engine(store, "s", events, clock=clock)
         async with engine.running():
@@ -55,7 +55,7 @@ async def test_the_delivered_answer_and_the_pushed_event_carry_the_fake_clocks_l
 
 async def test_a_broken_client_is_recorded_at_the_fake_clocks_wall_time(tmp_path: Path) -> None:
     clock = FakeClock(wall=1_900_000_000.0)
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         engine = Engine(store, "s", Recorder(), clock=clock, push_wait_s=0.5)
         async with engine.running():
@@ -88,7 +88,7 @@ async def test_durable_is_recorded_before_pushed_even_when_the_receiver_wakes_la
     """
     clock = FakeClock()
     events = Recorder()
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         engine = InlineEngine(store, "s", events, clock=clock)
         async with engine.running():
@@ -106,7 +106,7 @@ async def test_durable_is_recorded_before_pushed_even_when_the_receiver_wakes_la
 async def test_each_response_the_store_holds_at_start_is_recorded_as_recovered(tmp_path: Path) -> None:
     """A kill between a commit and its ``durable`` record leaves the store ahead of the audit trail:
     at the next start every undelivered response gets a ``recovered`` record before it is pushed."""
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         async with Engine(store, "s", Recorder()).running() as first:  # no client: they stay pending
             await first.receive_many([from_dict(body(id=f"held:{n}")) for n in range(3)], Tier.WEBHOOK)

@@ -14,7 +14,7 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcp_cascade.telemetry import Metrics
+from mcp_cascade.ops.telemetry import Metrics
 from mcp_cascade.testing import ServeProcess
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -11,8 +11,8 @@ import pytest
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter
 
-from mcp_cascade.bridge.fake_api import FakeTelegram, FakeUser
 from mcp_cascade.testing import random_token
+from mcp_cascade.testing.fake_api import FakeTelegram, FakeUser
 
 pytestmark = pytest.mark.anyio
 ALICE = FakeUser(42, "Alice", "alice")

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
-from mcp_cascade.faults import Fault, FaultProxy
+from mcp_cascade.testing.faults import Fault, FaultProxy
 
 pytestmark = pytest.mark.anyio
 

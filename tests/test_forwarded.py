@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
+from mcp_cascade.testing.fake_api import FakeTelegram
 from tests.bridge_helpers import ALICE, MALLORY, allow, bridge, greet, message_with, sessions
 
 pytestmark = pytest.mark.anyio

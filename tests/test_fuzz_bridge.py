@@ -26,8 +26,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
-from mcp_cascade.bridge.fake_api import FakeTelegram, FakeUser
 from mcp_cascade.testing import BridgeProcess
+from mcp_cascade.testing.fake_api import FakeTelegram, FakeUser
 from tests.bridge_helpers import ALICE
 from tests.helpers import sign
 from tests.live import LiveServe

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from mcp_cascade.openapi import spec
+from mcp_cascade.receive.openapi import spec
 from mcp_cascade.wire import WEBHOOK_PATH
 from tests.helpers import body, encode, sign
 from tests.live import LiveServe

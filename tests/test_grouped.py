@@ -9,7 +9,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from mcp_cascade.grouped import Grouped
+from mcp_cascade.send.grouped import Grouped
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from mcp_cascade.health import (
+from mcp_cascade.ops.health import (
     BridgeFacts,
     FileFacts,
     LastError,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.holder import Hold, SessionBusy, hold, holder_pid, is_held
 from mcp_cascade.inbox import ensure_inbox
 from mcp_cascade.locks import UnsafeDirectory
+from mcp_cascade.receive.holder import Hold, SessionBusy, hold, holder_pid, is_held
 
 # A holder in another process: takes the session, says so, closes on the first line, exits on the second.
 _HOLDER = """
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from mcp_cascade.locks import UnsafeDirectory
 from mcp_cascade.inbox import ensure_inbox
-from mcp_cascade.holder import hold
+from mcp_cascade.receive.holder import hold
 held = hold(Path(sys.argv[1]), sys.argv[2], explicit=True, wait_s=0)
 print(held.session, flush=True)
 sys.stdin.readline()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade._http import Client, Exchanged, LazyClient, OneShotClient
-from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.response import make_response
+from mcp_cascade.send._http import Client, Exchanged, LazyClient, OneShotClient
 from mcp_cascade.signing import Signer, load_or_create_secret
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing.faults import Fault, FaultProxy
 from mcp_cascade.wire import WEBHOOK_PATH, webhook_request
 
 pytestmark = pytest.mark.anyio

@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.durable import atomic_write_json, read_json
+from mcp_cascade.testing.fake_api import FakeTelegram
 from tests.bridge_helpers import ALICE, bridge, greet, message_with, sessions, tool_json
 from tests.helpers import run_inspect
 

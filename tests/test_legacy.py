@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from mcp_cascade import legacy
-from mcp_cascade.legacy import Debounce
+from mcp_cascade.receive import legacy
+from mcp_cascade.receive.legacy import Debounce
 
 
 class FakeClock:

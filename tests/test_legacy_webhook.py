@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from mcp_cascade.delivery import Engine
 from mcp_cascade.events import NullObserver
-from mcp_cascade.sidecar import SidecarDeps, build_app
+from mcp_cascade.receive.delivery import Engine
+from mcp_cascade.receive.sidecar import SidecarDeps, build_app
+from mcp_cascade.receive.store import Store
 from mcp_cascade.signing import Signer, load_or_create_secret
-from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
 
 pytestmark = pytest.mark.anyio
@@ -73,7 +73,7 @@ async def test_cctelegram_unsigned_body_is_refused_with_the_key_off(home: Path) 
 
 
 async def test_an_unsigned_body_from_another_host_is_refused_even_with_the_key_on(home: Path) -> None:
-    store = Store(home / "state.db")
+    store = Store.open(home / "state.db")
     engine = Engine(store, "legacy", NullObserver())
 
     def health(tier: str | None) -> Mapping[str, Any]:

@@ -20,7 +20,7 @@ from mcp_cascade.bridge.ledger import Ledger
 from mcp_cascade.bridge.outbox import STEPS as OUTBOX_STEPS
 from mcp_cascade.bridge.outbox import UpdateOutbox
 from mcp_cascade.migrations import StoreTooNew, migrate, version
-from mcp_cascade.store import STEPS, Store
+from mcp_cascade.receive.store import STEPS, Store
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import ROOT
 
@@ -71,8 +71,8 @@ async def test_pending_answers_in_a_0_1_0_store_are_delivered_once_after_the_upg
 
 
 def test_the_bridge_stores_of_0_1_0_keep_their_routes_and_offset(home: Path) -> None:
-    ledger = Ledger(old_store(home, "ledger.db"))
-    outbox = UpdateOutbox(old_store(home, "outbox.db"))
+    ledger = Ledger.open(old_store(home, "ledger.db"))
+    outbox = UpdateOutbox.open(old_store(home, "outbox.db"))
     try:
         assert ledger.chats() == [1001]
         assert ledger.session_of(1001, 77) == SESSION
@@ -92,9 +92,9 @@ def test_a_store_from_a_newer_release_is_refused_and_left_untouched(home: Path) 
     db.close()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(StoreTooNew, match="newer mcp-cascade"):
-        Store(path)
+        Store.open(path)
     with pytest.raises(StoreTooNew):
-        Store(path, readonly=True)
+        Store.open_readonly(path)
     done = subprocess.run(
         [sys.executable, "-m", "mcp_cascade", "serve", "--home", str(home), "--session", SESSION],
         capture_output=True,

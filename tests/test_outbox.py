@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_cascade.outbox import CorruptEntry, Outbox
 from mcp_cascade.response import make_response
+from mcp_cascade.send.outbox import CorruptEntry, Outbox
 
 
 def test_an_entry_held_by_its_writer_cannot_be_claimed_by_anyone_else(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_the_lock_dies_with_a_sigkilled_writer_and_the_entry_can_be_redriven(tmp
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from mcp_cascade.outbox import Outbox\n"
+        "from mcp_cascade.send.outbox import Outbox\n"
         "from mcp_cascade.response import make_response\n"
         "box = Outbox(Path(sys.argv[1])); box.ensure()\n"
         "held = box.put(make_response(type='message', user_id=1, text='k', id='o:kill'), 's-1', 'auto')\n"

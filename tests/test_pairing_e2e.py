@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from mcp_cascade.bridge.access import MAX_PENDING
-from mcp_cascade.bridge.fake_api import FakeTelegram
-from mcp_cascade.bridge.fake_types import FakeUser
+from mcp_cascade.testing.fake_api import FakeTelegram
+from mcp_cascade.testing.fake_types import FakeUser
 from tests.bridge_helpers import bridge, message_with
 
 pytestmark = pytest.mark.anyio

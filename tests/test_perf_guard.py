@@ -20,11 +20,11 @@ import pytest
 from benchmarks._common import RESULTS, Pool
 from benchmarks.failover import SESSION, WEBHOOK, closed_port, sample
 from benchmarks.tier1_webhook import closed_loop, floor_throughput
-from mcp_cascade.cascade import Sender
 from mcp_cascade.config import Config
 from mcp_cascade.events import NullObserver
+from mcp_cascade.ops.stats import nearest_rank
+from mcp_cascade.send.cascade import Sender
 from mcp_cascade.signing import Signer
-from mcp_cascade.stats import nearest_rank
 from mcp_cascade.testing import ServeProcess, point_webhook_at
 
 pytestmark = pytest.mark.anyio

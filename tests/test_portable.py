@@ -28,9 +28,9 @@ import pytest
 from mcp_cascade import durable
 from mcp_cascade.cli import main
 from mcp_cascade.inbox import enqueue
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import from_dict
 from mcp_cascade.signals import receiver, until_terminated
-from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
 from mcp_cascade.watchers import candidates, open_watcher
 from tests.helpers import ROOT, body, run_inspect
@@ -295,7 +295,7 @@ def test_on_windows_the_file_is_flushed_and_no_folder_is_opened(
 
 
 def test_every_store_asks_sqlite_for_full_fsync_at_commits_and_checkpoints(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         pragmas = [
             store._db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("fullfsync", "checkpoint_fullfsync")

@@ -10,10 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.cli import main
 from mcp_cascade.home import ensure_home
 from mcp_cascade.testing import ServeProcess
+from mcp_cascade.testing.fake_api import FakeTelegram
 from tests.bridge_helpers import ALICE, allow, bridge, greet
 from tests.other_user import attacker_argv, needs_second_uid
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_cascade.delivery import Engine
 from mcp_cascade.queue import Item, MaildirQueue, Queue, Unusable
+from mcp_cascade.receive.delivery import Engine
+from mcp_cascade.receive.store import Store
 from mcp_cascade.remote.consume import consume
 from mcp_cascade.remote.jetstream import ACK_WAIT_S
 from mcp_cascade.response import Response
 from mcp_cascade.signing import Signer, load_or_create_secret
-from mcp_cascade.store import Store
 from tests.remote_helpers import Recorder, answer, nats, needs_nats
 
 pytestmark = pytest.mark.anyio
@@ -91,7 +91,7 @@ async def test_enqueued_responses_are_claimed_in_order_and_acked_ones_never_come
 async def test_the_consumer_loop_delivers_either_queue_into_the_engine_once(
     kind: str, tmp_path: Path
 ) -> None:
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     recorder = Recorder()
     engine = Engine(store, SESSION, recorder)
     sent: list[Response] = [answer(f"c{i}", SESSION, i) for i in range(5)]
@@ -148,7 +148,7 @@ async def test_a_consumer_that_dies_between_commit_and_ack_loses_doubles_and_reo
     from mcp_cascade.remote.jetstream import JetStreamQueue, ensure_stream
 
     signer = Signer(load_or_create_secret(tmp_path / "home"))
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     recorder = Recorder()
     engine = Engine(store, SESSION, recorder)
     sent = [answer(f"k{i}", SESSION, i) for i in range(10)]

@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mcp_cascade.bridge.fake_api import FakeTelegram
 from mcp_cascade.redact import PLACEHOLDER, keep_secret, scrub, scrub_json
 from mcp_cascade.signing import load_or_create_secret
 from mcp_cascade.testing import random_token
+from mcp_cascade.testing.fake_api import FakeTelegram
 from tests.bridge_helpers import ALICE, allow, bridge, greet, sessions
 from tests.helpers import sign
 

@@ -206,8 +206,8 @@ async def test_serve_starts_without_nats_serves_locally_and_joins_when_nats_come
 async def test_the_bridge_lists_a_session_of_another_host_and_carries_answers_to_it_once(
     tmp_path: Path,
 ) -> None:
-    from mcp_cascade.bridge.fake_api import FakeTelegram
     from mcp_cascade.remote.conn import host_name
+    from mcp_cascade.testing.fake_api import FakeTelegram
     from tests.bridge_helpers import ALICE, bridge, greet, message_with
 
     home_a, home_b = two_homes(tmp_path)

@@ -68,7 +68,8 @@ def test_local_mode_never_imports_the_nats_client() -> None:
     import subprocess
 
     code = (
-        "import sys, mcp_cascade.cli, mcp_cascade.server, mcp_cascade.cascade; print('nats' in sys.modules)"
+        "import sys, mcp_cascade.cli, mcp_cascade.receive.server, mcp_cascade.send.cascade;"
+        " print('nats' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -11,7 +11,7 @@ DAY = 86400.0
 
 
 def test_the_ledger_forgets_prompts_and_messages_older_than_the_retention(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.db")
+    ledger = Ledger.open(tmp_path / "ledger.db")
     try:
         old = ledger.new_prompt("ask", "shop", 1, "Deploy?", ("yes", "no"))
         ledger.sent(1, 10, "shop", old.token)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_cascade.retry import Backoff, RetrySchedule
+from mcp_cascade.send.retry import Backoff, RetrySchedule
 
 
 class Clock:

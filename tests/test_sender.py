@@ -9,13 +9,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.errors import ConfigError, InvalidResponse
-from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.live_config import LiveConfig
 from mcp_cascade.response import Response, make_response
+from mcp_cascade.send.cascade import Receipt, Sender
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.testing import ServeProcess, point_webhook_at
+from mcp_cascade.testing.faults import Fault, FaultProxy
 from tests.cascade_helpers import Recorder, config, meta_tier, seen, write_session_json
 
 pytestmark = pytest.mark.anyio

@@ -12,9 +12,9 @@ import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
-from mcp_cascade.faults import Fault, FaultProxy
-from mcp_cascade.outbox import Outbox
+from mcp_cascade.send.outbox import Outbox
 from mcp_cascade.testing import ServeProcess, point_webhook_at
+from mcp_cascade.testing.faults import Fault, FaultProxy
 from tests.cascade_helpers import seen
 
 pytestmark = pytest.mark.anyio

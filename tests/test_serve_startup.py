@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from mcp_cascade.config import load_config
-from mcp_cascade.holder import hold
-from mcp_cascade.server import Serve
+from mcp_cascade.receive.holder import hold
+from mcp_cascade.receive.server import Serve
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import body, encode, sign

@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcp_cascade.errors import ConfigError
-from mcp_cascade.lifecycle import parse_age
+from mcp_cascade.receive.lifecycle import parse_age
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import from_dict
 from mcp_cascade.sessions import SessionPaths
-from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import ROOT, body
 
@@ -39,7 +39,7 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def closed_session(home: Path, name: str, *, pending: bool, age_days: float) -> None:
     """A session a serve used and closed: a store (one answer, pending or delivered), an inbox, an age."""
     paths = SessionPaths(home, name)
-    store = Store(paths.state_db)
+    store = Store.open(paths.state_db)
     store.accept(from_dict(body(id=f"{name}:1", session=name)), 1)
     if not pending:
         store.mark_delivered([1])

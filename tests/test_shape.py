@@ -167,6 +167,28 @@ def private_crossings(everything: list[Import], modules: set[str]) -> list[str]:
     return found
 
 
+# The roles' one-way rules: the sending and the receiving side never import each other or the bridge, and
+# the shared top level imports none of the roles' packages. ``cli`` is the exception: it dispatches to each.
+FORBIDDEN = {
+    f"{PACKAGE}.send": {f"{PACKAGE}.receive", f"{PACKAGE}.bridge"},
+    f"{PACKAGE}.receive": {f"{PACKAGE}.send", f"{PACKAGE}.bridge"},
+    PACKAGE: {f"{PACKAGE}.{role}" for role in ("receive", "send", "bridge", "ops", "remote", "testing")},
+}
+DISPATCHER = f"{PACKAGE}.cli"
+
+
+def role_crossings(edges: dict[str, set[str]]) -> list[str]:
+    """Each import that goes against :data:`FORBIDDEN`."""
+    subpackages = {".".join(name.split(".")[:2]) for name in edges if name.count(".") >= 2}
+    found: list[str] = []
+    for importer, targets in sorted(edges.items()):
+        banned = FORBIDDEN.get(package_of(importer, subpackages), set())
+        if importer != DISPATCHER:
+            crossing = [t for t in sorted(targets) if package_of(t, subpackages) in banned]
+            found += [f"{importer} imports {t}" for t in crossing]
+    return found
+
+
 def python_files(root: Path) -> Iterator[Path]:
     """Every .py file of the repository, outside hidden folders and build output."""
     for folder, dirs, files in os.walk(root):
@@ -222,6 +244,11 @@ def test_no_private_name_is_imported_across_packages() -> None:
     assert private_crossings(everything, set(edges)) == []
 
 
+def test_the_roles_import_one_way() -> None:
+    edges, _ = graph(ROOT)
+    assert role_crossings(edges) == []
+
+
 def test_every_python_file_has_at_most_400_lines() -> None:
     assert too_long(ROOT) == []
 
@@ -255,6 +282,12 @@ def test_the_checks_see_planted_violations(tmp_path: Path) -> None:
             ".hidden/long.py": "x = 1\n" * (MAX_LINES + 1),
             "mcp_cascade/f.py": "class Outbox: ...\nEntry = tuple[int, int]\nLIMIT = 1\n",
             "mcp_cascade/sub/g.py": "class Outbox: ...\nclass Entry: ...\nLIMIT = 2\n",
+            "mcp_cascade/send/w.py": "from mcp_cascade.receive import r\nfrom mcp_cascade.ops import o\n",
+            "mcp_cascade/receive/r.py": "def f() -> None:\n    import mcp_cascade.bridge.z\n",
+            "mcp_cascade/bridge/z.py": "",
+            "mcp_cascade/ops/o.py": "",
+            "mcp_cascade/h.py": "from mcp_cascade.ops import o\n",
+            "mcp_cascade/cli.py": "from mcp_cascade.send import w\n",
         },
     )
     assert doubled_types(root) == {
@@ -271,4 +304,9 @@ def test_the_checks_see_planted_violations(tmp_path: Path) -> None:
     assert [line.split(" imports ")[1] for line in private_crossings(everything, set(edges))] == [
         "_hidden from mcp_cascade.a",
         "_walk from mcp_cascade._walk",
+    ]
+    assert role_crossings(edges) == [
+        "mcp_cascade.h imports mcp_cascade.ops.o",
+        "mcp_cascade.receive.r imports mcp_cascade.bridge.z",
+        "mcp_cascade.send.w imports mcp_cascade.receive.r",
     ]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import from_dict
-from mcp_cascade.store import Store
 from tests.helpers import body
 
 
 def test_purge_forgets_only_delivered_responses_past_the_retention(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         old = from_dict(body(id="old:1"))
         pending = from_dict(body(id="old:2"))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import from_dict
-from mcp_cascade.store import Store
 from tests.helpers import body
 
 
 def test_an_acknowledgment_made_while_the_push_is_in_flight_survives_the_delivered_mark(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         store.accept(from_dict(body(id="a:1", request_id="rq-1")), tier=1)
         (claimed,) = store.claim(10)
@@ -26,7 +26,7 @@ def test_an_acknowledgment_made_while_the_push_is_in_flight_survives_the_deliver
 def test_a_response_marked_delivered_stays_unacknowledged_until_a_tool_acknowledges_it(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     try:
         store.accept(from_dict(body(id="a:2")), tier=1)
         (claimed,) = store.claim(10)

@@ -8,7 +8,7 @@ import json
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_cascade.events import Event
-from mcp_cascade.telemetry import JsonLog, Metrics, RecentLatencies, Telemetry
+from mcp_cascade.ops.telemetry import JsonLog, Metrics, RecentLatencies, Telemetry
 
 CORE_KEYS = ("timestamp", "level", "event", "session", "tier", "response_id", "correlation_id", "latency_ms")
 

@@ -15,8 +15,8 @@ import anyio.to_thread
 import pytest
 
 from mcp_cascade.inbox import enqueue
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import from_dict
-from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
 from tests.helpers import body
 from tests.tier3 import (  # noqa: F401 - forced_backend is an autouse fixture
@@ -91,7 +91,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_flagged_
         if rid in seen:  # a repeat only ever comes from the crash window, and says so
             assert note["params"]["meta"].get("redelivered") == "true", rid
         seen.add(rid)
-    store = Store(home / "sessions" / session / "state.db")
+    store = Store.open(home / "sessions" / session / "state.db")
     try:
         stored = {f"burst:{n}": store.find(f"burst:{n}") for n in range(count)}
     finally:

@@ -17,10 +17,10 @@ import anyio
 import httpx
 import pytest
 
-from mcp_cascade.cascade import Receipt, Sender
 from mcp_cascade.clock import FakeClock
 from mcp_cascade.config import Config
 from mcp_cascade.response import Response, make_response
+from mcp_cascade.send.cascade import Receipt, Sender
 from mcp_cascade.sessions import SessionPaths
 from tests.cascade_helpers import Recorder, config, write_session_json
 

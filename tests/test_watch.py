@@ -17,12 +17,12 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_cascade.delivery import Engine
 from mcp_cascade.events import Event
 from mcp_cascade.inbox import Maildir, enqueue, file_name
+from mcp_cascade.receive.delivery import Engine
+from mcp_cascade.receive.store import Store
+from mcp_cascade.receive.watch import InboxWatcher
 from mcp_cascade.response import Response, make_response
-from mcp_cascade.store import Store
-from mcp_cascade.watch import InboxWatcher
 from mcp_cascade.watchers import BackendName
 
 pytestmark = pytest.mark.anyio
@@ -75,7 +75,7 @@ class Harness:
 @asynccontextmanager
 async def harness(tmp_path: Path, **options: Any) -> AsyncIterator[Harness]:
     rec = Recorder()
-    store = Store(tmp_path / "state.db")
+    store = Store.open(tmp_path / "state.db")
     engine = Engine(store, "sess-w", rec)
     maildir = Maildir(tmp_path / "inbox", "sess-w", settle_s=options.pop("settle_s", 0.5))
     watcher = InboxWatcher(maildir, engine, rec, **options)

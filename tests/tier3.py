@@ -12,8 +12,8 @@ import anyio.to_thread
 import pytest
 
 from mcp_cascade.inbox import enqueue
+from mcp_cascade.receive.store import Store
 from mcp_cascade.response import from_dict
-from mcp_cascade.store import Store
 from mcp_cascade.testing import ServeProcess
 from mcp_cascade.watchers import BackendName
 from tests.helpers import body, encode
@@ -87,7 +87,7 @@ async def recorded_delivered(home: Path, session: str, rid: str, timeout: float 
     """Wait until the store records ``rid`` as delivered (it does so just after the frame is written)."""
 
     def state() -> str | None:
-        store = Store(home / "sessions" / session / "state.db")
+        store = Store.open(home / "sessions" / session / "state.db")
         try:
             rows = store.find(rid)
         finally:

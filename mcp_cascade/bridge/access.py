@@ -28,7 +28,7 @@ from mcp_cascade import locks
 from mcp_cascade.config import Config
 from mcp_cascade.durable import atomic_write_json, read_json
 from mcp_cascade.errors import CascadeError
-from mcp_cascade.outbound import ALLOWLIST, allowed_users
+from mcp_cascade.receive.outbound import ALLOWLIST, allowed_users
 
 PAIRING = Path("bridge") / "pairing.json"
 _PAIRING_LOCK = Path("bridge") / "pairing.lock"

@@ -2,7 +2,7 @@
 
 ``POST /api/ask``, ``/api/reply`` and ``/api/permission`` carry Standard
 Webhooks signatures made with the home's secret (what
-:class:`mcp_cascade.outbound.BridgeClient` sends); anything unsigned, forged,
+:class:`mcp_cascade.receive.outbound.BridgeClient` sends); anything unsigned, forged,
 stale or replayed (an id seen within the tolerance) is a 401 and sends nothing.
 Answers to verified requests are signed under the request's id, and
 ``POST /api/hello`` echoes a session's challenge that way, so a session can tell

@@ -41,16 +41,16 @@ from mcp_cascade.bridge.routing import Router
 from mcp_cascade.bridge.telegram import TelegramClient, TelegramUnavailable
 from mcp_cascade.bridge.topics import Topics
 from mcp_cascade.capture import capture_into
-from mcp_cascade.cascade import Sender
 from mcp_cascade.config import Config, Loaded
 from mcp_cascade.events import Event
-from mcp_cascade.health import BridgeFacts, bridge_problems, overall_status, tier_status
 from mcp_cascade.home import ensure_home, warn_tightened
 from mcp_cascade.live_config import LiveConfig
+from mcp_cascade.ops.health import BridgeFacts, bridge_problems, overall_status, tier_status
+from mcp_cascade.ops.telemetry import Telemetry, make_telemetry
 from mcp_cascade.redact import keep_secret
+from mcp_cascade.send.cascade import Sender
 from mcp_cascade.signals import until_terminated
 from mcp_cascade.signing import Signer, load_or_create_secret
-from mcp_cascade.telemetry import Telemetry, make_telemetry
 
 BRIDGE_DIR = Path("bridge")
 _MONITOR_S = 1.0
@@ -88,7 +88,7 @@ class Bridge:
         self.state = _State()
 
     def _health(self, telegram: TelegramClient, sender: Sender, part: str | None) -> Mapping[str, Any]:
-        """DESIGN 5 health of the bridge; the status follows :mod:`mcp_cascade.health`."""
+        """DESIGN 5 health of the bridge; the status follows :mod:`mcp_cascade.ops.health`."""
         now = time.time()
         reach = telegram.reachability()
         breakers = {name: _plain(snap) for name, snap in sender.breakers().items()}
@@ -158,8 +158,8 @@ class Bridge:
             stack.callback(self.observer.emit, Event("stopped"))  # after the locks are free
             stack.callback(lock.release)
             sock = stack.enter_context(bind_socket("127.0.0.1", self.config.bridge_port, key="bridge_port"))
-            outbox = stack.enter_context(contextlib.closing(UpdateOutbox(self.home / OUTBOX_DB)))
-            ledger = stack.enter_context(contextlib.closing(Ledger(self.home / BRIDGE_DIR / "ledger.db")))
+            outbox = stack.enter_context(UpdateOutbox.open(self.home / OUTBOX_DB))
+            ledger = stack.enter_context(Ledger.open(self.home / BRIDGE_DIR / "ledger.db"))
             stack.callback(unpublish, self.home)
             access = Access(self.home, lambda: self.live.current)
             scheduler = Scheduler(flood_limits(self.config))

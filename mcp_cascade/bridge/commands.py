@@ -60,7 +60,7 @@ def _pair(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_fake_telegram(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the fake Bot API until SIGINT/SIGTERM; its base URL is the one line on stdout."""
-    from mcp_cascade.bridge.fake_api import FakeTelegram
+    from mcp_cascade.testing.fake_api import FakeTelegram
 
     async def main() -> None:
         fake = FakeTelegram(token=args.token)

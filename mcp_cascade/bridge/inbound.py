@@ -37,12 +37,12 @@ from mcp_cascade.bridge.telegram import (
     TokenRejected,
 )
 from mcp_cascade.bridge.updates import Incoming, incoming
-from mcp_cascade.cascade import Sender
 from mcp_cascade.clock import Random, system_random
 from mcp_cascade.errors import CascadeError, InvalidResponse, Poisoned
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.response import Response, from_dict
-from mcp_cascade.retry import Backoff
+from mcp_cascade.send.cascade import Sender
+from mcp_cascade.send.retry import Backoff
 
 T = TypeVar("T")
 POLL_TIMEOUT_S = 25

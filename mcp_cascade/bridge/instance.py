@@ -20,7 +20,7 @@ from pathlib import Path
 from mcp_cascade import locks
 from mcp_cascade.durable import BINARY, NOFOLLOW, atomic_write_json, read_json
 from mcp_cascade.errors import CascadeError
-from mcp_cascade.outbound import BRIDGE_JSON
+from mcp_cascade.receive.outbound import BRIDGE_JSON
 from mcp_cascade.redact import keep_secret
 from mcp_cascade.sessions import PROTOCOL
 

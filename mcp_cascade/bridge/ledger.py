@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mcp_cascade.migrations import open_versioned, transaction
+from mcp_cascade.migrations import Database, open_versioned, transaction
 
 PromptKind = Literal["ask", "permission"]
 
@@ -122,17 +121,13 @@ def _prompt(row: tuple[Any, ...]) -> Prompt:
     )
 
 
-class Ledger:
+class Ledger(Database):
     """Synchronous and thread-safe; call it from a worker thread."""
 
-    def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = open_versioned(path, STEPS)
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
+    @classmethod
+    def open(cls, path: Path) -> Ledger:
+        """The bridge's ledger, created and migrated if need be (blocking disk work)."""
+        return cls(open_versioned(path, STEPS))
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         with self._lock:

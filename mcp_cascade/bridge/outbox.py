@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade.errors import StoreUnavailable
-from mcp_cascade.migrations import check_readable, open_versioned, transaction
+from mcp_cascade.migrations import Database, open_read_only, open_versioned, transaction
 from mcp_cascade.response import Response, from_dict
 
 # Schema versions (see :mod:`mcp_cascade.migrations`): step N takes the file from version N to N + 1.
@@ -62,26 +61,23 @@ class UpdateEntry:
     note: str | None
 
 
-class UpdateOutbox:
+class UpdateOutbox(Database):
     """Synchronous and thread-safe; call it from a worker thread."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        """Wrap an open database; :meth:`open` and :meth:`open_readonly` open one."""
+        super().__init__(db)
         self.path = path
-        self._lock = threading.Lock()
-        if readonly:  # the running bridge's outbox, read beside it (inspect): never created, never written
-            try:
-                uri = f"{path.resolve().as_uri()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
-                check_readable(self._db, path, STEPS)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot read {path}: {exc}") from exc
-            return
-        self._db = open_versioned(path, STEPS)
 
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
+    @classmethod
+    def open(cls, path: Path) -> UpdateOutbox:
+        """The bridge's outbox, created and migrated if need be (blocking disk work)."""
+        return cls(path, open_versioned(path, STEPS))
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> UpdateOutbox:
+        """The running bridge's outbox, read beside it (inspect): never created, never written."""
+        return cls(path, open_read_only(path, STEPS))
 
     def offset(self) -> int | None:
         """The offset for the next getUpdates (None before the first update)."""

@@ -45,7 +45,7 @@ from mcp_cascade.bridge.updates import scalar
 from mcp_cascade.clock import SYSTEM, Clock, Random, system_random
 from mcp_cascade.errors import CascadeError
 from mcp_cascade.events import Event, Observer
-from mcp_cascade.retry import Backoff
+from mcp_cascade.send.retry import Backoff
 
 T = TypeVar("T")
 MAX_TEXT = 4096

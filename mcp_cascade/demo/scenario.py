@@ -25,7 +25,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_cascade.bridge.fake_api import BotMessage, FakeTelegram, FakeUser
 from mcp_cascade.demo.board import (
     Board,
     audit_handler,
@@ -35,11 +34,12 @@ from mcp_cascade.demo.board import (
     poll_health,
 )
 from mcp_cascade.demo.tally import DemoSent
-from mcp_cascade.faults import Fault, FaultProxy
 from mcp_cascade.inbox import enqueue
 from mcp_cascade.response import make_response
 from mcp_cascade.sessions import SessionPaths
 from mcp_cascade.testing import BridgeProcess, ServeProcess, point_webhook_at, sidecar_address
+from mcp_cascade.testing.fake_api import BotMessage, FakeTelegram, FakeUser
+from mcp_cascade.testing.faults import Fault, FaultProxy
 from mcp_cascade.wire import PERMISSION_REQUEST, WEBHOOK_PATH
 
 PERSON = FakeUser(42, "Alex", "alex")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_cascade.stats import nearest_rank
+from mcp_cascade.ops.stats import nearest_rank
 from mcp_cascade.testing.tally import Tally
 
 

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from mcp_cascade.delivery import Engine, Received
 from mcp_cascade.errors import Poisoned, StoreUnavailable
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.queue import Item, Queue, Unusable
+from mcp_cascade.receive.delivery import Engine, Received
 
 __all__ = ["OnReceived", "consume"]
 

@@ -21,9 +21,9 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mcp_cascade.config import Config
-from mcp_cascade.delivery import Engine, Received
 from mcp_cascade.events import Event, EventName, Observer
 from mcp_cascade.queue import Item
+from mcp_cascade.receive.delivery import Engine, Received
 from mcp_cascade.remote.conn import Link, host_name, node_id
 from mcp_cascade.remote.consume import consume
 from mcp_cascade.remote.jetstream import RECEIPT_HEADER, JetStreamQueue, ensure_stream

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade.cdf import write_cdf_svg
+from mcp_cascade.ops.cdf import write_cdf_svg
 from mcp_cascade.soak import cluster
 from mcp_cascade.soak.disk import mounts_unavailable
 from mcp_cascade.soak.report import machine, summary

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mcp_cascade.audit import read_audit
+from mcp_cascade.ops.audit import read_audit
 from mcp_cascade.soak.tally import StreamTally
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from mcp_cascade.errors import ConfigError
-from mcp_cascade.progress import progress_bar
+from mcp_cascade.ops.progress import progress_bar
 from mcp_cascade.remote.servers import nats_server_binary
 from mcp_cascade.soak import SCENARIOS, soak
 from mcp_cascade.soak.cluster import NAME as CLUSTER

@@ -22,11 +22,11 @@ from typing import Any
 
 import anyio
 
-from mcp_cascade.faults import Fault
 from mcp_cascade.response import make_response
 from mcp_cascade.soak.rig import Rig, SoakAck, write_config
 from mcp_cascade.soak.senders import InProcessSender
 from mcp_cascade.soak.tally import BUDGET_MS, StreamTally, percentiles
+from mcp_cascade.testing.faults import Fault
 from mcp_cascade.wire import TierChoice
 
 # (name, forced tier, whether every first attempt is reset so tier 2 carries it)

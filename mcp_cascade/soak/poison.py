@@ -23,8 +23,8 @@ from pathlib import Path
 import anyio
 import httpx
 
+from mcp_cascade.ops.scrape import fetch
 from mcp_cascade.response import Response
-from mcp_cascade.scrape import fetch
 from mcp_cascade.sessions import read_session
 from mcp_cascade.signing import Signer, load_or_create_secret, sign_tier
 from mcp_cascade.soak.rig import Rig

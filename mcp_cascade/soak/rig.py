@@ -24,11 +24,11 @@ import anyio
 from anyio.abc import Process, TaskGroup
 
 from mcp_cascade.durable import atomic_write
-from mcp_cascade.faults import FaultProxy
 from mcp_cascade.response import Response, make_response
 from mcp_cascade.sessions import SessionPaths, read_session
 from mcp_cascade.soak.tally import StreamTally
 from mcp_cascade.testing import ServeProcess, point_webhook_at
+from mcp_cascade.testing.faults import FaultProxy
 
 DeliverFn = Callable[[Response, str], Awaitable[Mapping[str, Any] | None]]
 

@@ -14,12 +14,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_cascade.faults import Fault
 from mcp_cascade.soak.disk import SessionDisk
 from mcp_cascade.soak.poison import poison
 from mcp_cascade.soak.run import Context, Scenario
 from mcp_cascade.soak.senders import WorkerSender
 from mcp_cascade.soak.steps import break_inbox, heal_inbox, webhook, webhook_ok
+from mcp_cascade.testing.faults import Fault
 
 # Faster breaker probes than the defaults, so a run sees many failovers and returns.
 _BREAKER = {"breaker_reset_ms": 200, "breaker_max_reset_ms": 800}

@@ -19,12 +19,12 @@ from typing import Any
 import anyio
 from anyio.abc import Process, TaskGroup
 
-from mcp_cascade.cascade import Sender
 from mcp_cascade.live_config import LiveConfig
-from mcp_cascade.outbox import Outbox
+from mcp_cascade.ops.telemetry import AuditTrail, JsonLog, Telemetry
 from mcp_cascade.response import Response
+from mcp_cascade.send.cascade import Sender
+from mcp_cascade.send.outbox import Outbox
 from mcp_cascade.soak.rig import SoakAck
-from mcp_cascade.telemetry import AuditTrail, JsonLog, Telemetry
 from mcp_cascade.testing import ChildProcess, child_env, stdout_lines
 from mcp_cascade.wire import TierChoice
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from mcp_cascade.faults import Fault
 from mcp_cascade.soak.run import Context
+from mcp_cascade.testing.faults import Fault
 
 _TIER2_ONLY = b"x-cascade-tier: 2"
 

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_cascade.ops.stats import nearest_rank
 from mcp_cascade.response import Response
-from mcp_cascade.stats import nearest_rank
 from mcp_cascade.testing.tally import Arrival, Tally
 
 BUDGET_MS = {1: 100.0, 2: 500.0, 3: 5000.0}

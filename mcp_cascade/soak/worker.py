@@ -2,7 +2,7 @@
 
 ``python -m mcp_cascade.soak.worker --home H`` reads one JSON object per line,
 ``{"response": {...}, "session": "..."}``, delivers each through a real
-:class:`~mcp_cascade.cascade.Sender` (its own outbox, its own re-drive of
+:class:`~mcp_cascade.send.cascade.Sender` (its own outbox, its own re-drive of
 entries left by senders that died) and writes ``{"receipt": {...}}`` per
 response. The soak harness kills it with SIGKILL mid-stream and starts another.
 """
@@ -17,11 +17,11 @@ from typing import Any
 
 import anyio
 
-from mcp_cascade.cascade import Sender
 from mcp_cascade.live_config import LiveConfig
+from mcp_cascade.ops.telemetry import AuditTrail, JsonLog, Telemetry
 from mcp_cascade.response import from_dict
+from mcp_cascade.send.cascade import Sender
 from mcp_cascade.soak.rig import SoakAck
-from mcp_cascade.telemetry import AuditTrail, JsonLog, Telemetry
 
 
 async def _deliver(sender: Sender, line: str) -> None:

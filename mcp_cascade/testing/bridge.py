@@ -1,6 +1,6 @@
 """A real ``mcp-cascade bridge`` subprocess for tests, the demo and users' own tests.
 
-Pair it with :class:`mcp_cascade.bridge.fake_api.FakeTelegram` (the Bot API)
+Pair it with :class:`mcp_cascade.testing.fake_api.FakeTelegram` (the Bot API)
 and :class:`mcp_cascade.testing.ServeProcess` (the sessions)::
 
     async with FakeTelegram().serving() as fake, BridgeProcess(home, fake.base_url, allow=[42]) as bridge:
@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from mcp_cascade.durable import read_json
-from mcp_cascade.outbound import BRIDGE_JSON
+from mcp_cascade.receive.outbound import BRIDGE_JSON
 from mcp_cascade.testing.process import ChildProcess, module_command
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mcp_cascade.durable import atomic_write_json, read_json
-from mcp_cascade.faults import FaultProxy
 from mcp_cascade.sessions import SessionPaths
+from mcp_cascade.testing.faults import FaultProxy
 
 
 def sidecar_address(home: Path, session: str) -> tuple[str, int]:

@@ -65,7 +65,7 @@ class PollWatcher:
         self._next = time.monotonic()
 
     def add(self, key: str, path: Path, *, writes: bool = False, removals: bool = False) -> None:
-        """See :meth:`mcp_cascade.watchers.Watcher.add` (every write shows here, whatever ``writes``)."""
+        """See :meth:`.Watcher.add` (every write shows here, whatever ``writes``)."""
         if not path.is_dir():
             raise FileNotFoundError(2, "not a directory", str(path))
         self._folders[key] = _Folder(path, removals)
@@ -75,7 +75,7 @@ class PollWatcher:
         self._folders.pop(key, None)
 
     async def changes(self, timeout: float) -> list[Change]:
-        """See :meth:`mcp_cascade.watchers.Watcher.changes`: listings on a fixed period until one differs."""
+        """See :meth:`.Watcher.changes`: listings on a fixed period until one differs."""
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()

@@ -63,7 +63,7 @@ class WatchfilesWatcher:
             raise OSError(str(exc)) from exc
 
     def add(self, key: str, path: Path, *, writes: bool = False, removals: bool = False) -> None:
-        """See :meth:`mcp_cascade.watchers.Watcher.add` (every write shows here, whatever ``writes``)."""
+        """See :meth:`.Watcher.add` (every write shows here, whatever ``writes``)."""
         folders = {**self._folders, key: _Folder(path.resolve(), removals)}
         self._replace(folders)
 
@@ -78,7 +78,7 @@ class WatchfilesWatcher:
         self._notify, self._folders = notify, folders
 
     async def changes(self, timeout: float) -> list[Change]:
-        """See :meth:`mcp_cascade.watchers.Watcher.changes`."""
+        """See :meth:`.Watcher.changes`."""
         if not self._folders:
             await anyio.sleep(timeout)
             return []

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.shared.message import SessionMessage
 
-import mcp_cascade.channel
+import mcp_cascade.receive.channel
 from mcp_cascade.cli import main
 
 
@@ -31,5 +31,5 @@ async def relay_everything(
 
 if __name__ == "__main__":
     # serve looks the relay up in the channel module when it starts: replace it there.
-    mcp_cascade.channel.handshake_only = relay_everything
+    mcp_cascade.receive.channel.handshake_only = relay_everything
     sys.exit(main())

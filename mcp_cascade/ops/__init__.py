@@ -1,0 +1,1 @@
+"""Operations: metrics, health, the audit trail, `mcp-cascade inspect`, charts."""

@@ -1,0 +1,1 @@
+"""The receiving side: `mcp-cascade serve`, one per Claude Code session."""
