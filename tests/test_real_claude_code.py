@@ -7,7 +7,7 @@ proven by what the client sends to the model next; a tool by the tool_result
 the client sends back. Nothing sets the client's protocol negotiation: the
 channel must work with its defaults.
 
-Run alone: ``pytest -m claude -s`` (the first run installs the client into
+Run alone: ``pytest -m claude -s -n 0`` (the first run installs the client into
 ``.cache/claude-code/``). Skipped, with the reason, where tmux, npm or the
 registry, or network namespaces are missing.
 """
