@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_cascade.durable import fsync_dir
 from mcp_cascade.response import make_response
 from mcp_cascade.send.outbox import CorruptEntry, Outbox
 
@@ -112,3 +113,39 @@ def test_entries_are_listed_oldest_first(tmp_path: Path) -> None:
     for n in range(5):
         box.put(make_response(type="message", user_id=1, text=str(n), id=f"o:{n}"), "s-1", "auto").release()
     assert [e.response.id for e in box.entries()] == [f"o:{n}" for n in range(5)]
+
+
+def test_a_batch_of_puts_syncs_the_folder_once_and_an_entry_that_cannot_be_written_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+
+    def counting(path: Path) -> None:
+        synced.append(path)
+        fsync_dir(path)
+
+    monkeypatch.setattr("mcp_cascade.send.outbox.fsync_dir", counting)
+
+    class FullForOne(Outbox):  # the disk refuses one entry of the batch
+        def _write(self, response, session, tier):  # type: ignore[no-untyped-def]
+            if response.id == "b:2":
+                raise OSError(28, "No space left on device")
+            return super()._write(response, session, tier)
+
+    box = FullForOne(tmp_path / "outbox")
+    box.ensure()
+    items = [
+        (make_response(type="message", user_id=1, text=str(n), id=f"b:{n}"), "s-1", "auto") for n in range(5)
+    ]
+    results = box.put_many(items)  # type: ignore[arg-type]
+    assert synced == [box.pending]
+    assert isinstance(results[2], OSError)
+    claims = [r for r in results if not isinstance(r, OSError)]
+    assert [c.entry.response.id for c in claims] == ["b:0", "b:1", "b:3", "b:4"]
+    other = Outbox(tmp_path / "outbox")
+    assert sorted(other.names()) == sorted(c.entry.name for c in claims)
+    assert all(other.claim(c.entry.name) is None for c in claims)  # each still locked by its writer
+    assert list(box.tmp.iterdir()) == []
+    for c in claims:
+        c.done()
+    assert other.names() == []

@@ -22,7 +22,7 @@ resend is never seen twice by the session.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -96,6 +96,7 @@ class Sender:
         # Concurrent deliveries remove their outbox entries in one worker-thread hop (no fsync to share:
         # the writes stay one hop each, so their fsyncs run side by side and the journal merges them).
         self._done = Grouped(self.outbox.done_many)
+        self._stored = Grouped(self._store_and_look)
         self._breakers = SessionBreakers(clock, observer)
         self._clock = clock
         self._random = random or system_random()
@@ -186,7 +187,7 @@ class Sender:
         claimed: OutboxClaim | None = None
         # Shielded: a put cancelled halfway would leave its lock held, unseen, until the process exits.
         with anyio.CancelScope(shield=True):
-            stored, info = await anyio.to_thread.run_sync(self._store_and_look, response, session, tier)
+            stored, info = await self._stored((response, session, tier))
         if isinstance(stored, OSError):
             self._emit(
                 "outbox",
@@ -202,14 +203,12 @@ class Sender:
         return await self._drive(claimed, response, session, tier, config, started, (info,))
 
     def _store_and_look(
-        self, response: Response, session: str, tier: TierChoice
-    ) -> tuple[OutboxClaim | OSError, SessionInfo | None]:
-        """The outbox write and the walk's first look at the session: one worker-thread hop, not two."""
-        try:
-            stored: OutboxClaim | OSError = self.outbox.put(response, session, tier)
-        except OSError as exc:
-            stored = exc
-        return stored, read_session(self.home, session)
+        self, items: Sequence[tuple[Response, str, TierChoice]]
+    ) -> list[tuple[OutboxClaim | OSError, SessionInfo | None] | Exception]:
+        """The outbox writes and the walk's first look at each session: one worker-thread hop for the lot."""
+        stored = self.outbox.put_many(items)
+        looked = {session: read_session(self.home, session) for session in {item[1] for item in items}}
+        return [(claim, looked[item[1]]) for claim, item in zip(stored, items, strict=True)]
 
     async def redrive(self) -> list[Receipt]:
         """Deliver every outbox entry no live sender is working on; one pass, oldest first.

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_cascade.config import SESSION_ID_RE
-from mcp_cascade.durable import BINARY, NOFOLLOW, atomic_write, durable_rename, fsync_dir, fsync_file
+from mcp_cascade.durable import BINARY, NOFOLLOW, atomic_write, fsync_dir, fsync_file
 from mcp_cascade.errors import CascadeError, InvalidResponse
 from mcp_cascade.locks import try_lock
 from mcp_cascade.response import Response, from_dict
@@ -111,6 +111,45 @@ class Outbox:
 
     def put(self, response: Response, session: str, tier: TierChoice) -> OutboxClaim:
         """Make ``response`` durable, locked by this process: tmp (O_EXCL, flock, fsync) → pending/, fsync."""
+        stored = self.put_many([(response, session, tier)])[0]
+        if isinstance(stored, OSError):
+            raise stored
+        return stored
+
+    def put_many(self, items: Sequence[tuple[Response, str, TierChoice]]) -> list[OutboxClaim | OSError]:
+        """:meth:`put` for each item, with one fsync of ``pending/`` for the lot (a group commit).
+
+        Each result is the item's claim, or the OSError that kept it from being durable.
+        """
+        written: list[tuple[int, Path, OutboxEntry] | OSError] = []
+        for response, session, tier in items:
+            try:
+                written.append(self._write(response, session, tier))
+            except OSError as exc:
+                written.append(exc)
+        moved: list[tuple[int, Path, OutboxEntry] | OSError] = []
+        for item in written:
+            if not isinstance(item, OSError):
+                fd, tmp, entry = item
+                try:
+                    os.replace(tmp, self.pending / entry.name)
+                except OSError as exc:
+                    os.close(fd)
+                    tmp.unlink(missing_ok=True)
+                    item = exc
+            moved.append(item)
+        try:
+            if any(not isinstance(item, OSError) for item in moved):
+                fsync_dir(self.pending)
+        except OSError as exc:  # not known to be durable: never acknowledged (a re-drive may still send it)
+            for item in moved:
+                if not isinstance(item, OSError):
+                    os.close(item[0])
+            return [exc if not isinstance(item, OSError) else item for item in moved]
+        return [item if isinstance(item, OSError) else OutboxClaim(self, item[2], item[0]) for item in moved]
+
+    def _write(self, response: Response, session: str, tier: TierChoice) -> tuple[int, Path, OutboxEntry]:
+        """The entry written and fsynced in ``tmp/``, locked: its descriptor, path and entry."""
         name = f"{time.time_ns():020d}-{os.getpid()}-{_UNSAFE.sub('_', response.id)[:100]}.json"
         tmp = self.tmp / name
         created = time.time()
@@ -128,12 +167,11 @@ class Outbox:
             while view:
                 view = view[os.write(fd, view) :]
             fsync_file(fd)
-            durable_rename(tmp, self.pending / name)
         except OSError:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
-        return OutboxClaim(self, OutboxEntry(name, response, session, tier, created), fd)
+        return fd, tmp, OutboxEntry(name, response, session, tier, created)
 
     def done_many(self, claims: Sequence[OutboxClaim]) -> list[OSError | None]:
         """:meth:`OutboxClaim.done` for each claim; each result is None, or the OSError it raised."""
