@@ -6,7 +6,7 @@ nats-server. The same contract test drives each through the same consumer loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -109,6 +109,60 @@ async def test_the_consumer_loop_delivers_either_queue_into_the_engine_once(
             tg.cancel_scope.cancel()
         assert [e.response_id for e in recorder.named("durable")] == [r.id for r in sent]
         assert [e.response_id for e in recorder.named("duplicate")] == repeats
+    finally:
+        store.close()
+
+
+class AcksHeld:
+    """A real maildir queue whose acks wait until released: what a slow ack round trip looks like."""
+
+    def __init__(self, inner: Queue) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.release = anyio.Event()
+        self.acked: list[str] = []
+
+    async def enqueue(self, response: Response, timeout: float) -> str:
+        return await self.inner.enqueue(response, timeout)
+
+    async def claim(self, limit: int, timeout: float) -> Sequence[Item | Unusable]:
+        return await self.inner.claim(limit, timeout)
+
+    async def ack(self, item: Item) -> None:
+        await self.release.wait()
+        await self.inner.ack(item)
+        self.acked.append(item.response.id)
+
+    async def nack(self, item: Item | Unusable, reason: str, *, permanent: bool) -> None:
+        await self.inner.nack(item, reason, permanent=permanent)
+
+    async def recover(self) -> int:
+        return await self.inner.recover()
+
+
+async def test_the_next_batch_is_stored_while_the_last_ones_acks_are_still_out(tmp_path: Path) -> None:
+    """Sender and session work at once: a batch's acks do not hold up the next batch's commit."""
+    store = Store.open(tmp_path / "state.db")
+    recorder = Recorder()
+    engine = Engine(store, SESSION, recorder)
+    queue = AcksHeld(MaildirQueue(tmp_path / "inbox", SESSION))
+    try:
+        async with engine.running(), anyio.create_task_group() as tg:
+            tg.start_soon(lambda: consume(queue, engine, recorder, tier=3))
+            sent = [answer(f"p{i}", SESSION, i) for i in range(2)]
+            for i, response in enumerate(sent):
+                await queue.enqueue(response, 5)
+                with anyio.fail_after(20):
+                    while len(recorder.named("durable")) < i + 1:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+            assert queue.acked == []  # the first batch's ack is still held, and the second is stored
+            queue.release.set()
+            with anyio.fail_after(20):
+                while len(queue.acked) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+        assert queue.acked == [r.id for r in sent]
+        assert [e.response_id for e in recorder.named("durable")] == [r.id for r in sent]
     finally:
         store.close()
 

@@ -5,7 +5,8 @@ id, the same :meth:`Engine.receive` every tier meets) before the queue hears an
 ack, so a crash between the two is a redelivery the store absorbs as a
 duplicate. A batch's responses enter the engine in queue order (group commits;
 the store's sequence orders the pushes); once the engine holds them all, their
-acks go out together, each followed by its outcome (the session's receipt).
+acks go out together, each followed by its outcome (the session's receipt),
+while the next batch is fetched and stored.
 What cannot become a response is quarantined with a reason; when the store
 cannot write right now, that item and every later one of the batch go back
 for a later try, so nothing overtakes it.
@@ -52,32 +53,44 @@ async def consume(
                 reason=f"{recovered} claimed by a consumer that stopped; taken again",
             )
         )
-    while True:
-        items: list[Item] = []
-        for entry in await queue.claim(_BATCH, _CLAIM_WAIT_S):
-            if isinstance(entry, Unusable):
-                observer.emit(
-                    Event("rejected", session=engine.session, tier=tier, level="error", reason=entry.reason)
-                )
-                await queue.nack(entry, entry.reason, permanent=True)
-            else:
-                items.append(entry)
-        if not items:
-            continue
-        outcomes = await _receive(engine, items, tier, progress)
-        held_back = False
-        taken: list[tuple[Item, Received]] = []
-        for item, outcome in zip(items, outcomes, strict=True):
-            if held_back or outcome is None:
-                held_back = True  # this one, or one before it, is not in the store: none may overtake it
-                await queue.nack(item, "store unavailable", permanent=False)
-            elif isinstance(outcome, Poisoned):  # the message's own content: step aside, never retried
-                await queue.nack(item, str(outcome), permanent=True)
-            else:
-                taken.append((item, outcome))
-        await _ack(queue, taken, on_outcome)
-        if held_back:
-            await anyio.sleep(_STORE_PAUSE_S)
+    async with anyio.create_task_group() as acking:
+        previous = anyio.Event()
+        previous.set()
+        while True:
+            items = await _claim(queue, engine, observer, tier)
+            if not items:
+                continue
+            outcomes = await _receive(engine, items, tier, progress)
+            held_back = False
+            taken: list[tuple[Item, Received]] = []
+            for item, outcome in zip(items, outcomes, strict=True):
+                if held_back or outcome is None:
+                    held_back = True  # this one, or one before it, is not in the store: none may overtake it
+                    await queue.nack(item, "store unavailable", permanent=False)
+                elif isinstance(outcome, Poisoned):  # the message's own content: step aside, never retried
+                    await queue.nack(item, str(outcome), permanent=True)
+                else:
+                    taken.append((item, outcome))
+            # The store holds the batch: its acks go out while the next batch is fetched and stored (a
+            # pipeline: sender and session work at once), one batch of acks in flight at a time.
+            await previous.wait()
+            previous = anyio.Event()
+            acking.start_soon(_ack, queue, taken, on_outcome, previous)
+            if held_back:
+                await anyio.sleep(_STORE_PAUSE_S)
+
+
+async def _claim(queue: Queue, engine: Engine, observer: Observer, tier: int) -> list[Item]:
+    """The next batch, what can never become a response quarantined on the way."""
+    items: list[Item] = []
+    for entry in await queue.claim(_BATCH, _CLAIM_WAIT_S):
+        if isinstance(entry, Unusable):
+            why = entry.reason
+            observer.emit(Event("rejected", session=engine.session, tier=tier, level="error", reason=why))
+            await queue.nack(entry, entry.reason, permanent=True)
+        else:
+            items.append(entry)
+    return items
 
 
 async def _receive(
@@ -110,7 +123,9 @@ async def _receive(
     return outcomes
 
 
-async def _ack(queue: Queue, taken: list[tuple[Item, Received]], on_outcome: OnReceived | None) -> None:
+async def _ack(
+    queue: Queue, taken: list[tuple[Item, Received]], on_outcome: OnReceived | None, settled: anyio.Event
+) -> None:
     """Ack every stored item of a batch at once, each followed by its outcome; the first failure raises.
 
     The store already holds them all in order, so the order of their acks cannot reorder a push; one
@@ -128,9 +143,12 @@ async def _ack(queue: Queue, taken: list[tuple[Item, Received]], on_outcome: OnR
         if on_outcome is not None:
             await on_outcome(item, outcome)
 
-    async with anyio.create_task_group() as tg:
-        for item, outcome in taken:
-            tg.start_soon(one, item, outcome)
+    try:
+        async with anyio.create_task_group() as tg:
+            for item, outcome in taken:
+                tg.start_soon(one, item, outcome)
+    finally:
+        settled.set()
     if failures:
         raise failures[0]
 
