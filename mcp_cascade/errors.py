@@ -61,3 +61,10 @@ class Poisoned(CascadeError):
 
 class SessionNotFound(CascadeError):
     """No session.json for the session, or its process is gone."""
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The failure a task group wrapped: the first exception inside nested exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

@@ -167,6 +167,39 @@ async def test_the_next_batch_is_stored_while_the_last_ones_acks_are_still_out(t
         store.close()
 
 
+class ClaimFails(AcksHeld):
+    """A real maildir queue whose second claim times out, as a fetch does while a NATS node dies."""
+
+    def __init__(self, inner: Queue) -> None:
+        super().__init__(inner)
+        self.release.set()
+        self.claims = 0
+
+    async def claim(self, limit: int, timeout: float) -> Sequence[Item | Unusable]:
+        self.claims += 1
+        if self.claims == 2:
+            raise TimeoutError("fetch timed out")
+        return await self.inner.claim(limit, timeout)
+
+
+async def test_a_transport_error_reaches_the_caller_as_itself_not_wrapped_in_a_task_group(
+    tmp_path: Path,
+) -> None:
+    """serve's NATS loop retries on TimeoutError, OSError and NATS errors: a group would end serve."""
+    store = Store.open(tmp_path / "state.db")
+    recorder = Recorder()
+    engine = Engine(store, SESSION, recorder)
+    queue = ClaimFails(MaildirQueue(tmp_path / "inbox", SESSION))
+    await queue.enqueue(answer("t0", SESSION, 0), 5)
+    try:
+        async with engine.running():
+            with anyio.fail_after(20), pytest.raises(TimeoutError, match="fetch timed out"):
+                await consume(queue, engine, recorder, tier=3)
+        assert len(recorder.named("durable")) == 1
+    finally:
+        store.close()
+
+
 @needs_nats
 async def test_an_unsigned_jetstream_message_is_quarantined_and_does_not_block_the_next(
     tmp_path: Path,

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import anyio
 
 from mcp_cascade.config import resolve_home
+from mcp_cascade.errors import unwrap
 from mcp_cascade.home import ensure_home
 from mcp_cascade.signals import until_terminated
 
@@ -38,9 +39,7 @@ def cmd_bridge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _describe(exc: BaseException) -> str:
-    # A task group wraps the failure that ended it; the innermost one says what happened.
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    exc = unwrap(exc)  # a task group wraps the failure that ended it; the innermost one says what happened
     return str(exc) or repr(exc)
 
 

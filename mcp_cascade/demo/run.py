@@ -28,7 +28,7 @@ from mcp_cascade.config import ENV_PREFIX
 from mcp_cascade.demo.board import Board
 from mcp_cascade.demo.scenario import DemoScenario
 from mcp_cascade.demo.show import Show
-from mcp_cascade.errors import ConfigError
+from mcp_cascade.errors import ConfigError, unwrap
 from mcp_cascade.testing import BridgeProcess, ServeProcess
 
 DEADLINE_S = 60.0
@@ -122,8 +122,7 @@ async def _signals() -> None:
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    exc = unwrap(exc)
     if isinstance(exc, TimeoutError) and exc.__cause__ is not None and str(exc.__cause__):
         return exc.__cause__
     return exc

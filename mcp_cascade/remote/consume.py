@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from mcp_cascade.errors import Poisoned, StoreUnavailable
+from mcp_cascade.errors import Poisoned, StoreUnavailable, unwrap
 from mcp_cascade.events import Event, Observer
 from mcp_cascade.queue import Item, Queue, Unusable
 from mcp_cascade.receive.delivery import Engine, Received
@@ -53,31 +53,24 @@ async def consume(
                 reason=f"{recovered} claimed by a consumer that stopped; taken again",
             )
         )
-    async with anyio.create_task_group() as acking:
-        previous = anyio.Event()
-        previous.set()
-        while True:
-            items = await _claim(queue, engine, observer, tier)
-            if not items:
-                continue
-            outcomes = await _receive(engine, items, tier, progress)
-            held_back = False
-            taken: list[tuple[Item, Received]] = []
-            for item, outcome in zip(items, outcomes, strict=True):
-                if held_back or outcome is None:
-                    held_back = True  # this one, or one before it, is not in the store: none may overtake it
-                    await queue.nack(item, "store unavailable", permanent=False)
-                elif isinstance(outcome, Poisoned):  # the message's own content: step aside, never retried
-                    await queue.nack(item, str(outcome), permanent=True)
-                else:
-                    taken.append((item, outcome))
-            # The store holds the batch: its acks go out while the next batch is fetched and stored (a
-            # pipeline: sender and session work at once), one batch of acks in flight at a time.
-            await previous.wait()
+    try:
+        async with anyio.create_task_group() as acking:
             previous = anyio.Event()
-            acking.start_soon(_ack, queue, taken, on_outcome, previous)
-            if held_back:
-                await anyio.sleep(_STORE_PAUSE_S)
+            previous.set()
+            while True:
+                items = await _claim(queue, engine, observer, tier)
+                if not items:
+                    continue
+                taken, held_back = await _settle(queue, items, await _receive(engine, items, tier, progress))
+                # The store holds the batch: its acks go out while the next batch is fetched and stored
+                # (a pipeline: sender and session work at once), one batch of acks in flight at a time.
+                await previous.wait()
+                previous = anyio.Event()
+                acking.start_soon(_ack, queue, taken, on_outcome, previous)
+                if held_back:
+                    await anyio.sleep(_STORE_PAUSE_S)
+    except BaseExceptionGroup as group:  # the caller handles a transport error, not the task group around it
+        raise unwrap(group) from None
 
 
 async def _claim(queue: Queue, engine: Engine, observer: Observer, tier: int) -> list[Item]:
@@ -91,6 +84,23 @@ async def _claim(queue: Queue, engine: Engine, observer: Observer, tier: int) ->
         else:
             items.append(entry)
     return items
+
+
+async def _settle(
+    queue: Queue, items: list[Item], outcomes: list[Received | Poisoned | None]
+) -> tuple[list[tuple[Item, Received]], bool]:
+    """Nack what the store did not take; the stored items to ack, and whether any was held back."""
+    held_back = False
+    taken: list[tuple[Item, Received]] = []
+    for item, outcome in zip(items, outcomes, strict=True):
+        if held_back or outcome is None:
+            held_back = True  # this one, or one before it, is not in the store: none may overtake it
+            await queue.nack(item, "store unavailable", permanent=False)
+        elif isinstance(outcome, Poisoned):  # the message's own content: step aside, never retried
+            await queue.nack(item, str(outcome), permanent=True)
+        else:
+            taken.append((item, outcome))
+    return taken, held_back
 
 
 async def _receive(
