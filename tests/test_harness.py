@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_cascade.testing import ChildProcess, point_webhook_at, sidecar_address
+from mcp_cascade.testing import ChildProcess, ServeProcess, point_webhook_at, sidecar_address
 from tests.cascade_helpers import write_session_json
 
 pytestmark = pytest.mark.anyio
@@ -50,6 +50,16 @@ async def test_a_child_that_exits_before_publishing_raises_with_its_stderr(tmp_p
     await child.spawn(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     with pytest.raises(RuntimeError, match=r"child exited 1: cannot listen on 127\.0\.0\.1:1: taken"):
         await child.wait_published(lambda: None, "child", timeout=10)
+
+
+async def test_a_wait_that_times_out_says_what_it_waited_for_and_how_serve_s_stderr_ends(home: Path) -> None:
+    async with ServeProcess(home, "harness-wait") as serve:
+        await serve.initialize()
+        with pytest.raises(TimeoutError) as caught:
+            await serve.wait_channel(1, timeout=0.3)  # nothing is ever sent
+    message = str(caught.value)
+    assert message.startswith("serve (running) did not reach 1 notifications/claude/channel (has 0) in 0.3 s")
+    assert '"component":"serve"' in message  # serve's own log lines, from its stderr
 
 
 def test_routing_rewrites_only_the_webhook_url_of_the_discovery_file(home: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,17 +179,36 @@ class ServeProcess(ChildProcess):
         """Every notification of ``method`` received so far."""
         return [n for n in self.notifications if n.get("method") == method]
 
-    async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
-        """Wait until ``predicate()`` is true, re-checking on every frame."""
-        with anyio.fail_after(timeout):
-            while not predicate():
-                await self._changed.wait()
+    async def wait_for(
+        self, predicate: Any, timeout: float = 15.0, what: Callable[[], str] | None = None
+    ) -> None:
+        """Wait until ``predicate()`` is true, re-checking on every frame.
+
+        On timeout the error says what was awaited (``what()``, when given), whether serve still
+        runs, and how its stderr ends: a failing test shows why without digging in its folders.
+        """
+        try:
+            with anyio.fail_after(timeout):
+                while not predicate():
+                    await self._changed.wait()
+        except TimeoutError:
+            code = self.process.returncode if self.process is not None else None
+            state = "running" if code is None else f"exited {code}"
+            waited = what() if what is not None else "its condition"
+            tail = self.stderr_tail()
+            raise TimeoutError(
+                f"serve ({state}) did not reach {waited} in {timeout:g} s; stderr ends:\n{tail}"
+            ) from None
 
     async def wait_channel(
         self, count: int, timeout: float = 15.0, method: str = "notifications/claude/channel"
     ) -> list[dict[str, Any]]:
         """Wait until at least ``count`` notifications of ``method`` have arrived."""
-        await self.wait_for(lambda: len(self.channel(method)) >= count, timeout)
+        await self.wait_for(
+            lambda: len(self.channel(method)) >= count,
+            timeout,
+            lambda: f"{count} {method} (has {len(self.channel(method))})",
+        )
         return self.channel(method)
 
     async def close_stdin(self) -> None:
